@@ -1,0 +1,16 @@
+//! Machine configuration: what one device is (hostname, network, API). Parsed
+//! from TOML on DATA by the device and written by the CLI; validated here so
+//! both sides agree on what is acceptable.
+
+mod machine;
+mod release;
+
+pub use machine::{
+    parse_cidr, validate_hostname, ApiConfig, ConfigError, MachineConfig, NetworkConfig,
+    NetworkMode,
+};
+pub use release::{Release, RELEASE_PATH};
+
+/// Largest machine config file accepted (bytes): a config is a few hundred bytes;
+/// anything near this is not one.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
