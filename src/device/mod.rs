@@ -1,1 +1,17 @@
 //! PID 1 (outpost-init).
+
+pub mod api;
+pub mod board;
+pub mod cmdline;
+pub mod host_mode;
+pub mod hostname;
+pub mod kmsg;
+pub mod log;
+pub mod modules;
+pub mod mounts;
+pub mod net;
+pub mod power;
+pub mod reaper;
+pub mod runtime;
+pub mod status;
+pub mod sys;

@@ -1,1 +1,12 @@
-//! The operator CLI.
+//! The operator CLI (`outpost`): PKI, images, local QEMU devices, remote control.
+
+pub mod board;
+pub mod cli;
+pub mod client;
+pub mod context;
+pub mod debian;
+pub mod image;
+pub mod local;
+pub mod output;
+pub mod pki;
+pub mod qemu;

@@ -1,0 +1,223 @@
+//! One function per request: a decoded message becomes an action on the device.
+
+use smol::channel::Sender;
+
+use crate::config::Release;
+use crate::device::log::LogRing;
+use crate::device::status;
+use crate::wire::{self, Request, Response, Status, VersionInfo, WireError};
+
+/// Most log lines one `logs` answer carries (the frame cap bounds bytes too).
+const MAX_LOG_LINES: usize = 500;
+/// Most dmesg bytes one answer carries, leaving headroom under the frame cap.
+const MAX_DMESG_BYTES: usize = wire::MAX_RESPONSE_FRAME - 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerRequest {
+    Reboot,
+    PowerOff,
+}
+
+/// What differs between a real board and host mode.
+pub trait Platform: Send + Sync {
+    /// Interface addresses, "eth0 10.0.2.15/24".
+    fn addresses(&self) -> Vec<String>;
+    /// The tail of the kernel log, at most `max_bytes`.
+    fn dmesg(&self, max_bytes: usize) -> Result<String, String>;
+}
+
+/// Everything a handler may read or trigger.
+pub struct ApiContext {
+    pub hostname: String,
+    pub slot: String,
+    pub release: Release,
+    pub boot_id: String,
+    pub log: LogRing,
+    pub power: Sender<PowerRequest>,
+    pub platform: Box<dyn Platform>,
+}
+
+pub fn handle(ctx: &ApiContext, request: &Request) -> Result<Response, WireError> {
+    match request {
+        Request::Version { protocol } => version(ctx, *protocol),
+        Request::Status => Ok(Response::Status(status(ctx))),
+        Request::Logs { lines } => Ok(Response::Logs(fit_to_frame(
+            ctx.log.tail(usize::from(*lines).min(MAX_LOG_LINES)),
+        ))),
+        Request::Dmesg { max_bytes } => {
+            let max = usize::try_from(*max_bytes)
+                .unwrap_or(usize::MAX)
+                .min(MAX_DMESG_BYTES);
+            ctx.platform
+                .dmesg(max)
+                .map(Response::Dmesg)
+                .map_err(WireError::Device)
+        }
+        Request::Reboot => power(ctx, PowerRequest::Reboot),
+        Request::Poweroff => power(ctx, PowerRequest::PowerOff),
+    }
+}
+
+/// Drop the oldest lines until the answer fits in one response frame.
+fn fit_to_frame(mut lines: Vec<wire::LogLine>) -> Vec<wire::LogLine> {
+    // Per line: text + its length varint + timestamp varint + level tag.
+    let cost = |l: &wire::LogLine| l.text.len() + 16;
+    let mut total: usize = lines.iter().map(cost).sum();
+    let mut drop = 0;
+    while total > MAX_DMESG_BYTES && drop < lines.len() {
+        total -= cost(&lines[drop]);
+        drop += 1;
+    }
+    lines.drain(..drop);
+    lines
+}
+
+fn version(ctx: &ApiContext, protocol: u16) -> Result<Response, WireError> {
+    if protocol < wire::MIN_PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(protocol));
+    }
+    Ok(Response::Version(VersionInfo {
+        protocol: protocol.min(wire::PROTOCOL_VERSION),
+        min_protocol: wire::MIN_PROTOCOL_VERSION,
+        init_version: env!("CARGO_PKG_VERSION").to_owned(),
+        os_version: ctx.release.version.clone(),
+        board: ctx.release.board.clone(),
+    }))
+}
+
+fn status(ctx: &ApiContext) -> Status {
+    let proc = |name: &str| status::read_small(std::path::Path::new(name)).unwrap_or_default();
+    let (mem_total_kib, mem_available_kib) = status::parse_meminfo(&proc("/proc/meminfo"));
+    Status {
+        hostname: ctx.hostname.clone(),
+        slot: ctx.slot.clone(),
+        os_version: ctx.release.version.clone(),
+        boot_id: ctx.boot_id.clone(),
+        uptime_ms: status::parse_uptime_ms(&proc("/proc/uptime")).unwrap_or(0),
+        mem_total_kib,
+        mem_available_kib,
+        load_x100: status::parse_loadavg(&proc("/proc/loadavg")),
+        addresses: ctx.platform.addresses(),
+        init_rss_kib: status::parse_rss_kib(&proc("/proc/self/status")),
+    }
+}
+
+fn power(ctx: &ApiContext, what: PowerRequest) -> Result<Response, WireError> {
+    ctx.power
+        .try_send(what)
+        .map(|()| Response::Accepted)
+        .map_err(|_| WireError::Device("a shutdown is already under way".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakePlatform;
+    impl Platform for FakePlatform {
+        fn addresses(&self) -> Vec<String> {
+            vec!["eth0 192.0.2.1/24".into()]
+        }
+        fn dmesg(&self, max_bytes: usize) -> Result<String, String> {
+            Ok("x".repeat(100_000).chars().take(max_bytes).collect())
+        }
+    }
+
+    fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
+        let (tx, rx) = smol::channel::bounded(1);
+        let ctx = ApiContext {
+            hostname: "edge-1".into(),
+            slot: "A".into(),
+            release: Release {
+                board: "qemu-virt".into(),
+                version: "1.2.3".into(),
+                build_time: 0,
+            },
+            boot_id: "id".into(),
+            log: LogRing::new(),
+            power: tx,
+            platform: Box::new(FakePlatform),
+        };
+        (ctx, rx)
+    }
+
+    #[test]
+    fn old_protocol_is_refused_new_is_capped() {
+        let (ctx, _rx) = ctx();
+        assert_eq!(
+            handle(&ctx, &Request::Version { protocol: 0 }),
+            Err(WireError::UnsupportedVersion(0))
+        );
+        match handle(&ctx, &Request::Version { protocol: 999 }) {
+            Ok(Response::Version(v)) => assert_eq!(v.protocol, wire::PROTOCOL_VERSION),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn second_power_request_is_refused_while_one_is_pending() {
+        let (ctx, rx) = ctx();
+        assert_eq!(handle(&ctx, &Request::Reboot), Ok(Response::Accepted));
+        assert!(matches!(
+            handle(&ctx, &Request::Poweroff),
+            Err(WireError::Device(_))
+        ));
+        assert_eq!(rx.try_recv(), Ok(PowerRequest::Reboot));
+    }
+
+    #[test]
+    fn dmesg_is_capped_under_the_frame_limit() {
+        let (ctx, _rx) = ctx();
+        let resp = handle(
+            &ctx,
+            &Request::Dmesg {
+                max_bytes: u32::MAX,
+            },
+        )
+        .unwrap();
+        let frame = wire::ResponseFrame {
+            id: u32::MAX,
+            body: Ok(resp),
+        }
+        .encode();
+        assert!(frame.len() <= wire::MAX_RESPONSE_FRAME, "{}", frame.len());
+    }
+
+    #[test]
+    fn logs_are_capped_under_the_frame_limit() {
+        let (ctx, _rx) = ctx();
+        for i in 0..1000 {
+            ctx.log.push(wire::LogLine {
+                at_ms: i,
+                level: wire::LogLevel::Info,
+                text: "y".repeat(500),
+            });
+        }
+        let resp = handle(&ctx, &Request::Logs { lines: u16::MAX }).unwrap();
+        let Response::Logs(lines) = &resp else {
+            panic!("{resp:?}")
+        };
+        assert!(lines.len() > 50 && lines.last().map(|l| l.at_ms) == Some(999));
+        let frame = wire::ResponseFrame {
+            id: u32::MAX,
+            body: Ok(resp),
+        }
+        .encode();
+        assert!(frame.len() <= wire::MAX_RESPONSE_FRAME, "{}", frame.len());
+    }
+
+    #[test]
+    fn status_reports_identity() {
+        let (ctx, _rx) = ctx();
+        match handle(&ctx, &Request::Status) {
+            Ok(Response::Status(s)) => {
+                assert_eq!(
+                    (s.hostname.as_str(), s.slot.as_str(), s.os_version.as_str()),
+                    ("edge-1", "A", "1.2.3")
+                );
+                assert_eq!(s.addresses, vec!["eth0 192.0.2.1/24".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The kernel command line: what U-Boot's `boot.scr` tells outpost-init.
+//!
+//! Only `outpost.slot=A|B` and `outpost.data=/dev/…` are ours; every other
+//! word belongs to the kernel and is ignored. Values are validated here, so a
+//! typo in a boot script is a clear error rather than a wrong device mounted.
+
+use crate::bootstate::Slot;
+
+use super::sys::{Sys, SysError};
+
+pub const CMDLINE_PATH: &str = "/proc/cmdline";
+
+/// Largest command line accepted (bytes). The kernel's own limit
+/// (`COMMAND_LINE_SIZE`) is 2 KiB on arm64 and 4 KiB elsewhere.
+pub const MAX_CMDLINE_BYTES: usize = 4096;
+
+/// Longest `outpost.data` device path: `/dev/disk/by-partuuid/<36-char uuid>`
+/// is 57 bytes; anything much longer is not a device path we wrote.
+pub const MAX_DEVICE_PATH: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmdlineError {
+    #[error("kernel command line is {0} bytes, larger than the limit of {MAX_CMDLINE_BYTES}")]
+    TooLarge(usize),
+    #[error("kernel command line: `outpost.slot={0}` is not A or B")]
+    BadSlot(String),
+    #[error("kernel command line: `outpost.data={value}`: {reason}")]
+    BadData { value: String, reason: &'static str },
+    #[error("kernel command line: `{key}` is given twice with different values")]
+    Conflict { key: &'static str },
+    #[error("reading the kernel command line: {0}")]
+    Read(#[from] SysError),
+}
+
+/// What the boot loader told us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootArgs {
+    /// The slot that was booted (`None`: not booted by our boot script, e.g. a
+    /// bare QEMU `-kernel` boot).
+    pub slot: Option<Slot>,
+    /// The DATA block device.
+    pub data: Option<String>,
+}
+
+/// Read and parse `/proc/cmdline`.
+pub fn read(sys: &dyn Sys) -> Result<BootArgs, CmdlineError> {
+    // One byte more than the cap so an oversized file is detected, not cut.
+    let text = sys
+        .read_to_string(CMDLINE_PATH, MAX_CMDLINE_BYTES + 1)
+        .map_err(|e| match e {
+            SysError::TooLarge { limit, .. } => CmdlineError::TooLarge(limit),
+            other => CmdlineError::Read(other),
+        })?;
+    parse(&text)
+}
+
+/// Parse a kernel command line. Words are separated by whitespace; parsing
+/// stops at `--` (what follows is for init's argv, not for us).
+pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
+    if text.len() > MAX_CMDLINE_BYTES {
+        return Err(CmdlineError::TooLarge(text.len()));
+    }
+    let mut args = BootArgs::default();
+    for word in text.split_ascii_whitespace() {
+        if word == "--" {
+            break;
+        }
+        let Some((key, value)) = word.split_once('=') else {
+            continue;
+        };
+        match key {
+            "outpost.slot" => {
+                let slot = Slot::parse(value)
+                    .ok_or_else(|| CmdlineError::BadSlot(value.escape_debug().to_string()))?;
+                set_once(&mut args.slot, slot, "outpost.slot")?;
+            }
+            "outpost.data" => {
+                validate_device(value)?;
+                set_once(&mut args.data, value.to_owned(), "outpost.data")?;
+            }
+            _ => {}
+        }
+    }
+    Ok(args)
+}
+
+/// A repeated key is fine only with the same value: two different slots or
+/// devices mean two boot scripts disagree, and guessing could mount the wrong one.
+fn set_once<T: PartialEq>(
+    field: &mut Option<T>,
+    value: T,
+    key: &'static str,
+) -> Result<(), CmdlineError> {
+    match field {
+        Some(old) if *old != value => Err(CmdlineError::Conflict { key }),
+        _ => {
+            *field = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// A device path: `/dev/` followed by path components of `[A-Za-z0-9._:+-]`,
+/// no `.`/`..` components, no empty components.
+fn validate_device(value: &str) -> Result<(), CmdlineError> {
+    let bad = |reason| CmdlineError::BadData {
+        value: value.escape_debug().to_string(),
+        reason,
+    };
+    if value.len() > MAX_DEVICE_PATH {
+        return Err(bad("longer than 128 bytes"));
+    }
+    let rest = value
+        .strip_prefix("/dev/")
+        .ok_or_else(|| bad("must be a path under /dev/"))?;
+    for component in rest.split('/') {
+        if component.is_empty() || component == "." || component == ".." {
+            return Err(bad("has an empty, `.` or `..` path component"));
+        }
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._:+-=".contains(&b);
+        if !component.bytes().all(allowed) {
+            return Err(bad("may contain only letters, digits and . _ : + - ="));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::sys::RecordingSys;
+
+    #[test]
+    fn malformed_slot_is_refused() {
+        for word in [
+            "outpost.slot=C",
+            "outpost.slot=",
+            "outpost.slot=a",
+            "outpost.slot=AB",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadSlot(_))),
+                "{word}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_data_is_refused() {
+        let long = format!("outpost.data=/dev/{}", "a".repeat(200));
+        for word in [
+            "outpost.data=",
+            "outpost.data=vda4",
+            "outpost.data=/dev/",
+            "outpost.data=/dev/../etc/passwd",
+            "outpost.data=/dev/./vda4",
+            "outpost.data=/dev//vda4",
+            "outpost.data=/dev/vda4/",
+            "outpost.data=/devx/vda4",
+            "outpost.data=/dev/vd\"a4",
+            "outpost.data=/dev/vda4;reboot",
+            long.as_str(),
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadData { .. })),
+                "{word}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_and_conflicting_lines_are_refused() {
+        let text = format!("console=ttyAMA0 {}", "x".repeat(MAX_CMDLINE_BYTES));
+        assert!(matches!(parse(&text), Err(CmdlineError::TooLarge(_))));
+        assert_eq!(
+            parse("outpost.slot=A outpost.slot=B"),
+            Err(CmdlineError::Conflict {
+                key: "outpost.slot"
+            })
+        );
+        assert_eq!(
+            parse("outpost.data=/dev/vda4 outpost.data=/dev/mmcblk0p4"),
+            Err(CmdlineError::Conflict {
+                key: "outpost.data"
+            })
+        );
+    }
+
+    #[test]
+    fn parses_a_real_line() {
+        let args = parse(
+            "console=ttyAMA0,115200 panic=5 root=/dev/ram0 outpost.slot=B \
+             outpost.data=/dev/mmcblk0p4 quiet outpost.slot=B\n",
+        )
+        .unwrap();
+        assert_eq!(args.slot, Some(Slot::B));
+        assert_eq!(args.data.as_deref(), Some("/dev/mmcblk0p4"));
+        let args = parse("outpost.data=/dev/disk/by-partuuid/0a1b2c3d-04").unwrap();
+        assert_eq!(
+            args.data.as_deref(),
+            Some("/dev/disk/by-partuuid/0a1b2c3d-04")
+        );
+    }
+
+    #[test]
+    fn other_words_and_init_args_are_ignored() {
+        assert_eq!(parse("").unwrap(), BootArgs::default());
+        assert_eq!(
+            parse("outpost.slotx=Z foo=bar=baz outpost.other=1 -- outpost.slot=Q").unwrap(),
+            BootArgs::default()
+        );
+    }
+
+    #[test]
+    fn read_goes_through_sys() {
+        let sys = RecordingSys::new();
+        assert!(matches!(read(&sys), Err(CmdlineError::Read(_))));
+        sys.set_file(CMDLINE_PATH, "console=ttyAMA0 outpost.slot=A\n");
+        assert_eq!(read(&sys).unwrap().slot, Some(Slot::A));
+        sys.set_file(CMDLINE_PATH, &"x".repeat(MAX_CMDLINE_BYTES + 1));
+        assert!(matches!(read(&sys), Err(CmdlineError::TooLarge(_))));
+    }
+}

@@ -1,0 +1,88 @@
+//! The kernel log, read from /dev/kmsg (one record per read, non-blocking).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Records longer than this are cut by the kernel anyway (its line max is 1 KiB;
+/// 8 KiB covers continuation dictionaries).
+const MAX_RECORD: usize = 8192;
+/// Stop after this many records: the kernel buffer holds far fewer.
+const MAX_RECORDS: usize = 100_000;
+
+/// Format one `/dev/kmsg` record ("prio,seq,usec,flags;text\n dict…") as
+/// "[   1.234567] text". Returns None for records that do not parse.
+pub fn format_record(record: &str) -> Option<String> {
+    let (header, rest) = record.split_once(';')?;
+    let mut fields = header.split(',');
+    let _prio = fields.next()?;
+    let _seq = fields.next()?;
+    let usec: u64 = fields.next()?.parse().ok()?;
+    // Continuation lines (dictionary) start with a space; keep the message only.
+    let text = rest.lines().next().unwrap_or("");
+    Some(format!(
+        "[{:>5}.{:06}] {text}",
+        usec / 1_000_000,
+        usec % 1_000_000
+    ))
+}
+
+/// The last `max_bytes` of the kernel log.
+pub fn tail(max_bytes: usize) -> Result<String, String> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_nonblock())
+        .open("/dev/kmsg")
+        .map_err(|e| format!("/dev/kmsg: {e}"))?;
+    let mut lines: VecDeque<String> = VecDeque::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; MAX_RECORD];
+    for _ in 0..MAX_RECORDS {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                if let Some(line) = format_record(&text) {
+                    total += line.len() + 1;
+                    lines.push_back(line);
+                    while total > max_bytes {
+                        match lines.pop_front() {
+                            Some(old) => total -= old.len() + 1,
+                            None => break,
+                        }
+                    }
+                }
+            }
+            // EPIPE: records were overwritten while we read; carry on.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(format!("/dev/kmsg: {e}")),
+        }
+    }
+    let mut out = String::with_capacity(total);
+    for l in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+fn libc_nonblock() -> i32 {
+    rustix::fs::OFlags::NONBLOCK.bits() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_and_garbage_does_not() {
+        assert_eq!(
+            format_record("6,339,5140900,-;NET: Registered\n SUBSYSTEM=net").as_deref(),
+            Some("[    5.140900] NET: Registered")
+        );
+        assert_eq!(format_record("no header"), None);
+        assert_eq!(format_record("6,1,notanumber,-;x"), None);
+        assert_eq!(format_record(";"), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! The system log: a `tracing` layer that writes each event to the console and
+//! keeps the most recent lines in a bounded in-memory ring buffer for the API.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+use crate::wire::{LogLevel, LogLine};
+
+/// Lines kept in memory: about a boot's worth of system log.
+pub const RING_LINES: usize = 2000;
+/// Longest line kept (longer messages are cut): keeps the ring's memory bounded
+/// at RING_LINES * MAX_LINE bytes in the worst case.
+pub const MAX_LINE: usize = 512;
+
+/// A bounded ring of log lines, shared between the logger and the API.
+#[derive(Clone, Default)]
+pub struct LogRing {
+    inner: Arc<Mutex<VecDeque<LogLine>>>,
+}
+
+impl LogRing {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&self, line: LogLine) {
+        // A poisoned lock only means another thread panicked mid-push; the
+        // deque itself is still valid, so keep logging.
+        let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() >= RING_LINES {
+            ring.pop_front();
+        }
+        ring.push_back(line);
+    }
+
+    /// The newest `n` lines, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<LogLine> {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let skip = ring.len().saturating_sub(n);
+        ring.iter().skip(skip).cloned().collect()
+    }
+}
+
+/// Milliseconds since boot (CLOCK_MONOTONIC starts near kernel start).
+pub fn uptime_ms() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs * 1000 + nanos / 1_000_000
+}
+
+struct RingLayer {
+    ring: LogRing,
+    console: bool,
+}
+
+#[derive(Default)]
+struct MessageVisitor {
+    text: String,
+}
+
+impl Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.text, "{value:?}");
+        } else {
+            let _ = write!(self.text, " {}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.text.push_str(value);
+        } else {
+            let _ = write!(self.text, " {}={value}", field.name());
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for RingLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut visitor = MessageVisitor::default();
+        event.record(&mut visitor);
+        let mut text = visitor.text;
+        if text.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        let level = match *event.metadata().level() {
+            Level::ERROR => LogLevel::Error,
+            Level::WARN => LogLevel::Warn,
+            Level::INFO => LogLevel::Info,
+            _ => LogLevel::Debug,
+        };
+        let at_ms = uptime_ms();
+        if self.console {
+            // The console is best effort: a full or missing console must not stop logging.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "[{:>5}.{:03}] outpost-init {level}: {text}",
+                at_ms / 1000,
+                at_ms % 1000
+            );
+        }
+        self.ring.push(LogLine { at_ms, level, text });
+    }
+}
+
+/// Install the global logger; returns the ring the API reads from.
+pub fn init(console: bool, max_level: Level) -> LogRing {
+    let ring = LogRing::new();
+    let layer = RingLayer {
+        ring: ring.clone(),
+        console,
+    }
+    .with_filter(tracing_subscriber::filter::LevelFilter::from_level(
+        max_level,
+    ));
+    // Fails only if a logger is already set (tests); the ring is still usable.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    ring
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> LogLine {
+        LogLine {
+            at_ms: 0,
+            level: LogLevel::Info,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_and_keeps_newest() {
+        let ring = LogRing::new();
+        for i in 0..RING_LINES + 10 {
+            ring.push(line(&i.to_string()));
+        }
+        let all = ring.tail(usize::MAX);
+        assert_eq!(all.len(), RING_LINES);
+        assert_eq!(all[0].text, "10");
+        assert_eq!(
+            ring.tail(2)
+                .iter()
+                .map(|l| l.text.as_str())
+                .collect::<Vec<_>>(),
+            [(RING_LINES + 8).to_string(), (RING_LINES + 9).to_string()]
+        );
+    }
+}

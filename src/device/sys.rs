@@ -1,0 +1,663 @@
+//! The syscall seam: every operation boot and shutdown perform on the kernel
+//! (mount, module load, hostname, reboot, wait) goes through [`Sys`], so the
+//! boot steps can be tested against [`RecordingSys`] on any host, unprivileged
+//! (youki's `syscall/syscall.rs` + `syscall/test.rs` shape).
+//!
+//! [`RealSys`] is the device backend. It is built on nix/rustix safe wrappers,
+//! so this file holds no `unsafe`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub use nix::errno::Errno;
+pub use nix::mount::MsFlags;
+
+/// `finit_module` flag: the file is compressed and the kernel decompresses it
+/// (Linux ≥ 5.17 with `CONFIG_MODULE_DECOMPRESS`); not in nix's flag set.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+/// A failed syscall, naming the operation and what it was applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SysError {
+    #[error("{op} `{target}`: {errno}")]
+    Call {
+        op: &'static str,
+        target: String,
+        errno: Errno,
+    },
+    #[error("`{path}` is larger than the {limit}-byte limit for this file")]
+    TooLarge { path: String, limit: usize },
+    #[error("`{path}` is not UTF-8 text")]
+    NotUtf8 { path: String },
+    #[error("{op}: argument `{arg}` contains a NUL byte")]
+    Nul { op: &'static str, arg: String },
+}
+
+impl SysError {
+    pub fn call(op: &'static str, target: &str, errno: Errno) -> Self {
+        SysError::Call {
+            op,
+            target: target.to_owned(),
+            errno,
+        }
+    }
+
+    /// The errno of a failed call, if this is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            SysError::Call { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+fn io_errno(err: &std::io::Error) -> Errno {
+    err.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
+/// What `reboot(2)` should do once everything is synced and unmounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootMode {
+    Restart,
+    PowerOff,
+}
+
+/// Outcome of a successful `finit_module`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleLoad {
+    Loaded,
+    /// The kernel already had it (EEXIST): not an error.
+    AlreadyLoaded,
+}
+
+/// An exited child seen by [`Sys::wait_peek_exited`] (still a zombie: WNOWAIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exited {
+    pub pid: i32,
+}
+
+/// The kernel operations PID 1 needs. Object safe; every method is a single,
+/// short syscall (or a bounded small-file read), safe to call from a task.
+pub trait Sys: Send + Sync {
+    /// `mount(2)`. `None` source/fstype/data are passed as NULL.
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError>;
+    /// `umount(2)` (no flags).
+    fn umount(&self, target: &str) -> Result<(), SysError>;
+    /// Create `path` and its parents with `mode`; an existing directory is fine.
+    fn mkdir_p(&self, path: &str, mode: u32) -> Result<(), SysError>;
+    /// Load the module at `path` with `params` ("" for none). EEXIST is
+    /// [`ModuleLoad::AlreadyLoaded`].
+    fn finit_module(&self, path: &str, params: &str) -> Result<ModuleLoad, SysError>;
+    fn sethostname(&self, name: &str) -> Result<(), SysError>;
+    /// `reboot(2)`. Returns only when the kernel refused.
+    fn reboot(&self, mode: RebootMode) -> SysError;
+    fn sync(&self);
+    /// Read a small text file, refusing one larger than `limit` bytes.
+    fn read_to_string(&self, path: &str, limit: usize) -> Result<String, SysError>;
+    /// Whether `path` exists (follows symlinks: a device node or a link to one).
+    fn exists(&self, path: &str) -> bool;
+    /// Whether `path` is the root of a mount (its device differs from its parent's).
+    fn is_mountpoint(&self, path: &str) -> bool;
+    /// `uname -r`.
+    fn kernel_release(&self) -> Result<String, SysError>;
+    /// `waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: an exited child, left
+    /// unreaped, or `None` when no child has exited (or there are no children).
+    fn wait_peek_exited(&self) -> Result<Option<Exited>, SysError>;
+    /// `waitpid(pid, WNOHANG)`: reap that one child.
+    fn wait_reap(&self, pid: i32) -> Result<(), SysError>;
+}
+
+/// The device backend: real syscalls through nix/rustix.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealSys;
+
+fn cstring(op: &'static str, arg: &str) -> Result<CString, SysError> {
+    CString::new(arg).map_err(|_| SysError::Nul {
+        op,
+        arg: arg.escape_debug().to_string(),
+    })
+}
+
+impl Sys for RealSys {
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError> {
+        nix::mount::mount(source, target, fstype, flags, data)
+            .map_err(|e| SysError::call("mount", target, e))
+    }
+
+    fn umount(&self, target: &str) -> Result<(), SysError> {
+        nix::mount::umount(target).map_err(|e| SysError::call("umount", target, e))
+    }
+
+    fn mkdir_p(&self, path: &str, mode: u32) -> Result<(), SysError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SysError::call("mkdir", path, io_errno(&e)))
+    }
+
+    fn finit_module(&self, path: &str, params: &str) -> Result<ModuleLoad, SysError> {
+        use nix::kmod::ModuleInitFlags;
+        let params = cstring("finit_module", params)?;
+        let file = File::open(path).map_err(|e| SysError::call("open", path, io_errno(&e)))?;
+        let compressed = [".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|ext| path.ends_with(ext));
+        let flags = if compressed {
+            ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
+        } else {
+            ModuleInitFlags::empty()
+        };
+        match nix::kmod::finit_module(&file, &params, flags) {
+            Ok(()) => Ok(ModuleLoad::Loaded),
+            Err(Errno::EEXIST) => Ok(ModuleLoad::AlreadyLoaded),
+            Err(e) => Err(SysError::call("finit_module", path, e)),
+        }
+    }
+
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        nix::unistd::sethostname(name).map_err(|e| SysError::call("sethostname", name, e))
+    }
+
+    fn reboot(&self, mode: RebootMode) -> SysError {
+        use nix::sys::reboot::RebootMode as Rb;
+        let (rb, what) = match mode {
+            RebootMode::Restart => (Rb::RB_AUTOBOOT, "restart"),
+            RebootMode::PowerOff => (Rb::RB_POWER_OFF, "power-off"),
+        };
+        match nix::sys::reboot::reboot(rb) {
+            Err(e) => SysError::call("reboot", what, e),
+            Ok(never) => match never {},
+        }
+    }
+
+    fn sync(&self) {
+        nix::unistd::sync();
+    }
+
+    fn read_to_string(&self, path: &str, limit: usize) -> Result<String, SysError> {
+        let file = File::open(path).map_err(|e| SysError::call("open", path, io_errno(&e)))?;
+        // Files under /proc and /sys report size 0: read, do not trust metadata.
+        let mut bytes = Vec::new();
+        file.take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| SysError::call("read", path, io_errno(&e)))?;
+        if bytes.len() > limit {
+            return Err(SysError::TooLarge {
+                path: path.to_owned(),
+                limit,
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| SysError::NotUtf8 {
+            path: path.to_owned(),
+        })
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        Path::new(path).exists()
+    }
+
+    fn is_mountpoint(&self, path: &str) -> bool {
+        let path = Path::new(path);
+        let Ok(meta) = std::fs::metadata(path) else {
+            return false;
+        };
+        match path.parent() {
+            // "/" is always a mount point.
+            None => true,
+            Some(parent) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                std::fs::metadata(parent).is_ok_and(|p| p.dev() != meta.dev())
+            }
+        }
+    }
+
+    fn kernel_release(&self) -> Result<String, SysError> {
+        let uts = rustix::system::uname();
+        uts.release()
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| SysError::NotUtf8 {
+                path: "uname release".to_owned(),
+            })
+    }
+
+    fn wait_peek_exited(&self) -> Result<Option<Exited>, SysError> {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::All, flags) {
+            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => {
+                Ok(Some(Exited { pid: pid.as_raw() }))
+            }
+            Ok(_) => Ok(None),
+            Err(Errno::ECHILD) => Ok(None),
+            Err(e) => Err(SysError::call("waitid", "P_ALL", e)),
+        }
+    }
+
+    fn wait_reap(&self, pid: i32) -> Result<(), SysError> {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        use nix::unistd::Pid;
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(SysError::call("waitpid", &pid.to_string(), e)),
+        }
+    }
+}
+
+/// One call seen by [`RecordingSys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Mount {
+        source: Option<String>,
+        target: String,
+        fstype: Option<String>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    Umount(String),
+    MkdirP(String, u32),
+    FinitModule {
+        path: String,
+        params: String,
+    },
+    SetHostname(String),
+    Reboot(RebootMode),
+    Sync,
+    ReadToString(String),
+    Exists(String),
+    IsMountpoint(String),
+    KernelRelease,
+    WaitPeekExited,
+    WaitReap(i32),
+}
+
+impl Call {
+    /// The operation name used by [`RecordingSys::fail`] scripts.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Call::Mount { .. } => "mount",
+            Call::Umount(_) => "umount",
+            Call::MkdirP(..) => "mkdir",
+            Call::FinitModule { .. } => "finit_module",
+            Call::SetHostname(_) => "sethostname",
+            Call::Reboot(_) => "reboot",
+            Call::Sync => "sync",
+            Call::ReadToString(_) => "read",
+            Call::Exists(_) => "exists",
+            Call::IsMountpoint(_) => "is_mountpoint",
+            Call::KernelRelease => "uname",
+            Call::WaitPeekExited => "waitid",
+            Call::WaitReap(_) => "waitpid",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Script {
+    calls: Vec<Call>,
+    /// (op, target) → errors returned by the next matching calls, in order.
+    failures: HashMap<(&'static str, String), VecDeque<Errno>>,
+    files: HashMap<String, String>,
+    /// path → how many more `exists` checks answer `false` before `true`.
+    appears_after: HashMap<String, usize>,
+    existing: HashSet<String>,
+    mountpoints: HashSet<String>,
+    /// Modules the kernel already has: `finit_module` answers AlreadyLoaded.
+    loaded_modules: HashSet<String>,
+    exited: VecDeque<i32>,
+    release: String,
+}
+
+/// A fake [`Sys`] that records every call and answers from a script: files to
+/// read, paths that exist (now or after N checks), errors to return. Calls
+/// without a scripted error succeed. Used by unit tests across `device`, and
+/// by integration tests (hence `pub`, not `cfg(test)`).
+#[derive(Debug, Default)]
+pub struct RecordingSys {
+    script: Mutex<Script>,
+}
+
+impl RecordingSys {
+    pub fn new() -> Self {
+        let sys = Self::default();
+        sys.lock().release = "6.1.0-test".to_owned();
+        sys
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Script> {
+        self.script.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The calls so far, leaving out the read-only queries (reads, `exists`,
+    /// `is_mountpoint`, `uname`, `waitid`): what the code *did*.
+    pub fn actions(&self) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| {
+                !matches!(
+                    c,
+                    Call::ReadToString(_)
+                        | Call::Exists(_)
+                        | Call::IsMountpoint(_)
+                        | Call::KernelRelease
+                        | Call::WaitPeekExited
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The next call of `op` ("mount", "umount", "mkdir", "finit_module",
+    /// "sethostname", "reboot", "read", "waitid", "waitpid") on `target` fails
+    /// with `errno`. Scripted once per call: script it N times for N failures.
+    pub fn fail(&self, op: &'static str, target: &str, errno: Errno) -> &Self {
+        self.lock()
+            .failures
+            .entry((op, target.to_owned()))
+            .or_default()
+            .push_back(errno);
+        self
+    }
+
+    pub fn set_file(&self, path: &str, content: &str) -> &Self {
+        self.lock()
+            .files
+            .insert(path.to_owned(), content.to_owned());
+        self
+    }
+
+    /// `path` exists from now on.
+    pub fn set_exists(&self, path: &str) -> &Self {
+        self.lock().existing.insert(path.to_owned());
+        self
+    }
+
+    /// `path` is absent for the next `checks` calls of `exists`, then present.
+    pub fn appear_after(&self, path: &str, checks: usize) -> &Self {
+        self.lock().appears_after.insert(path.to_owned(), checks);
+        self
+    }
+
+    pub fn set_mountpoint(&self, path: &str) -> &Self {
+        self.lock().mountpoints.insert(path.to_owned());
+        self
+    }
+
+    /// The module file at `path` is already in the kernel (EEXIST).
+    pub fn set_module_loaded(&self, path: &str) -> &Self {
+        self.lock().loaded_modules.insert(path.to_owned());
+        self
+    }
+
+    pub fn set_kernel_release(&self, release: &str) -> &Self {
+        self.lock().release = release.to_owned();
+        self
+    }
+
+    /// Children that `wait_peek_exited` reports as exited, in order; each is
+    /// reported until `wait_reap` reaps it.
+    pub fn push_exited(&self, pid: i32) -> &Self {
+        self.lock().exited.push_back(pid);
+        self
+    }
+
+    /// Pids still waiting to be reaped.
+    pub fn zombies(&self) -> Vec<i32> {
+        self.lock().exited.iter().copied().collect()
+    }
+
+    fn record(&self, call: Call, target: &str) -> Result<(), SysError> {
+        let op = call.op();
+        let mut script = self.lock();
+        script.calls.push(call);
+        let key = (op, target.to_owned());
+        if let Some(errno) = script.failures.get_mut(&key).and_then(VecDeque::pop_front) {
+            return Err(SysError::call(op, target, errno));
+        }
+        Ok(())
+    }
+}
+
+impl Sys for RecordingSys {
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &str,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SysError> {
+        let call = Call::Mount {
+            source: source.map(str::to_owned),
+            target: target.to_owned(),
+            fstype: fstype.map(str::to_owned),
+            flags,
+            data: data.map(str::to_owned),
+        };
+        self.record(call, target)?;
+        if !flags.contains(MsFlags::MS_REMOUNT) {
+            self.lock().mountpoints.insert(target.to_owned());
+        }
+        Ok(())
+    }
+
+    fn umount(&self, target: &str) -> Result<(), SysError> {
+        self.record(Call::Umount(target.to_owned()), target)?;
+        self.lock().mountpoints.remove(target);
+        Ok(())
+    }
+
+    fn mkdir_p(&self, path: &str, mode: u32) -> Result<(), SysError> {
+        self.record(Call::MkdirP(path.to_owned(), mode), path)
+    }
+
+    fn finit_module(&self, path: &str, params: &str) -> Result<ModuleLoad, SysError> {
+        let call = Call::FinitModule {
+            path: path.to_owned(),
+            params: params.to_owned(),
+        };
+        self.record(call, path)?;
+        let newly = self.lock().loaded_modules.insert(path.to_owned());
+        Ok(if newly {
+            ModuleLoad::Loaded
+        } else {
+            ModuleLoad::AlreadyLoaded
+        })
+    }
+
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        self.record(Call::SetHostname(name.to_owned()), name)
+    }
+
+    fn reboot(&self, mode: RebootMode) -> SysError {
+        let what = match mode {
+            RebootMode::Restart => "restart",
+            RebootMode::PowerOff => "power-off",
+        };
+        match self.record(Call::Reboot(mode), what) {
+            Err(e) => e,
+            // A fake cannot reboot: report that like a kernel refusal would be.
+            Ok(()) => SysError::call("reboot", what, Errno::ENOSYS),
+        }
+    }
+
+    fn sync(&self) {
+        self.lock().calls.push(Call::Sync);
+    }
+
+    fn read_to_string(&self, path: &str, limit: usize) -> Result<String, SysError> {
+        self.record(Call::ReadToString(path.to_owned()), path)?;
+        let content = self
+            .lock()
+            .files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| SysError::call("open", path, Errno::ENOENT))?;
+        if content.len() > limit {
+            return Err(SysError::TooLarge {
+                path: path.to_owned(),
+                limit,
+            });
+        }
+        Ok(content)
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        let mut script = self.lock();
+        script.calls.push(Call::Exists(path.to_owned()));
+        if script.existing.contains(path) || script.files.contains_key(path) {
+            return true;
+        }
+        match script.appears_after.get_mut(path) {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn is_mountpoint(&self, path: &str) -> bool {
+        let mut script = self.lock();
+        script.calls.push(Call::IsMountpoint(path.to_owned()));
+        script.mountpoints.contains(path)
+    }
+
+    fn kernel_release(&self) -> Result<String, SysError> {
+        self.record(Call::KernelRelease, "")?;
+        Ok(self.lock().release.clone())
+    }
+
+    fn wait_peek_exited(&self) -> Result<Option<Exited>, SysError> {
+        self.record(Call::WaitPeekExited, "P_ALL")?;
+        Ok(self.lock().exited.front().map(|&pid| Exited { pid }))
+    }
+
+    fn wait_reap(&self, pid: i32) -> Result<(), SysError> {
+        self.record(Call::WaitReap(pid), &pid.to_string())?;
+        let mut script = self.lock();
+        let before = script.exited.len();
+        script.exited.retain(|&p| p != pid);
+        if script.exited.len() == before {
+            return Err(SysError::call("waitpid", &pid.to_string(), Errno::ECHILD));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_read_refuses_oversized_and_non_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 65]).unwrap();
+        let big = big.to_str().unwrap();
+        assert!(matches!(
+            RealSys.read_to_string(big, 64),
+            Err(SysError::TooLarge { limit: 64, .. })
+        ));
+        assert_eq!(RealSys.read_to_string(big, 65).unwrap().len(), 65);
+
+        let bin = dir.path().join("bin");
+        std::fs::write(&bin, [0xff, 0xfe]).unwrap();
+        assert!(matches!(
+            RealSys.read_to_string(bin.to_str().unwrap(), 64),
+            Err(SysError::NotUtf8 { .. })
+        ));
+
+        let err = RealSys
+            .read_to_string(dir.path().join("none").to_str().unwrap(), 64)
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(Errno::ENOENT));
+    }
+
+    #[test]
+    fn real_proc_files_read_despite_zero_size() {
+        let text = RealSys.read_to_string("/proc/self/stat", 4096).unwrap();
+        assert!(!text.is_empty());
+    }
+
+    #[test]
+    fn real_mkdir_and_mountpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        let deep = deep.to_str().unwrap();
+        RealSys.mkdir_p(deep, 0o755).unwrap();
+        RealSys.mkdir_p(deep, 0o755).unwrap();
+        assert!(RealSys.exists(deep));
+        assert!(!RealSys.is_mountpoint(deep));
+        assert!(RealSys.is_mountpoint("/"));
+        assert!(RealSys.is_mountpoint("/proc"));
+        assert!(!RealSys.kernel_release().unwrap().is_empty());
+    }
+
+    #[test]
+    fn real_finit_module_rejects_nul_params() {
+        assert!(matches!(
+            RealSys.finit_module("/nonexistent.ko", "a\0b"),
+            Err(SysError::Nul { .. })
+        ));
+    }
+
+    #[test]
+    fn recording_scripts_failures_once_each() {
+        let sys = RecordingSys::new();
+        sys.fail("mount", "/proc", Errno::EBUSY);
+        let m =
+            |s: &RecordingSys| s.mount(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None);
+        assert_eq!(m(&sys).unwrap_err().errno(), Some(Errno::EBUSY));
+        assert!(m(&sys).is_ok());
+        assert_eq!(sys.calls().len(), 2);
+        assert!(sys.is_mountpoint("/proc"));
+    }
+
+    #[test]
+    fn recording_exists_after_n_checks_and_reaping() {
+        let sys = RecordingSys::new();
+        sys.appear_after("/dev/vda4", 2);
+        assert!(!sys.exists("/dev/vda4"));
+        assert!(!sys.exists("/dev/vda4"));
+        assert!(sys.exists("/dev/vda4"));
+
+        sys.push_exited(7);
+        assert_eq!(sys.wait_peek_exited().unwrap(), Some(Exited { pid: 7 }));
+        assert_eq!(sys.wait_peek_exited().unwrap(), Some(Exited { pid: 7 }));
+        sys.wait_reap(7).unwrap();
+        assert_eq!(sys.wait_peek_exited().unwrap(), None);
+        assert_eq!(sys.wait_reap(7).unwrap_err().errno(), Some(Errno::ECHILD));
+    }
+}

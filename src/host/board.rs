@@ -1,0 +1,356 @@
+//! Board definitions (`boards/<name>.toml`): which Debian suite and packages a
+//! board boots, how U-Boot finds the disk and where it loads things, and what
+//! the kernel needs (console, DATA device, modules).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use super::debian::{self, Package};
+
+/// A board file is a page of TOML.
+const MAX_BOARD_BYTES: u64 = 64 * 1024;
+/// Kernel images are 2 MiB aligned (arm64 boot protocol).
+const KERNEL_ALIGN: u64 = 2 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    /// Debian suite every package comes from (`bookworm`).
+    pub suite: String,
+    /// Kernel console device without `/dev/` (`ttyAMA0`).
+    pub console: String,
+    /// The DATA partition as Linux names it (`/dev/vda4`).
+    pub data_device: String,
+    /// Extra kernel arguments.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Modules outpost-init loads, in order; dependencies are added.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    pub kernel: KernelSpec,
+    pub uboot: UbootSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Debian package, usually the meta package (`linux-image-arm64`).
+    pub package: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UbootSpec {
+    pub package: String,
+    /// The U-Boot binary, relative to the unpacked package.
+    pub binary: String,
+    /// U-Boot `devtype devnum` of the boot disk (`virtio 0`).
+    pub boot_device: String,
+    /// Where Image.gz is loaded and the inflated kernel runs.
+    pub kernel_addr_r: u64,
+    /// Scratch area booti inflates Image.gz into.
+    pub kernel_comp_addr_r: u64,
+    /// Where initrd.img is loaded.
+    pub ramdisk_addr_r: u64,
+    /// U-Boot variable that holds the device tree address (`fdtcontroladdr`).
+    pub fdt_addr_var: String,
+}
+
+impl Board {
+    /// Load and validate `dir/<name>.toml`.
+    pub fn load(dir: &Path, name: &str) -> Result<Board> {
+        if !is_name(name) {
+            bail!("board name `{name}` must be lowercase letters, digits and '-'");
+        }
+        let path = dir.join(format!("{name}.toml"));
+        if !path.is_file() {
+            let known = Self::names(dir).unwrap_or_default();
+            bail!(
+                "no board `{name}` ({} does not exist); known boards: {}",
+                path.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+        let text = debian::read_small(&path, MAX_BOARD_BYTES)?;
+        let board = Self::from_toml(&text).with_context(|| format!("board {}", path.display()))?;
+        if board.name != name {
+            bail!(
+                "board {}: `name = \"{}\"` must match the file name `{name}`",
+                path.display(),
+                board.name
+            );
+        }
+        Ok(board)
+    }
+
+    /// Every board in `dir`, by name.
+    pub fn list(dir: &Path) -> Result<Vec<Board>> {
+        Self::names(dir)?
+            .iter()
+            .map(|name| Self::load(dir, name))
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("board directory {}", dir.display()))?
+        {
+            let name = entry?.file_name();
+            if let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".toml")) {
+                names.push(stem.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Board> {
+        let board: Board = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        board.validate()?;
+        Ok(board)
+    }
+
+    /// Every field checked, each error naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !is_name(&self.name) {
+            bail!(
+                "`name`: `{}` must be lowercase letters, digits and '-'",
+                self.name
+            );
+        }
+        if !is_name(&self.suite) {
+            bail!("`suite`: `{}` is not a Debian suite name", self.suite);
+        }
+        for (field, pkg) in [
+            ("kernel.package", &self.kernel.package),
+            ("uboot.package", &self.uboot.package),
+        ] {
+            if !is_package(pkg) {
+                bail!("`{field}`: `{pkg}` is not a Debian package name");
+            }
+        }
+        if self.description.len() > 200 || self.description.contains('\n') {
+            bail!("`description`: one line of at most 200 characters");
+        }
+        let tty_ok = |s: &str| {
+            s.starts_with("tty") && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        };
+        if !tty_ok(&self.console) {
+            bail!(
+                "`console`: `{}` must be a tty name like ttyAMA0 (no /dev/)",
+                self.console
+            );
+        }
+        let dev_ok = self.data_device.strip_prefix("/dev/").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/_-.".contains(&b))
+        });
+        if !dev_ok || self.data_device.contains("..") {
+            bail!("`data_device`: `{}` must be a /dev/ path", self.data_device);
+        }
+        // cmdline lands in a U-Boot text env and then in `setenv bootargs "…"`:
+        // no quotes, variable references, separators or line breaks.
+        if self.cmdline.len() > 512
+            || !self
+                .cmdline
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\"'$;\\`".contains(&b) || b == b' ')
+        {
+            bail!("`cmdline`: printable ASCII only, no quotes, `$`, `;` or `\\` (at most 512)");
+        }
+        if self
+            .cmdline
+            .split_whitespace()
+            .any(|a| a.starts_with("outpost.slot="))
+        {
+            bail!("`cmdline`: outpost.slot= is added by boot.scr");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.modules {
+            if m.is_empty()
+                || m.len() > 64
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                bail!("`modules`: `{m}` is not a module name");
+            }
+            if !seen.insert(m.replace('-', "_")) {
+                bail!("`modules`: `{m}` is listed twice");
+            }
+        }
+        self.validate_uboot()
+    }
+
+    fn validate_uboot(&self) -> Result<()> {
+        let u = &self.uboot;
+        let rel = Path::new(&u.binary);
+        if u.binary.is_empty()
+            || rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!(
+                "`uboot.binary`: `{}` must be a relative path inside the package",
+                u.binary
+            );
+        }
+        self.boot_device()?;
+        if u.fdt_addr_var.is_empty()
+            || u.fdt_addr_var.len() > 32
+            || !u
+                .fdt_addr_var
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            bail!(
+                "`uboot.fdt_addr_var`: `{}` is not a U-Boot variable name",
+                u.fdt_addr_var
+            );
+        }
+        if u.kernel_addr_r % KERNEL_ALIGN != 0 {
+            bail!(
+                "`uboot.kernel_addr_r`: {:#x} must be 2 MiB aligned",
+                u.kernel_addr_r
+            );
+        }
+        if !(u.kernel_addr_r < u.kernel_comp_addr_r && u.kernel_comp_addr_r < u.ramdisk_addr_r) {
+            bail!("`uboot`: need kernel_addr_r < kernel_comp_addr_r < ramdisk_addr_r");
+        }
+        Ok(())
+    }
+
+    /// U-Boot `(devtype, devnum)` of the boot disk.
+    pub fn boot_device(&self) -> Result<(&str, u32)> {
+        let bad = || {
+            anyhow::anyhow!(
+                "`uboot.boot_device`: `{}` must be `DEVTYPE DEVNUM` like `mmc 0`",
+                self.uboot.boot_device
+            )
+        };
+        let mut words = self.uboot.boot_device.split_whitespace();
+        let (Some(devtype), Some(devnum), None) = (words.next(), words.next(), words.next()) else {
+            return Err(bad());
+        };
+        if devtype.is_empty()
+            || !devtype
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(bad());
+        }
+        Ok((devtype, devnum.parse().map_err(|_| bad())?))
+    }
+
+    /// The cached kernel package.
+    pub fn kernel_package(&self) -> Result<Package> {
+        Package::find(&debian::cache_dir()?, &self.suite, &self.kernel.package)
+    }
+
+    /// The cached U-Boot package.
+    pub fn uboot_package(&self) -> Result<Package> {
+        Package::find(&debian::cache_dir()?, &self.suite, &self.uboot.package)
+    }
+
+    /// The U-Boot binary QEMU runs (`-bios`) or the SD card carries.
+    pub fn uboot_binary(&self) -> Result<PathBuf> {
+        self.uboot_package()?.file(&self.uboot.binary)
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_package(s: &str) -> bool {
+    s.len() >= 2
+        && s.len() <= 100
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn repo_boards() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")
+    }
+
+    #[test]
+    fn qemu_virt_loads() {
+        let b = Board::load(&repo_boards(), "qemu-virt").unwrap();
+        assert_eq!(b.kernel.package, "linux-image-arm64");
+        assert_eq!(b.boot_device().unwrap(), ("virtio", 0));
+        assert!(b.modules.iter().any(|m| m == "virtio_blk"));
+        assert!(Board::list(&repo_boards())
+            .unwrap()
+            .iter()
+            .any(|b| b.name == "qemu-virt"));
+    }
+
+    #[test]
+    fn bad_boards_are_refused_with_the_field() {
+        let good = std::fs::read_to_string(repo_boards().join("qemu-virt.toml")).unwrap();
+        let cases = [
+            (
+                "console = \"ttyAMA0\"",
+                "console = \"/dev/ttyAMA0\"",
+                "console",
+            ),
+            (
+                "data_device = \"/dev/vda4\"",
+                "data_device = \"vda4\"",
+                "data_device",
+            ),
+            (
+                "cmdline = \"panic=5 loglevel=4\"",
+                "cmdline = \"a; reset\"",
+                "cmdline",
+            ),
+            ("\"ext4\",", "\"ext4\", \"ext4\",", "modules"),
+            (
+                "boot_device = \"virtio 0\"",
+                "boot_device = \"virtio\"",
+                "boot_device",
+            ),
+            (
+                "kernel_addr_r = 0x40400000",
+                "kernel_addr_r = 0x40400001",
+                "kernel_addr_r",
+            ),
+            ("binary = \"usr/lib", "binary = \"/usr/lib", "uboot.binary"),
+            (
+                "suite = \"bookworm\"",
+                "suite = \"bookworm\"\ncolour = 1",
+                "colour",
+            ),
+        ];
+        for (from, to, needle) in cases {
+            assert!(good.contains(from), "{from}");
+            let err = Board::from_toml(&good.replacen(from, to, 1)).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{needle}: {err:#}");
+        }
+        assert!(Board::load(&repo_boards(), "../boards/qemu-virt").is_err());
+        let err = Board::load(&repo_boards(), "no-such-board").unwrap_err();
+        assert!(format!("{err:#}").contains("qemu-virt"), "{err:#}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Command-line interface of `outpost`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::client::Client;
+use super::context::{CliConfig, Context};
+use super::{local, output, pki};
+use crate::wire::{self, Request, Response};
+
+#[derive(Parser)]
+#[command(
+    name = "outpost",
+    version,
+    about = "Build, flash and manage Outpost edge devices"
+)]
+pub struct Cli {
+    /// Node to talk to (a name from the current context).
+    #[arg(short = 'n', long, global = true, env = "OUTPOST_NODE")]
+    pub node: Option<String>,
+    /// Context to use instead of the current one.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// CLI config file.
+    #[arg(long, global = true, env = "OUTPOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Output format (also accepted after each device command).
+    #[arg(short = 'o', long, value_enum)]
+    pub output: Option<Format>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// `-o text|json` after a subcommand. (Not a global flag: `image build -o`
+/// names the output file, as operators expect.)
+#[derive(Args, Clone, Copy)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<Format>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate site PKI, device identities and client certificates.
+    #[command(subcommand)]
+    Gen(GenCommand),
+    /// Build OS images.
+    #[command(subcommand)]
+    Image(local::ImageCommand),
+    /// Run local devices in QEMU.
+    #[command(subcommand)]
+    Qemu(local::QemuCommand),
+    /// Protocol and software versions of the CLI and the device.
+    Version(FormatArg),
+    /// Device status: identity, slot, uptime, memory, addresses.
+    Status(FormatArg),
+    /// The device's system log.
+    Logs {
+        /// Number of lines from the end.
+        #[arg(long, default_value_t = 100)]
+        lines: u16,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// The device's kernel log.
+    Dmesg {
+        /// At most this many bytes from the end.
+        #[arg(long, default_value_t = 16384)]
+        bytes: u32,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Reboot the device.
+    Reboot(FormatArg),
+    /// Power the device off.
+    Poweroff(FormatArg),
+}
+
+#[derive(Subcommand)]
+pub enum GenCommand {
+    /// Create a site: CA, admin client certificate, and a CLI context.
+    Site {
+        dir: PathBuf,
+        /// Site name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Create a device identity and machine config in a site.
+    Device {
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        hostname: String,
+        #[arg(long, default_value_t = wire::DEFAULT_API_PORT)]
+        api_port: u16,
+    },
+    /// Issue an operator client certificate with a role.
+    Client {
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "reader")]
+        role: String,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let config_path = cli.config.clone().unwrap_or_else(CliConfig::default_path);
+    let top = cli.output.unwrap_or(Format::Text);
+    let pick = |f: &FormatArg| f.output.unwrap_or(top);
+    match &cli.command {
+        Command::Gen(_) | Command::Image(_) | Command::Qemu(_) => {}
+        Command::Version(f) => {
+            return remote(
+                &cli,
+                &config_path,
+                Request::Version {
+                    protocol: wire::PROTOCOL_VERSION,
+                },
+                pick(f),
+            )
+        }
+        Command::Status(f) => return remote(&cli, &config_path, Request::Status, pick(f)),
+        Command::Logs { lines, format } => {
+            return remote(
+                &cli,
+                &config_path,
+                Request::Logs { lines: *lines },
+                pick(format),
+            )
+        }
+        Command::Dmesg { bytes, format } => {
+            return remote(
+                &cli,
+                &config_path,
+                Request::Dmesg { max_bytes: *bytes },
+                pick(format),
+            )
+        }
+        Command::Reboot(f) => return remote(&cli, &config_path, Request::Reboot, pick(f)),
+        Command::Poweroff(f) => return remote(&cli, &config_path, Request::Poweroff, pick(f)),
+    }
+    match cli.command {
+        Command::Gen(cmd) => gen(cmd, &config_path),
+        Command::Image(cmd) => local::image(cmd, top),
+        Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
+        _ => Ok(()),
+    }
+}
+
+fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
+    match cmd {
+        GenCommand::Site { dir, name } => {
+            let name = match name {
+                Some(n) => n,
+                None => dir
+                    .canonicalize()
+                    .unwrap_or_else(|_| dir.clone())
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "site".into()),
+            };
+            let site = pki::Site::create(&dir, &name)?;
+            let abs = site.dir.canonicalize()?;
+            let (cert, key) = pki::Site {
+                dir: abs.clone(),
+                name: name.clone(),
+            }
+            .client_paths("admin");
+            let mut config = CliConfig::load(config_path)?;
+            let ctx = Context {
+                ca: abs.join("ca.crt"),
+                cert,
+                key,
+                current_node: String::new(),
+                nodes: Default::default(),
+            };
+            config.contexts.insert(name.clone(), ctx);
+            config.current_context = name.clone();
+            config.save(config_path)?;
+            println!(
+                "site `{name}` created in {}; context `{name}` is now current ({})",
+                abs.display(),
+                config_path.display()
+            );
+            Ok(())
+        }
+        GenCommand::Device {
+            site,
+            hostname,
+            api_port,
+        } => {
+            let dir = pki::Site::open(&site)?.issue_device(&hostname, api_port)?;
+            println!(
+                "device `{hostname}`: identity and machine config in {}",
+                dir.display()
+            );
+            Ok(())
+        }
+        GenCommand::Client { site, name, role } => {
+            let (crt, key) = pki::Site::open(&site)?.issue_client(&name, &role)?;
+            println!(
+                "client `{name}` ({role}): {} {}",
+                crt.display(),
+                key.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn remote(
+    cli: &Cli,
+    config_path: &std::path::Path,
+    request: Request,
+    format: Format,
+) -> Result<()> {
+    let config = CliConfig::load(config_path)?;
+    let (_, ctx) = config.context(cli.context.as_deref())?;
+    let node = ctx.node(cli.node.as_deref())?;
+    let mut client =
+        Client::connect(ctx, &node).with_context(|| format!("connecting to {}", node.address))?;
+    let response = client.call(request)?;
+    output::print(&node.server_name, &response, format)
+}
+
+/// Used by `qemu up`/`down`: one request to a node, with its context.
+pub(crate) fn call(
+    ctx: &Context,
+    node: &super::context::Node,
+    request: Request,
+) -> Result<Response> {
+    Client::connect(ctx, node)?.call(request)
+}

@@ -1,0 +1,138 @@
+//! A blocking API client: TLS 1.3 with the operator's certificate, one request
+//! at a time over a persistent connection.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use super::context::{Context, Node};
+use crate::wire::{
+    encode_frame, FeedResult, FrameDecoder, Request, RequestFrame, Response, ResponseFrame,
+    MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
+};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Client {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    decoder: Box<FrameDecoder<MAX_RESPONSE_FRAME>>,
+    next_id: u32,
+}
+
+/// TLS client config from PEM files: trust the site CA, present our certificate.
+pub fn client_config(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<ClientConfig>> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+    let mut roots = RootCertStore::empty();
+    for ca in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(ca.with_context(|| "parsing CA certificate")?)?;
+    }
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading key {}", key.display()))?;
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+impl Client {
+    pub fn connect(ctx: &Context, node: &Node) -> Result<Self> {
+        let config = client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+        Self::connect_with(config, node)
+    }
+
+    pub fn connect_with(config: Arc<ClientConfig>, node: &Node) -> Result<Self> {
+        let addr = node
+            .address
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {}", node.address))?
+            .next()
+            .ok_or_else(|| anyhow!("{} resolves to no address", node.address))?;
+        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .with_context(|| format!("connecting to {addr}"))?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_nodelay(true)?;
+        let name = ServerName::try_from(node.server_name.clone())
+            .with_context(|| format!("bad server name {}", node.server_name))?;
+        let conn = ClientConnection::new(config, name)?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        // Finish the handshake now so certificate errors surface here.
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .with_context(|| format!("TLS handshake with {}", node.address))?;
+        }
+        Ok(Self {
+            stream,
+            decoder: Box::default(),
+            next_id: 1,
+        })
+    }
+
+    /// Send one request and wait for its response.
+    pub fn call(&mut self, body: Request) -> Result<Response> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let frame = encode_frame(&RequestFrame { id, body }.encode(), MAX_REQUEST_FRAME)?;
+        self.stream.write_all(&frame).context("sending request")?;
+        self.stream.flush()?;
+        let mut buf = [0u8; 8192];
+        let mut pending: Vec<u8> = Vec::new();
+        loop {
+            let input: Vec<u8> = if pending.is_empty() {
+                let n = self.stream.read(&mut buf).context("reading response")?;
+                if n == 0 {
+                    bail!("device closed the connection");
+                }
+                buf[..n].to_vec()
+            } else {
+                std::mem::take(&mut pending)
+            };
+            match self.decoder.feed(&input) {
+                FeedResult::Consumed => {}
+                FeedResult::Error(e) => bail!("bad response frame: {e}"),
+                FeedResult::Frame { payload, rest } => {
+                    let resp = ResponseFrame::decode(payload)?;
+                    pending = rest.to_vec();
+                    if resp.id != id && resp.id != 0 {
+                        continue; // an answer to an earlier, abandoned request
+                    }
+                    let what = if resp.id == 0 {
+                        "the request".to_owned()
+                    } else {
+                        format!("request {id}")
+                    };
+                    return resp.body.map_err(|e| anyhow!("device refused {what}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Client {
+    /// Say goodbye properly so the device logs a clean close, not an EOF error.
+    fn drop(&mut self) {
+        self.stream.conn.send_close_notify();
+        let _ = self.stream.conn.complete_io(&mut self.stream.sock);
+    }
+}

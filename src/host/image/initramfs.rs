@@ -1,0 +1,179 @@
+//! The initramfs: outpost-init as `/init`, the mount points it needs, the
+//! release file, and the board's kernel modules with `modules.dep` and
+//! `modules.load`. Gzipped cpio (newc).
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, Result};
+use flate2::{write::GzEncoder, Compression, GzBuilder};
+
+use super::cpio::Archive;
+use super::kmod::Selection;
+use crate::config::{Release, RELEASE_PATH};
+
+/// Module files larger than this are not kernel modules we want at boot.
+const MAX_MODULE_BYTES: u64 = 64 << 20;
+
+pub(crate) struct Inputs<'a> {
+    pub(crate) init: &'a [u8],
+    pub(crate) release: &'a Release,
+    /// `uname -r` of the kernel the modules belong to.
+    pub(crate) kernel_release: &'a str,
+    pub(crate) modules: &'a Selection,
+    /// The package's `modules.builtin`, if it has one: lets init tell a
+    /// built-in driver from a missing one.
+    pub(crate) modules_builtin: Option<&'a [u8]>,
+}
+
+/// The uncompressed archive.
+pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
+    let mut a = Archive::new();
+    for dir in ["dev", "proc", "sys", "run", "data", "etc"] {
+        a.dir(dir, 0o755)?;
+    }
+    a.dir("tmp", 0o1777)?;
+    // The kernel opens /dev/console for init's stdio before init can mount
+    // devtmpfs; having the node in the archive does not depend on the
+    // kernel's built-in initramfs providing it.
+    a.char_dev("dev/console", 0o600, 5, 1)?;
+    a.file("init", 0o755, inputs.init.to_vec())?;
+    a.file(
+        RELEASE_PATH.trim_start_matches('/'),
+        0o644,
+        inputs.release.to_toml().into_bytes(),
+    )?;
+    let mod_dir = format!("lib/modules/{}", inputs.kernel_release);
+    a.dir(&mod_dir, 0o755)?;
+    for m in inputs.modules.modules.values() {
+        let len = std::fs::metadata(&m.source)
+            .with_context(|| format!("{}", m.source.display()))?
+            .len();
+        if len > MAX_MODULE_BYTES {
+            anyhow::bail!("{} is {len} bytes, not a kernel module", m.source.display());
+        }
+        let data =
+            std::fs::read(&m.source).with_context(|| format!("reading {}", m.source.display()))?;
+        a.file(&format!("{mod_dir}/{}", m.rel_path), 0o644, data)?;
+    }
+    a.file(
+        &format!("{mod_dir}/modules.dep"),
+        0o644,
+        inputs.modules.modules_dep().into_bytes(),
+    )?;
+    a.file(
+        &format!("{mod_dir}/modules.load"),
+        0o644,
+        inputs.modules.modules_load().into_bytes(),
+    )?;
+    if let Some(builtin) = inputs.modules_builtin {
+        a.file(
+            &format!("{mod_dir}/modules.builtin"),
+            0o644,
+            builtin.to_vec(),
+        )?;
+    }
+    a.finish(inputs.release.build_time)
+}
+
+/// The archive, gzipped: what the slot's `initrd.img` holds.
+pub(crate) fn build(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
+    gzip(&archive(inputs)?)
+}
+
+/// Gzip with no name and a zero mtime in the header: equal input, equal bytes.
+pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
+    let mut enc: GzEncoder<Vec<u8>> = GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), Compression::best());
+    enc.write_all(data)?;
+    Ok(enc.finish()?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::host::image::kmod;
+    use std::process::{Command, Stdio};
+
+    #[test]
+    fn cpio_lists_the_layout() {
+        let tree_dir = kmod::tests::fake_tree();
+        let mut tree = kmod::Tree::open(tree_dir.path()).unwrap();
+        let sel = tree
+            .select(&["virtio_net".to_string(), "ext4".to_string()])
+            .unwrap();
+        let release = Release {
+            board: "qemu-virt".into(),
+            version: "1.2.3".into(),
+            build_time: 1_700_000_000,
+        };
+        let inputs = Inputs {
+            init: b"\x7fELF fake init",
+            release: &release,
+            kernel_release: "6.1.0-9-arm64",
+            modules: &sel,
+            modules_builtin: Some(b"kernel/fs/fat/fat.ko\n"),
+        };
+        let gz = build(&inputs).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+        assert_eq!(gz, build(&inputs).unwrap(), "deterministic");
+        let raw = archive(&inputs).unwrap();
+
+        let Ok(mut child) = Command::new("cpio")
+            .args(["-t", "-v", "--quiet"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("SKIP: cpio not installed");
+            return;
+        };
+        child.stdin.take().unwrap().write_all(&raw).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for want in [
+            " init",
+            " dev/console",
+            " proc",
+            " sys",
+            " run",
+            " tmp",
+            " data",
+            " etc/outpost-release",
+            " lib/modules/6.1.0-9-arm64/kernel/fs/ext4/ext4.ko",
+            " lib/modules/6.1.0-9-arm64/kernel/net/core/failover.ko",
+            " lib/modules/6.1.0-9-arm64/kernel/crypto/crc32c_generic.ko",
+            " lib/modules/6.1.0-9-arm64/modules.dep",
+            " lib/modules/6.1.0-9-arm64/modules.load",
+            " lib/modules/6.1.0-9-arm64/modules.builtin",
+        ] {
+            assert!(
+                text.lines().any(|l| l.ends_with(want)),
+                "{want} missing:\n{text}"
+            );
+        }
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")));
+
+        // Extract and compare the text files.
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("cpio")
+            .args(["-i", "-d", "--quiet", "--no-absolute-filenames"])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&raw).unwrap();
+        let _ = child.wait().unwrap();
+        let base = dir.path().join("lib/modules/6.1.0-9-arm64");
+        assert_eq!(
+            std::fs::read_to_string(base.join("modules.load")).unwrap(),
+            "virtio_net\ncrc32c_generic\next4\n"
+        );
+        let rel = std::fs::read_to_string(dir.path().join("etc/outpost-release")).unwrap();
+        assert_eq!(Release::from_toml(&rel).unwrap(), release);
+    }
+}

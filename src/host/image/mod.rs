@@ -1,0 +1,487 @@
+//! `outpost image build`: one complete, flashable disk image for one device,
+//! made without root, loop devices or mounts. See docs/image.md.
+//!
+//! MBR → BOOT (FAT: boot.scr, state.env), SLOT_A (FAT: Image.gz, initrd.img,
+//! boot.env, manifest.toml), SLOT_B (empty FAT), DATA (ext4: identity,
+//! machine config, logs/).
+
+mod bootscr;
+mod cpio;
+mod ext4;
+mod fat;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod mbr;
+
+use std::fs::{File, OpenOptions};
+use std::io::Read as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use super::board::Board;
+use super::debian::{self, Kernel, Package};
+use crate::bootstate::{BootState, Env, Layout as EnvLayout, STATE_FILE, STATE_SIZE};
+use crate::bundle::{sha256_hex, FileEntry, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES};
+use crate::config::{validate_hostname, MachineConfig, Release, MAX_CONFIG_BYTES};
+
+pub use mbr::{Layout as DiskLayout, Partition};
+
+/// Slot file names (boot.cmd loads these).
+pub const KERNEL_FILE: &str = "Image.gz";
+pub const INITRD_FILE: &str = "initrd.img";
+pub const BOOT_ENV_FILE: &str = "boot.env";
+pub const BOOT_SCRIPT_FILE: &str = "boot.scr";
+
+/// outpost-init is a few MiB; bound what we read.
+const MAX_INIT_BYTES: u64 = 64 << 20;
+const MAX_SCRIPT_BYTES: u64 = 64 << 10;
+
+pub struct BuildOptions {
+    pub board: Board,
+    pub site_dir: PathBuf,
+    pub hostname: String,
+    pub output: PathBuf,
+    /// Static aarch64 outpost-init.
+    pub init_binary: PathBuf,
+    pub version: String,
+    /// The repository's `uboot/boot.cmd`.
+    pub uboot_script: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub image: PathBuf,
+    pub size_bytes: u64,
+    pub board: String,
+    pub hostname: String,
+    pub version: String,
+    pub build_time: u64,
+    /// "name version" of the Debian kernel package.
+    pub kernel_package: String,
+    pub kernel_release: String,
+    /// Every module in the initramfs (canonical names, sorted).
+    pub modules: Vec<String>,
+    /// `modules.load`, in order.
+    pub modules_load: Vec<String>,
+    /// SLOT_A's files as in its manifest.
+    pub slot_files: Vec<FileEntry>,
+    pub warnings: Vec<String>,
+}
+
+/// Build the image described by `opts`. The output appears complete or not
+/// at all (written beside it, then renamed).
+pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
+    let board = &opts.board;
+    board
+        .validate()
+        .with_context(|| format!("board {}", board.name))?;
+    validate_hostname(&opts.hostname)?;
+    validate_version(&opts.version)?;
+    let build_time = build_time()?;
+    let layout = DiskLayout::standard();
+
+    let cache = debian::cache_dir()?;
+    let kpkg = Package::find(&cache, &board.suite, &board.kernel.package)?;
+    let kern = Kernel::find(&kpkg)?;
+    let init = read_init(&opts.init_binary)?;
+    let script = read_script(&opts.uboot_script)?;
+
+    // Slot contents.
+    let image = kernel::load(&kern.image)?;
+    kernel::check_layout(&image, &board.uboot)?;
+    let mut tree = kmod::Tree::open(&kern.modules_dir)?;
+    let modules = tree.select(&board.modules)?;
+    let release = Release {
+        board: board.name.clone(),
+        version: opts.version.clone(),
+        build_time,
+    };
+    let builtin = read_optional(&kern.modules_dir.join("modules.builtin"), 1 << 20)?;
+    let initrd = initramfs::build(&initramfs::Inputs {
+        init: &init,
+        release: &release,
+        kernel_release: &kern.release,
+        modules: &modules,
+        modules_builtin: builtin.as_deref(),
+    })?;
+    let boot_env = boot_env(board, &opts.version);
+    let payload: [(&str, &[u8]); 3] = [
+        (KERNEL_FILE, &image.gz),
+        (INITRD_FILE, &initrd),
+        (BOOT_ENV_FILE, boot_env.as_bytes()),
+    ];
+    let manifest = Manifest {
+        board: board.name.clone(),
+        version: opts.version.clone(),
+        build_time,
+        kernel_package: kpkg.label(),
+        files: payload
+            .iter()
+            .map(|(name, data)| FileEntry {
+                name: (*name).into(),
+                size: data.len() as u64,
+                sha256: sha256_hex(data),
+            })
+            .collect(),
+    };
+    let manifest_text = manifest.to_toml();
+    let mut slot_files = payload.to_vec();
+    slot_files.push((MANIFEST_FILE, manifest_text.as_bytes()));
+
+    let vol = |p: &Partition| fat::Volume {
+        label: p.label,
+        size: p.size,
+        volume_id: fat::volume_id(&opts.hostname, p.label),
+        hidden_sectors: p.start_lba(),
+        time: build_time,
+    };
+    let slot_a = fat::build(&vol(&layout.slot_a), &slot_files).context("building SLOT_A")?;
+
+    // BOOT: the script and the initial A/B state.
+    let scr = bootscr::script_image(
+        &format!("outpost {}", board.name),
+        &boot_script(board, &script)?,
+        build_time,
+    )?;
+    let state = BootState::initial()
+        .to_env()
+        .encode(STATE_SIZE, EnvLayout::Single)?;
+    let boot = fat::build(
+        &vol(&layout.boot),
+        &[(BOOT_SCRIPT_FILE, &scr), (STATE_FILE, &state)],
+    )
+    .context("building BOOT")?;
+    let slot_b = fat::build(&vol(&layout.slot_b), &[]).context("building SLOT_B")?;
+
+    // DATA.
+    let work = tempfile::tempdir().context("creating a temporary directory")?;
+    let staging = work.path().join("data");
+    ext4::stage(&opts.site_dir, &opts.hostname, &staging)?;
+    let data_img = work.path().join("data.ext4");
+    ext4::build(
+        &staging,
+        layout.data.size,
+        &data_uuid(&opts.hostname),
+        build_time,
+        &data_img,
+    )
+    .context("building DATA")?;
+
+    write_disk(
+        &opts.output,
+        &layout,
+        &opts.hostname,
+        &[
+            (&layout.boot, &boot),
+            (&layout.slot_a, &slot_a),
+            (&layout.slot_b, &slot_b),
+        ],
+        &data_img,
+    )?;
+
+    Ok(BuildReport {
+        image: opts.output.clone(),
+        size_bytes: layout.disk_size(),
+        board: board.name.clone(),
+        hostname: opts.hostname.clone(),
+        version: opts.version.clone(),
+        build_time,
+        kernel_package: kpkg.label(),
+        kernel_release: kern.release.clone(),
+        modules: modules.modules.keys().cloned().collect(),
+        modules_load: modules.load.clone(),
+        slot_files: manifest.files.clone(),
+        warnings: modules.warnings.clone(),
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+fn build_time() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")),
+        _ => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("system clock is before 1970")?
+            .as_secs()),
+    }
+}
+
+/// Versions go into boot.env and file names: one short token.
+fn validate_version(v: &str) -> Result<()> {
+    if v.is_empty()
+        || v.len() > 64
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b))
+    {
+        bail!("version `{v}`: 1 to 64 letters, digits or . _ + - ~");
+    }
+    Ok(())
+}
+
+/// The slot's text env for `env import -t`.
+fn boot_env(board: &Board, version: &str) -> String {
+    let mut args = format!(
+        "console={} outpost.data={}",
+        board.console, board.data_device
+    );
+    if !board.cmdline.trim().is_empty() {
+        args.push(' ');
+        args.push_str(board.cmdline.trim());
+    }
+    format!("OS_ARGS={args}\nOS_VERSION={version}\n")
+}
+
+/// boot.cmd with a prelude of the board's values: the disk to use when the
+/// script is run by hand (distro boot sets devtype/devnum itself), and the
+/// load addresses.
+fn boot_script(board: &Board, script: &str) -> Result<Vec<u8>> {
+    let (devtype, devnum) = board.boot_device()?;
+    let u = &board.uboot;
+    let prelude = format!(
+        "# Added by `outpost image build` for board {name}.\n\
+         env exists devtype || setenv devtype {devtype}\n\
+         env exists devnum || setenv devnum {devnum}\n\
+         setenv kernel_addr_r {:#x}\n\
+         setenv kernel_comp_addr_r {:#x}\n\
+         setenv ramdisk_addr_r {:#x}\n\
+         setenv outpost_fdt_addr ${{{fdt}}}\n\
+         setenv outpost_attempts {attempts}\n\n",
+        u.kernel_addr_r,
+        u.kernel_comp_addr_r,
+        u.ramdisk_addr_r,
+        name = board.name,
+        fdt = u.fdt_addr_var,
+        attempts = crate::bootstate::DEFAULT_ATTEMPTS,
+    );
+    Ok([prelude.as_bytes(), script.as_bytes()].concat())
+}
+
+fn data_uuid(hostname: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("outpost-data:{hostname}").as_bytes(),
+    );
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, so tools accept it
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn read_init(path: &Path) -> Result<Vec<u8>> {
+    let data = read_bounded(path, MAX_INIT_BYTES).context("outpost-init binary")?;
+    // ELF, 64-bit, little endian, executable or PIE, AArch64.
+    let ok = data.len() > 64
+        && data.starts_with(b"\x7fELF\x02\x01")
+        && matches!(u16::from_le_bytes([data[16], data[17]]), 2 | 3)
+        && u16::from_le_bytes([data[18], data[19]]) == 183;
+    if !ok {
+        bail!(
+            "{} is not an aarch64 Linux executable (build it with scripts/build-init)",
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+fn read_script(path: &Path) -> Result<String> {
+    let data = read_bounded(path, MAX_SCRIPT_BYTES).context("U-Boot script")?;
+    let text =
+        String::from_utf8(data).with_context(|| format!("{} is not UTF-8", path.display()))?;
+    if text.contains('\0') {
+        bail!("{} contains a NUL byte", path.display());
+    }
+    Ok(text)
+}
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut data = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut data)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if data.len() as u64 > limit {
+        bail!("{} is larger than {limit} bytes", path.display());
+    }
+    Ok(data)
+}
+
+fn read_optional(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    if path.is_file() {
+        read_bounded(path, limit).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Write the disk to a temporary file beside `output`, then rename it: a
+/// half-written image never carries the final name.
+fn write_disk(
+    output: &Path,
+    layout: &DiskLayout,
+    hostname: &str,
+    fat_parts: &[(&Partition, &Vec<u8>)],
+    data_img: &Path,
+) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(output) {
+        if !meta.is_file() {
+            bail!(
+                "{} exists and is not a regular file (use `outpost flash` for devices)",
+                output.display()
+            );
+        }
+    }
+    let name = output
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("output needs a file name")?;
+    let tmp = output.with_file_name(format!(".{name}.partial"));
+    let result = (|| -> Result<()> {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.set_len(layout.disk_size())?;
+        mbr::write(&mut f, layout, mbr::disk_signature(hostname))?;
+        for (part, bytes) in fat_parts {
+            if bytes.len() as u64 != part.size {
+                bail!(
+                    "{} image is {} bytes, partition is {}",
+                    part.label,
+                    bytes.len(),
+                    part.size
+                );
+            }
+            write_sparse(&f, part.start, bytes)?;
+        }
+        let data = std::fs::read(data_img).context("reading the DATA image")?;
+        if data.len() as u64 != layout.data.size {
+            bail!(
+                "DATA image is {} bytes, partition is {}",
+                data.len(),
+                layout.data.size
+            );
+        }
+        write_sparse(&f, layout.data.start, &data)?;
+        f.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing {}", output.display())));
+    }
+    std::fs::rename(&tmp, output)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), output.display()))
+}
+
+/// Write `data` at `offset`, skipping all-zero blocks so the file stays
+/// sparse (the file is fresh, so skipped blocks read as zeros).
+fn write_sparse(f: &File, offset: u64, data: &[u8]) -> Result<()> {
+    const BLOCK: usize = 64 << 10;
+    for (i, chunk) in data.chunks(BLOCK).enumerate() {
+        if chunk.iter().any(|&b| b != 0) {
+            f.write_all_at(chunk, offset + (i * BLOCK) as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// What an image holds, read back from the image file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub board: String,
+    pub version: String,
+    pub build_time: u64,
+    pub kernel_package: String,
+    pub hostname: String,
+    pub api_port: u16,
+}
+
+impl ImageInfo {
+    /// Read SLOT_A's manifest and DATA's machine config from `image`.
+    pub fn read(image: &Path) -> Result<ImageInfo> {
+        let layout = check_table(image)?;
+        let text = read_fat_file(
+            image,
+            &layout.slot_a,
+            MANIFEST_FILE,
+            MAX_MANIFEST_BYTES as u64,
+        )?;
+        let manifest = Manifest::from_toml(&String::from_utf8_lossy(&text))
+            .map_err(|e| anyhow::anyhow!("{}: SLOT_A {e}", image.display()))?;
+        let config = ext4::read_file(
+            image,
+            layout.data.start,
+            &format!("/{}", ext4::MACHINE_CONFIG),
+            MAX_CONFIG_BYTES as u64,
+        )?;
+        let config = MachineConfig::from_toml(&String::from_utf8_lossy(&config))
+            .with_context(|| format!("{}: DATA {}", image.display(), ext4::MACHINE_CONFIG))?;
+        Ok(ImageInfo {
+            board: manifest.board,
+            version: manifest.version,
+            build_time: manifest.build_time,
+            kernel_package: manifest.kernel_package,
+            hostname: config.hostname,
+            api_port: config.api.port,
+        })
+    }
+}
+
+/// The A/B state in the image's BOOT partition (what U-Boot last wrote).
+pub fn read_boot_state(image: &Path) -> Result<BootState> {
+    let layout = check_table(image)?;
+    let blob = read_fat_file(image, &layout.boot, STATE_FILE, STATE_SIZE as u64)?;
+    let (env, _) = Env::decode(&blob, STATE_SIZE, false)
+        .with_context(|| format!("{}: BOOT/{STATE_FILE}", image.display()))?;
+    BootState::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("{}: BOOT/{STATE_FILE}: {e}", image.display()))
+}
+
+/// The image's partition table must be the one we build.
+fn check_table(image: &Path) -> Result<DiskLayout> {
+    let mut f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let table = mbrman::MBR::read_from(&mut f, mbr::SECTOR as u32)
+        .with_context(|| format!("{}: no MBR partition table", image.display()))?;
+    let layout = DiskLayout::standard();
+    for p in layout.partitions() {
+        let e = &table[usize::from(p.number)];
+        if e.starting_lba != p.start_lba() || u64::from(e.sectors) * mbr::SECTOR != p.size {
+            bail!(
+                "{}: partition {} is not where an Outpost image has it",
+                image.display(),
+                p.number
+            );
+        }
+    }
+    Ok(layout)
+}
+
+fn read_fat_file(image: &Path, part: &Partition, name: &str, limit: u64) -> Result<Vec<u8>> {
+    let f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    fat::read_file(fat::Window::new(f, part.start, part.size), name, limit)
+        .with_context(|| format!("{}: {}/{name}", image.display(), part.label))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests;

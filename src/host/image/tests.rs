@@ -1,0 +1,294 @@
+//! Whole-image tests. Those that need Debian's kernel package skip (with a
+//! message) until `scripts/setup` has fetched it.
+
+use super::*;
+use std::process::{Command, Stdio};
+
+pub(crate) fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub(crate) fn qemu_board() -> Board {
+    Board::load(&repo().join("boards"), "qemu-virt").unwrap()
+}
+
+/// The cached kernel package of qemu-virt, or None (after saying why).
+pub(crate) fn cached_kernel() -> Option<(Package, Kernel)> {
+    let board = qemu_board();
+    let found = debian::cache_dir()
+        .and_then(|c| Package::find(&c, &board.suite, &board.kernel.package))
+        .and_then(|p| Kernel::find(&p).map(|k| (p, k)));
+    match found {
+        Ok(pk) => Some(pk),
+        Err(e) => {
+            eprintln!("SKIP: {e:#}");
+            None
+        }
+    }
+}
+
+/// An ELF header that passes the aarch64 executable check.
+fn fake_init() -> Vec<u8> {
+    let mut elf = kmod::tests::fake_ko("");
+    elf[16] = 2; // ET_EXEC
+    elf
+}
+
+#[test]
+fn boot_env_and_script_prelude() {
+    let board = qemu_board();
+    assert_eq!(
+        boot_env(&board, "1.2.3"),
+        "OS_ARGS=console=ttyAMA0 outpost.data=/dev/vda4 panic=5 loglevel=4\nOS_VERSION=1.2.3\n"
+    );
+    let script = String::from_utf8(boot_script(&board, "echo body\n").unwrap()).unwrap();
+    for line in [
+        "env exists devtype || setenv devtype virtio\n",
+        "env exists devnum || setenv devnum 0\n",
+        "setenv kernel_addr_r 0x40400000\n",
+        "setenv kernel_comp_addr_r 0x41400000\n",
+        "setenv ramdisk_addr_r 0x44000000\n",
+        "setenv outpost_fdt_addr ${fdtcontroladdr}\n",
+        "setenv outpost_attempts 3\n",
+    ] {
+        assert!(script.contains(line), "{line} missing from\n{script}");
+    }
+    assert!(script.ends_with("echo body\n"));
+}
+
+#[test]
+fn small_checks() {
+    assert!(validate_version("0.1.0+git.3~rc1").is_ok());
+    for bad in ["", "1 2", "a\"b", "x\ny"] {
+        assert!(validate_version(bad).is_err(), "{bad:?}");
+    }
+    let uuid = data_uuid("edge-1");
+    assert_eq!(uuid.len(), 36);
+    assert_eq!(&uuid[14..15], "4");
+    assert_ne!(uuid, data_uuid("edge-2"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("init");
+    std::fs::write(&p, b"#!/bin/sh\necho not elf\n").unwrap();
+    assert!(format!("{:#}", read_init(&p).unwrap_err()).contains("aarch64"));
+    std::fs::write(&p, fake_init()).unwrap();
+    assert!(read_init(&p).is_ok());
+}
+
+/// The shipped boot.cmd compiles and keeps its contract with the builder.
+#[test]
+fn boot_cmd_uses_the_prelude_and_file_names() {
+    let text = read_script(&repo().join("uboot/boot.cmd")).unwrap();
+    for needle in [
+        "${outpost_fdt_addr}",
+        "${outpost_attempts}",
+        "${kernel_comp_addr_r}",
+        STATE_FILE,
+        KERNEL_FILE,
+        INITRD_FILE,
+        BOOT_ENV_FILE,
+        "env export -c -s 0x4000",
+        "fatwrite",
+        "outpost.slot=",
+    ] {
+        // kernel_comp_addr_r is read by booti itself, not the script.
+        if needle == "${kernel_comp_addr_r}" {
+            continue;
+        }
+        assert!(text.contains(needle), "boot.cmd lacks {needle}");
+    }
+    assert_eq!(format!("{STATE_SIZE:#x}"), "0x4000");
+}
+
+fn build_once(site: &Path, out: &Path, init: &Path) -> BuildReport {
+    build(&BuildOptions {
+        board: qemu_board(),
+        site_dir: site.to_owned(),
+        hostname: "edge-1".into(),
+        output: out.to_owned(),
+        init_binary: init.to_owned(),
+        version: "0.1.0-test".into(),
+        uboot_script: repo().join("uboot/boot.cmd"),
+    })
+    .unwrap()
+}
+
+fn part_bytes(image: &Path, p: &Partition) -> Vec<u8> {
+    let data = std::fs::read(image).unwrap();
+    data[p.start as usize..(p.start + p.size) as usize].to_vec()
+}
+
+/// Build a full image from the cached Debian packages and take it apart
+/// with independent tools.
+#[test]
+fn full_image() {
+    let Some((kpkg, kern)) = cached_kernel() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let site = ext4::tests::fake_site("edge-1");
+    let init = work.path().join("init");
+    std::fs::write(&init, fake_init()).unwrap();
+    let img = work.path().join("edge-1.img");
+    std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+    let report = build_once(site.path(), &img, &init);
+    let layout = DiskLayout::standard();
+
+    assert_eq!(report.size_bytes, layout.disk_size());
+    assert_eq!(report.kernel_package, kpkg.label());
+    assert_eq!(report.kernel_release, kern.release);
+    assert_eq!(
+        report.modules_load,
+        [
+            "virtio_pci",
+            "virtio_blk",
+            "virtio_net",
+            "crc32c_generic",
+            "ext4",
+            "i6300esb"
+        ]
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    // Sparse: far fewer blocks than bytes.
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&img).unwrap();
+    assert_eq!(meta.len(), 385 << 20);
+    assert!(meta.blocks() * 512 < meta.len() / 2, "image is not sparse");
+
+    // Table and identity read back.
+    let info = ImageInfo::read(&img).unwrap();
+    assert_eq!(
+        (
+            info.board.as_str(),
+            info.hostname.as_str(),
+            info.version.as_str()
+        ),
+        ("qemu-virt", "edge-1", "0.1.0-test")
+    );
+    assert_eq!(info.build_time, 1_700_000_000);
+    assert_eq!(read_boot_state(&img).unwrap(), BootState::initial());
+
+    // BOOT: boot.scr accepted by mkimage; state.env read by fw_printenv.
+    let dir = work.path();
+    let boot = io_fs(part_bytes(&img, &layout.boot));
+    let scr = read_fat(&boot, BOOT_SCRIPT_FILE);
+    let state = read_fat(&boot, STATE_FILE);
+    assert_eq!(state.len(), STATE_SIZE);
+    std::fs::write(dir.join("boot.scr"), &scr).unwrap();
+    std::fs::write(dir.join("state.env"), &state).unwrap();
+    if let Ok(out) = Command::new("mkimage")
+        .arg("-l")
+        .arg(dir.join("boot.scr"))
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("AArch64 Linux Script"),
+            "{text}"
+        );
+    }
+    let cfg = dir.join("fw_env.config");
+    std::fs::write(
+        &cfg,
+        format!("{} 0x0 0x4000\n", dir.join("state.env").display()),
+    )
+    .unwrap();
+    match Command::new("fw_printenv").arg("-c").arg(&cfg).output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{out:?}");
+            for line in ["BOOT_ORDER=A B", "BOOT_A_LEFT=3", "BOOT_B_LEFT=0"] {
+                assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+            }
+        }
+        Err(_) => eprintln!("SKIP fw_printenv check: libubootenv-tool not installed"),
+    }
+
+    // SLOT_A: files match the manifest; the initramfs lists init and modules.
+    let slot = io_fs(part_bytes(&img, &layout.slot_a));
+    let manifest =
+        Manifest::from_toml(&String::from_utf8(read_fat(&slot, MANIFEST_FILE)).unwrap()).unwrap();
+    assert_eq!(manifest.files.len(), 3);
+    for f in &manifest.files {
+        let data = read_fat(&slot, &f.name);
+        assert_eq!(
+            (data.len() as u64, sha256_hex(&data)),
+            (f.size, f.sha256.clone()),
+            "{}",
+            f.name
+        );
+    }
+    let env = String::from_utf8(read_fat(&slot, BOOT_ENV_FILE)).unwrap();
+    assert!(
+        env.starts_with("OS_ARGS=console=ttyAMA0 outpost.data=/dev/vda4"),
+        "{env}"
+    );
+    let gz = read_fat(&slot, INITRD_FILE);
+    let mut cpio_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut cpio_bytes)
+        .unwrap();
+    if let Ok(mut child) = Command::new("cpio")
+        .args(["-t", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(&cpio_bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let kdir = format!("lib/modules/{}", kern.release);
+        for want in [
+            "init".to_string(),
+            format!("{kdir}/modules.dep"),
+            format!("{kdir}/kernel/fs/ext4/ext4.ko"),
+            format!("{kdir}/kernel/drivers/watchdog/i6300esb.ko"),
+            "etc/outpost-release".into(),
+        ] {
+            assert!(text.lines().any(|l| l == want), "{want} not in initramfs");
+        }
+    }
+    let slot_b = io_fs(part_bytes(&img, &layout.slot_b));
+    assert_eq!(slot_b.root_dir().iter().count(), 0);
+
+    // DATA: a clean ext4 with the identity.
+    let data_path = dir.join("data.ext4");
+    std::fs::write(&data_path, part_bytes(&img, &layout.data)).unwrap();
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(&data_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        ext4::read_file(&img, layout.data.start, "/identity/device.key", 4096).unwrap(),
+        b"-----BEGIN PRIVATE KEY-----\nDEVKEY\n"
+    );
+
+    // Same inputs and SOURCE_DATE_EPOCH: the same image, byte for byte.
+    let again = dir.join("again.img");
+    build_once(site.path(), &again, &init);
+    assert!(
+        std::fs::read(&img).unwrap() == std::fs::read(&again).unwrap(),
+        "image is not reproducible"
+    );
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+}
+
+fn io_fs(bytes: Vec<u8>) -> fatfs::FileSystem<std::io::Cursor<Vec<u8>>> {
+    fatfs::FileSystem::new(std::io::Cursor::new(bytes), fatfs::FsOptions::new()).unwrap()
+}
+
+fn read_fat(fs: &fatfs::FileSystem<std::io::Cursor<Vec<u8>>>, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    fs.root_dir()
+        .open_file(name)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}

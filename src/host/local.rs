@@ -1,0 +1,237 @@
+//! Commands that work on this machine: building images and running local
+//! devices in QEMU.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Subcommand;
+
+use super::board::Board;
+use super::cli::Format;
+use super::context::{CliConfig, Node};
+use super::image::{self, BuildOptions, ImageInfo};
+use super::qemu::{self, Machine};
+use crate::wire::{Request, Response};
+
+/// The repository this CLI was built from: default home of boards/, uboot/
+/// and the device binary.
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Build a complete disk image for one device.
+    Build {
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        hostname: String,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// The outpost-init binary (static aarch64).
+        #[arg(long, env = "OUTPOST_INIT")]
+        init: Option<PathBuf>,
+        /// OS version recorded in the image.
+        #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+        version: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QemuCommand {
+    /// Boot an image headless and make it the current node once its API answers.
+    Up {
+        image: PathBuf,
+        /// Name of the local device (default: the image's hostname).
+        #[arg(long)]
+        name: Option<String>,
+        /// Guest RAM in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        /// Host port on 127.0.0.1 forwarded to the API (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Seconds to wait for the API.
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
+        /// Extra QEMU arguments (repeatable).
+        #[arg(long = "qemu-arg", allow_hyphen_values = true)]
+        qemu_args: Vec<String>,
+        #[command(flatten)]
+        format: super::cli::FormatArg,
+    },
+    /// Power a local device off (over its API; killed if it does not stop).
+    Down {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn boards_dir() -> PathBuf {
+    std::env::var_os("OUTPOST_BOARDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("boards"))
+}
+
+fn default_init() -> PathBuf {
+    Path::new(REPO).join("target/aarch64-unknown-linux-musl/release/outpost-init")
+}
+
+pub fn image(cmd: ImageCommand, format: Format) -> Result<()> {
+    match cmd {
+        ImageCommand::Build {
+            board,
+            site,
+            hostname,
+            out,
+            init,
+            version,
+        } => {
+            let board = Board::load(&boards_dir(), &board)?;
+            let init_binary = init.unwrap_or_else(default_init);
+            if !init_binary.exists() {
+                bail!(
+                    "outpost-init binary {} not found: build it with `scripts/build-init` (or pass --init)",
+                    init_binary.display()
+                );
+            }
+            let opts = BuildOptions {
+                board,
+                site_dir: site,
+                hostname,
+                output: out,
+                init_binary,
+                version,
+                uboot_script: Path::new(REPO).join("uboot/boot.cmd"),
+            };
+            let report = image::build(&opts)?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "image {} ({} MiB) for `{}`: kernel {}, {} modules",
+                    report.image.display(),
+                    report.size_bytes >> 20,
+                    opts.hostname,
+                    report.kernel_package,
+                    report.modules.len()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn qemu(
+    cmd: QemuCommand,
+    config_path: &Path,
+    context: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    match cmd {
+        QemuCommand::Up {
+            image,
+            name,
+            memory,
+            port,
+            timeout,
+            qemu_args,
+            format: f,
+        } => {
+            let format = f.output.unwrap_or(format);
+            let info = ImageInfo::read(&image)?;
+            let board = Board::load(&boards_dir(), &info.board)?;
+            let bios = board.uboot_binary()?;
+            let name = name.unwrap_or_else(|| info.hostname.clone());
+            let host_port = match port {
+                Some(p) => p,
+                None => qemu::free_port()?,
+            };
+            let machine = Machine {
+                name: name.clone(),
+                image: image
+                    .canonicalize()
+                    .with_context(|| format!("image {}", image.display()))?,
+                bios,
+                memory_mib: memory,
+                host_port,
+                guest_port: info.api_port,
+                extra_args: qemu_args,
+            };
+            let node = Node {
+                address: format!("127.0.0.1:{host_port}"),
+                server_name: info.hostname.clone(),
+            };
+            let mut config = CliConfig::load(config_path)?;
+            let ctx = config.context_mut(context)?;
+            ctx.nodes.insert(name.clone(), node.clone());
+            ctx.current_node = name.clone();
+            let ctx = ctx.clone();
+            config.save(config_path)?;
+
+            let started = Instant::now();
+            machine.start()?;
+            let pid = qemu::running_pid(&name);
+            let deadline = Duration::from_secs(timeout);
+            loop {
+                match super::cli::call(&ctx, &node, Request::Status) {
+                    Ok(Response::Status(s)) => {
+                        let wall = started.elapsed();
+                        if format == Format::Json {
+                            println!(
+                                "{}",
+                                serde_json::json!({ "name": name, "address": node.address, "boot_wall_ms": wall.as_millis(), "status": s })
+                            );
+                        } else {
+                            println!(
+                                "local device `{name}` is up at {} (slot {}, API answered after {:.1} s); it is the current node",
+                                node.address,
+                                s.slot,
+                                wall.as_secs_f64()
+                            );
+                        }
+                        return Ok(());
+                    }
+                    Ok(other) => bail!("unexpected answer to status: {other:?}"),
+                    Err(e) => {
+                        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                        if !alive || started.elapsed() > deadline {
+                            let why = if alive {
+                                "did not answer in time"
+                            } else {
+                                "QEMU exited"
+                            };
+                            bail!(
+                                "local device `{name}` {why} (last error: {e:#}); console:\n{}",
+                                qemu::console_tail(&name, 30)
+                            );
+                        }
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                }
+            }
+        }
+        QemuCommand::Down { name } => {
+            let Some(pid) = qemu::running_pid(&name) else {
+                println!("local device `{name}` is not running");
+                return Ok(());
+            };
+            let config = CliConfig::load(config_path)?;
+            let asked = config
+                .context(context)
+                .and_then(|(_, ctx)| Ok((ctx.clone(), ctx.node(Some(&name))?)))
+                .and_then(|(ctx, node)| super::cli::call(&ctx, &node, Request::Poweroff));
+            let clean = asked.is_ok() && qemu::wait_exit(pid, Duration::from_secs(60));
+            if !clean {
+                qemu::kill(pid)?;
+            }
+            println!(
+                "local device `{name}` stopped ({})",
+                if clean { "powered off" } else { "killed" }
+            );
+            Ok(())
+        }
+    }
+}

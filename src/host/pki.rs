@@ -1,0 +1,266 @@
+//! Site PKI: a site CA, client certificates with a role, device identities.
+//!
+//! Layout of a site directory:
+//! ```text
+//! SITE/site.toml                 name of the site (the CA's subject)
+//! SITE/ca.crt, SITE/ca.key       the site CA (ca.key never leaves this directory)
+//! SITE/clients/NAME.{crt,key}    operator certificates (role in the subject's O)
+//! SITE/devices/HOST/device.{crt,key}, machine.toml
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::config::{validate_hostname, MachineConfig};
+
+/// Roles carried in a client certificate (like Talos's os:admin/os:operator/os:reader).
+pub const ROLES: [&str; 3] = ["admin", "operator", "reader"];
+/// Prefix of the role in the certificate subject's Organization.
+pub const ROLE_PREFIX: &str = "os:";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    name: String,
+}
+
+/// An existing site directory.
+pub struct Site {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl Site {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    pub fn client_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+        let dir = self.dir.join("clients");
+        (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+    pub fn device_dir(&self, hostname: &str) -> PathBuf {
+        self.dir.join("devices").join(hostname)
+    }
+
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("site.toml");
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} is not a site directory (run `outpost gen site {}`)",
+                dir.display(),
+                dir.display()
+            )
+        })?;
+        let file: SiteFile =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: file.name,
+        })
+    }
+
+    /// Create a new site: CA and an admin client certificate.
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        if dir.join("site.toml").exists() || dir.join("ca.key").exists() {
+            bail!(
+                "{} already holds a site; refusing to overwrite its CA",
+                dir.display()
+            );
+        }
+        if name.is_empty() || name.len() > 64 || name.contains(['/', '\0']) {
+            bail!("site name `{name}` must be 1 to 64 characters without '/'");
+        }
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let site = Self {
+            dir: dir.to_path_buf(),
+            name: name.to_owned(),
+        };
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = site.ca_params().self_signed(&key)?;
+        write_secret(&site.ca_key(), &key.serialize_pem())?;
+        write_file(&site.ca_cert(), &cert.pem())?;
+        let site_file = toml::to_string(&SiteFile {
+            name: name.to_owned(),
+        })?;
+        write_file(&dir.join("site.toml"), &site_file)?;
+        site.issue_client("admin", "admin")?;
+        Ok(site)
+    }
+
+    /// The CA's parameters are a pure function of the site name, so the CA
+    /// certificate can be re-derived from its key to sign with (rcgen needs a
+    /// `Certificate` as issuer; its subject and key are what chains).
+    fn ca_params(&self) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(&format!("Outpost site CA {}", self.name), None);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - Duration::days(1);
+        params.not_after = now + Duration::days(365 * 20);
+        params
+    }
+
+    fn ca(&self) -> Result<(Certificate, KeyPair)> {
+        let pem = fs::read_to_string(self.ca_key())
+            .with_context(|| format!("reading {}", self.ca_key().display()))?;
+        let key = KeyPair::from_pem(&pem)
+            .with_context(|| format!("{} is not a private key", self.ca_key().display()))?;
+        let cert = self.ca_params().self_signed(&key)?;
+        Ok((cert, key))
+    }
+
+    /// Issue an operator certificate with `role`, written to SITE/clients/.
+    pub fn issue_client(&self, name: &str, role: &str) -> Result<(PathBuf, PathBuf)> {
+        let now = OffsetDateTime::now_utc();
+        let (cert, key) = self.client_pem(
+            name,
+            role,
+            now - Duration::days(1),
+            now + Duration::days(365 * 10),
+        )?;
+        let (crt_path, key_path) = self.client_paths(name);
+        fs::create_dir_all(self.dir.join("clients"))?;
+        write_secret(&key_path, &key)?;
+        write_file(&crt_path, &cert)?;
+        Ok((crt_path, key_path))
+    }
+
+    /// An operator certificate and key (PEM) valid from `not_before` to `not_after`.
+    pub fn client_pem(
+        &self,
+        name: &str,
+        role: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(String, String)> {
+        if !ROLES.contains(&role) {
+            bail!("unknown role `{role}`: use one of {}", ROLES.join(", "));
+        }
+        validate_hostname(name).map_err(|_| {
+            anyhow::anyhow!("client name `{name}` may contain only letters, digits, '-' and '.'")
+        })?;
+        let (ca, ca_key) = self.ca()?;
+        let mut params = leaf_params(vec![])?;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.distinguished_name = dn(name, Some(&format!("{ROLE_PREFIX}{role}")));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Create a device identity and its default machine config.
+    pub fn issue_device(&self, hostname: &str, api_port: u16) -> Result<PathBuf> {
+        let mut config = MachineConfig::new(hostname);
+        config.api.port = api_port;
+        config.validate()?;
+        let dir = self.device_dir(hostname);
+        if dir.join("device.key").exists() {
+            bail!(
+                "device `{hostname}` already exists in {}; remove that directory to re-issue",
+                dir.display()
+            );
+        }
+        let (ca, ca_key) = self.ca()?;
+        let mut params = leaf_params(vec![hostname.to_owned()])?;
+        params.distinguished_name = dn(hostname, Some("os:device"));
+        // ClientAuth too: a device that calls home presents the same identity.
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &ca, &ca_key)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_secret(&dir.join("device.key"), &key.serialize_pem())?;
+        write_file(&dir.join("device.crt"), &cert.pem())?;
+        write_file(&dir.join("machine.toml"), &config.to_toml())?;
+        Ok(dir)
+    }
+}
+
+fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(org) = organization {
+        dn.push(DnType::OrganizationName, org);
+    }
+    dn
+}
+
+fn leaf_params(sans: Vec<String>) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(sans)?;
+    let now = OffsetDateTime::now_utc();
+    // A day of slack for boards whose clock lags; ten years because nobody
+    // visits an edge site to renew a certificate.
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(365 * 10);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn site_device_and_client_chain_to_the_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = Site::create(&tmp.path().join("s"), "lab").unwrap();
+        assert!(
+            Site::create(&site.dir, "lab").is_err(),
+            "must not overwrite a CA"
+        );
+        let dev = site.issue_device("edge-1", 50000).unwrap();
+        assert!(site.issue_device("edge-1", 50000).is_err());
+        assert!(site.issue_client("ro", "superuser").is_err());
+        site.issue_client("ro", "reader").unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(site.dir.join("ca.key")).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let config =
+            MachineConfig::from_toml(&fs::read_to_string(dev.join("machine.toml")).unwrap())
+                .unwrap();
+        assert_eq!(config.hostname, "edge-1");
+        assert!(Site::open(&site.dir).is_ok());
+        assert!(Site::open(tmp.path()).is_err());
+    }
+}

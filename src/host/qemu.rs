@@ -1,0 +1,159 @@
+//! Local devices: boot an Outpost image in QEMU (aarch64 `virt`), headless,
+//! with the API forwarded to a port on 127.0.0.1, and stop it again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+/// Where local devices keep their pid file and console log.
+pub fn state_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("OUTPOST_STATE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("outpost")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/outpost")))
+        .unwrap_or_else(|| PathBuf::from(".outpost-state"));
+    base.join("qemu").join(name)
+}
+
+pub struct Machine {
+    pub name: String,
+    pub image: PathBuf,
+    pub bios: PathBuf,
+    pub memory_mib: u32,
+    pub host_port: u16,
+    pub guest_port: u16,
+    /// Extra QEMU arguments (tests add devices or a different RTC).
+    pub extra_args: Vec<String>,
+}
+
+impl Machine {
+    /// The full QEMU command line. User networking is always `restrict=on`: the
+    /// guest reaches nothing but QEMU's DHCP, and the API is forwarded to loopback only.
+    pub fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-smp", "1"])
+            .args(["-m", &self.memory_mib.to_string()])
+            .args(["-display", "none", "-monitor", "none"])
+            .arg("-serial")
+            .arg(format!("file:{}", dir.join("console.log").display()))
+            .arg("-bios")
+            .arg(&self.bios)
+            .arg("-drive")
+            .arg(format!(
+                "if=none,file={},format=raw,id=disk0",
+                self.image.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=disk0"])
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
+                self.host_port, self.guest_port
+            ))
+            .args(["-device", "virtio-net-pci,netdev=net0"])
+            .args(["-device", "i6300esb", "-watchdog-action", "reset"])
+            .arg("-pidfile")
+            .arg(dir.join("qemu.pid"))
+            .arg("-daemonize")
+            .args(&self.extra_args);
+        cmd
+    }
+
+    /// Start QEMU in the background. Refuses if this name is already running.
+    pub fn start(&self) -> Result<PathBuf> {
+        let dir = state_dir(&self.name);
+        if let Some(pid) = running_pid(&self.name) {
+            bail!("local device `{}` is already running (pid {pid}); `outpost qemu down --name {}` first", self.name, self.name);
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _ = std::fs::remove_file(dir.join("console.log"));
+        let output = self
+            .command(&dir)
+            .output()
+            .context("running qemu-system-aarch64 (install it with `scripts/setup`)")?;
+        if !output.status.success() {
+            bail!(
+                "qemu-system-aarch64 failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(dir)
+    }
+}
+
+/// Pid of a running local device, if its pid file names a live process.
+pub fn running_pid(name: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(state_dir(name).join("qemu.pid")).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Wait for QEMU to exit by itself; returns false on timeout.
+pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        // A zombie still has a /proc entry, but QEMU daemonized is not our child.
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Kill a QEMU process (SIGTERM, then SIGKILL).
+pub fn kill(pid: i32) -> Result<()> {
+    let status = Command::new("kill").arg(pid.to_string()).status()?;
+    if status.success() && wait_exit(pid, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    if !wait_exit(pid, Duration::from_secs(5)) {
+        bail!("qemu pid {pid} did not exit");
+    }
+    Ok(())
+}
+
+/// A free TCP port on 127.0.0.1 (bind to port 0 and let the kernel pick).
+pub fn free_port() -> Result<u16> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding a port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The last `lines` lines of a local device's console log.
+pub fn console_tail(name: &str, lines: usize) -> String {
+    let text = std::fs::read(state_dir(name).join("console.log")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_restricts_user_networking_to_loopback() {
+        let m = Machine {
+            name: "t".into(),
+            image: "/x.img".into(),
+            bios: "/u-boot.bin".into(),
+            memory_mib: 256,
+            host_port: 40000,
+            guest_port: 50000,
+            extra_args: vec![],
+        };
+        let cmd = m.command(Path::new("/tmp/d"));
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let netdev = args.iter().find(|a| a.starts_with("user,")).unwrap();
+        assert!(netdev.contains("restrict=on"));
+        assert!(netdev.contains("hostfwd=tcp:127.0.0.1:40000-:50000"));
+    }
+}

@@ -1,0 +1,319 @@
+//! The device API end to end in host mode: the real outpost-init binary,
+//! unprivileged, with DATA in a temp dir, talked to over real TLS on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost::host::client::{client_config, Client};
+use outpost::host::context::Node;
+use outpost::host::pki::Site;
+use outpost::wire::{self, Request, Response, WireError};
+
+struct Device {
+    child: Child,
+    node: Node,
+    site: Site,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Arrange DATA as the image builder does: identity/ and config/.
+fn stage_data(site: &Site, hostname: &str, data: &Path) {
+    let dev = site.device_dir(hostname);
+    std::fs::create_dir_all(data.join("identity")).unwrap();
+    std::fs::create_dir_all(data.join("config")).unwrap();
+    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
+    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
+    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
+    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
+}
+
+fn start_device() -> Device {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::create(&tmp.path().join("site"), "test").unwrap();
+    site.issue_device("edge-1", 50000).unwrap();
+    let data = tmp.path().join("data");
+    stage_data(&site, "edge-1", &data);
+    let port = outpost::host::qemu::free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
+        .args(["--host-mode", "--data"])
+        .arg(&data)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--slot", "B"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let node = Node {
+        address: format!("127.0.0.1:{port}"),
+        server_name: "edge-1".into(),
+    };
+    let dev = Device {
+        child,
+        node,
+        site,
+        _tmp: tmp,
+    };
+    let start = Instant::now();
+    while TcpStream::connect(&dev.node.address).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "device did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dev
+}
+
+fn admin(dev: &Device) -> Client {
+    let (crt, key) = dev.site.client_paths("admin");
+    Client::connect_with(
+        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
+        &dev.node,
+    )
+    .unwrap()
+}
+
+fn status(client: &mut Client) -> wire::Status {
+    match client.call(Request::Status).unwrap() {
+        Response::Status(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A client config from arbitrary PEM text (written to temp files).
+fn config_from_pem(dir: &Path, ca: &Path, cert: &str, key: &str) -> Arc<rustls::ClientConfig> {
+    let (c, k) = (dir.join("c.crt"), dir.join("c.key"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    client_config(ca, &c, &k).unwrap()
+}
+
+#[test]
+fn status_version_logs_over_mutual_tls() {
+    let dev = start_device();
+    let mut c = admin(&dev);
+    let s = status(&mut c);
+    assert_eq!((s.hostname.as_str(), s.slot.as_str()), ("edge-1", "B"));
+    assert_eq!(s.boot_id.len(), 36);
+    assert!(s.init_rss_kib > 0 && s.mem_total_kib > 0);
+    match c
+        .call(Request::Version {
+            protocol: wire::PROTOCOL_VERSION,
+        })
+        .unwrap()
+    {
+        Response::Version(v) => assert_eq!(v.protocol, wire::PROTOCOL_VERSION),
+        other => panic!("{other:?}"),
+    }
+    match c.call(Request::Logs { lines: 50 }).unwrap() {
+        Response::Logs(lines) => {
+            assert!(lines.iter().any(|l| l.text.contains("API on")), "{lines:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Host mode has no kernel log: a clear error, and the connection stays usable.
+    let err = c.call(Request::Dmesg { max_bytes: 100 }).unwrap_err();
+    assert!(err.to_string().contains("no kernel log"), "{err:#}");
+    assert_eq!(status(&mut c).hostname, "edge-1");
+}
+
+#[test]
+fn clients_outside_the_site_are_refused() {
+    let dev = start_device();
+    let tmp = tempfile::tempdir().unwrap();
+    // Certificate from another CA.
+    let other = Site::create(&tmp.path().join("other"), "other").unwrap();
+    let (crt, key) = other.client_paths("admin");
+    let foreign = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+    assert!(Client::connect_with(foreign, &dev.node)
+        .and_then(|mut c| c.call(Request::Status))
+        .is_err());
+    // Expired certificate from the right CA.
+    let now = time::OffsetDateTime::now_utc();
+    let (cert, key) = dev
+        .site
+        .client_pem(
+            "old",
+            "admin",
+            now - time::Duration::days(30),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    let expired = config_from_pem(tmp.path(), &dev.site.ca_cert(), &cert, &key);
+    assert!(Client::connect_with(expired, &dev.node)
+        .and_then(|mut c| c.call(Request::Status))
+        .is_err());
+    // No client certificate at all.
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::pem::PemObject::pem_file_iter(dev.site.ca_cert()).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let anonymous = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    assert!(Client::connect_with(anonymous, &dev.node)
+        .and_then(|mut c| c.call(Request::Status))
+        .is_err());
+    // The device still serves its own site.
+    assert_eq!(status(&mut admin(&dev)).hostname, "edge-1");
+}
+
+/// Raw TLS stream to send hand-made bytes.
+fn raw_tls(dev: &Device) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let (crt, key) = dev.site.client_paths("admin");
+    let config = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+    let tcp = TcpStream::connect(&dev.node.address).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = rustls::ClientConnection::new(config, "edge-1".try_into().unwrap()).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn read_until_closed(s: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn malformed_and_oversized_frames_close_only_that_connection() {
+    let dev = start_device();
+    // Oversized length prefix: closed without an answer.
+    let mut s = raw_tls(&dev);
+    let len = wire::MAX_REQUEST_FRAME + 1;
+    s.write_all(&[
+        (len & 0x7f) as u8 | 0x80,
+        ((len >> 7) & 0x7f) as u8 | 0x80,
+        (len >> 14) as u8,
+    ])
+    .unwrap();
+    s.flush().unwrap();
+    assert!(read_until_closed(&mut s).is_empty());
+    // Over-long varint.
+    let mut s = raw_tls(&dev);
+    s.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+    s.flush().unwrap();
+    assert!(read_until_closed(&mut s).is_empty());
+    // A whole frame of garbage: answered with DecodeFailed, connection usable.
+    let mut s = raw_tls(&dev);
+    s.write_all(&[3, 1, 0xee, 0xee]).unwrap();
+    s.write_all(
+        &wire::encode_frame(
+            &wire::RequestFrame {
+                id: 9,
+                body: Request::Status,
+            }
+            .encode(),
+            64,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let mut dec = wire::FrameDecoder::<{ wire::MAX_RESPONSE_FRAME }>::default();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 2 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early");
+        let mut input = &buf[..n];
+        while let wire::FeedResult::Frame { payload, rest } = dec.feed(input) {
+            got.push(wire::ResponseFrame::decode(payload).unwrap());
+            input = rest;
+            if input.is_empty() {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        got[0],
+        wire::ResponseFrame {
+            id: 0,
+            body: Err(WireError::DecodeFailed)
+        }
+    );
+    assert!(matches!(got[1].body, Ok(Response::Status(_))) && got[1].id == 9);
+    // Not TLS at all.
+    let mut plain = TcpStream::connect(&dev.node.address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let _ = read_until_closed(&mut plain);
+    // Truncated frame then hang-up.
+    let mut s = raw_tls(&dev);
+    s.write_all(&[10, 1, 1]).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    // After all that, the device still answers.
+    assert_eq!(status(&mut admin(&dev)).slot, "B");
+}
+
+#[test]
+fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
+    let mut dev = start_device();
+    let before = status(&mut admin(&dev)).boot_id;
+    assert_eq!(
+        admin(&dev).call(Request::Reboot).unwrap(),
+        Response::Accepted
+    );
+    let start = Instant::now();
+    let after = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "device did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(mut c) = Client::connect_with(
+            client_config(
+                &dev.site.ca_cert(),
+                &dev.site.client_paths("admin").0,
+                &dev.site.client_paths("admin").1,
+            )
+            .unwrap(),
+            &dev.node,
+        ) {
+            match c.call(Request::Status) {
+                // The old process answers until its 200 ms grace period ends.
+                Ok(Response::Status(s)) if s.boot_id != before => break s.boot_id,
+                _ => {}
+            }
+        }
+    };
+    assert_ne!(before, after);
+    assert_eq!(
+        admin(&dev).call(Request::Poweroff).unwrap(),
+        Response::Accepted
+    );
+    let start = Instant::now();
+    loop {
+        if let Some(code) = dev.child.try_wait().unwrap() {
+            assert!(code.success());
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "device did not power off"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

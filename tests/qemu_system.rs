@@ -1,0 +1,210 @@
+//! System test: build a real image (Debian's kernel, outpost-init for aarch64),
+//! boot it in QEMU through Debian's U-Boot, and manage it with the CLI over
+//! mutual TLS. Needs `scripts/setup` and `scripts/build-init` (the test
+//! command runs both); set OUTPOST_SKIP_QEMU=1 to leave it out explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use outpost::host::client::{client_config, Client};
+use outpost::host::context::Node;
+use outpost::host::pki::Site;
+use outpost::wire::{self, Request, Response};
+
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+    fn outpost(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(args)
+            .env("OUTPOST_CONFIG", self.path("cli.toml"))
+            .env("OUTPOST_STATE", self.path("state"))
+            .env_remove("OUTPOST_NODE")
+            .output()
+            .unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.outpost(args);
+        assert!(
+            out.status.success(),
+            "outpost {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&full)).unwrap()
+    }
+}
+
+fn skip() -> bool {
+    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
+        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU system test left out");
+        return true;
+    }
+    false
+}
+
+fn init_binary() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/aarch64-unknown-linux-musl/release/outpost-init");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-init (or set OUTPOST_SKIP_QEMU=1)",
+        p.display()
+    );
+    p
+}
+
+fn status_of(env: &Env) -> serde_json::Value {
+    env.json(&["status"])["Status"].clone()
+}
+
+#[test]
+fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
+    if skip() {
+        return;
+    }
+    let env = Env::new();
+    let init = init_binary();
+    let site = env.path("site");
+    let site_s = site.to_str().unwrap();
+    env.ok(&["gen", "site", site_s, "--name", "systest"]);
+    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-sys"]);
+    let img = env.path("edge.img");
+    env.ok(&[
+        "image",
+        "build",
+        "--board",
+        "qemu-virt",
+        "--site",
+        site_s,
+        "--hostname",
+        "edge-sys",
+        "-o",
+        img.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
+    ]);
+
+    let up = env.json(&[
+        "qemu",
+        "up",
+        img.to_str().unwrap(),
+        "--name",
+        "sys",
+        "--timeout",
+        "240",
+    ]);
+    eprintln!("qemu up: {up}");
+    let _guard = Guard(&env);
+
+    // status over mutual TLS: slot A, our hostname, a DHCP address.
+    let s = status_of(&env);
+    assert_eq!(s["hostname"], "edge-sys");
+    assert_eq!(s["slot"], "A");
+    assert!(s["addresses"].to_string().contains("10.0.2.15"), "{s}");
+    let boot_id = s["boot_id"].as_str().unwrap().to_owned();
+    assert_eq!(boot_id.len(), 36);
+
+    // logs and dmesg come from the device.
+    let logs = env.ok(&["logs", "--lines", "200"]);
+    assert!(logs.contains("API listening"), "{logs}");
+    let dmesg = env.ok(&["dmesg"]);
+    assert!(
+        dmesg.contains("outpost.slot=A"),
+        "kernel command line should be in dmesg"
+    );
+
+    // A client with a certificate from another CA is refused.
+    let other = Site::create(&env.path("other"), "other").unwrap();
+    let (crt, key) = other.client_paths("admin");
+    let node = Node {
+        address: up["address"].as_str().unwrap().to_owned(),
+        server_name: "edge-sys".into(),
+    };
+    let foreign = client_config(&site.join("ca.crt"), &crt, &key).unwrap();
+    assert!(Client::connect_with(foreign, &node)
+        .and_then(|mut c| c.call(Request::Status))
+        .is_err());
+
+    // Garbage frames close that connection; the device keeps serving.
+    let admin = Site::open(&site).unwrap();
+    let (crt, key) = admin.client_paths("admin");
+    let config = client_config(&site.join("ca.crt"), &crt, &key).unwrap();
+    {
+        use std::io::{Read, Write};
+        let tcp = std::net::TcpStream::connect(&node.address).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let conn =
+            rustls::ClientConnection::new(config.clone(), "edge-sys".try_into().unwrap()).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(&[0xff, 0xff, 0xff, 0x7f]).unwrap();
+        s.flush().unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "oversized frame must close the connection"
+        );
+    }
+    match Client::connect_with(config, &node)
+        .unwrap()
+        .call(Request::Version {
+            protocol: wire::PROTOCOL_VERSION,
+        })
+        .unwrap()
+    {
+        Response::Version(v) => assert_eq!(v.board, "qemu-virt"),
+        other => panic!("{other:?}"),
+    }
+
+    // reboot: the device comes back with a new boot id.
+    env.ok(&["reboot"]);
+    let start = Instant::now();
+    let new_id = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "device did not come back after reboot"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let out = env.outpost(&["-o", "json", "status"]);
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let id = v["Status"]["boot_id"].as_str().unwrap().to_owned();
+            if id != boot_id {
+                break id;
+            }
+        }
+    };
+    assert_ne!(new_id, boot_id);
+
+    // poweroff ends QEMU by itself (clean shutdown, not a kill).
+    let down = env.ok(&["qemu", "down", "--name", "sys"]);
+    assert!(down.contains("powered off"), "{down}");
+}
+
+/// Kill QEMU if the test fails half-way.
+struct Guard<'a>(&'a Env);
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let pidfile = self.0.path("state/qemu/sys/qemu.pid");
+        if let Ok(pid) = std::fs::read_to_string(pidfile) {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+        }
+    }
+}
