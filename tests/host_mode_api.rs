@@ -1,6 +1,8 @@
 //! The device API end to end in host mode: the real outpost-init binary,
 //! unprivileged, with DATA in a temp dir, talked to over real TLS on 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

@@ -3,6 +3,8 @@
 //! mutual TLS. Needs `scripts/setup` and `scripts/build-init` (the test
 //! command runs both); set OUTPOST_SKIP_QEMU=1 to leave it out explicitly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

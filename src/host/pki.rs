@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ED25519,
 };
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -89,7 +89,7 @@ impl Site {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
         };
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let cert = site.ca_params().self_signed(&key)?;
         write_secret(&site.ca_key(), &key.serialize_pem())?;
         write_file(&site.ca_cert(), &cert.pem())?;
@@ -164,7 +164,7 @@ impl Site {
         params.not_after = not_after;
         params.distinguished_name = dn(name, Some(&format!("{ROLE_PREFIX}{role}")));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -189,7 +189,7 @@ impl Site {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let cert = params.signed_by(&key, &ca, &ca_key)?;
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_secret(&dir.join("device.key"), &key.serialize_pem())?;

@@ -80,12 +80,59 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The crypto provider: ring, X25519 only (the smallest key share; every
-/// client of ours offers it).
+/// Ed25519 is the only signature algorithm the device needs: the site PKI
+/// issues Ed25519 certificates (smallest on the wire: 32-byte keys, 64-byte
+/// signatures). Naming only it lets the linker drop ring's P-256 tables and
+/// RSA code (~200 KiB of outpost-init).
+static SIGNATURE_ALGORITHMS: rustls::crypto::WebPkiSupportedAlgorithms =
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[webpki::ring::ED25519],
+        mapping: &[(rustls::SignatureScheme::ED25519, &[webpki::ring::ED25519])],
+    };
+
+/// Loads only Ed25519 (PKCS#8) private keys, for the same reason.
+#[derive(Debug)]
+struct Ed25519Keys;
+
+impl rustls::crypto::KeyProvider for Ed25519Keys {
+    fn load_private_key(
+        &self,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        match key {
+            PrivateKeyDer::Pkcs8(der) => provider::sign::any_eddsa_type(&der),
+            _ => Err(rustls::Error::General(
+                "device key must be an Ed25519 PKCS#8 key".into(),
+            )),
+        }
+    }
+}
+
+/// The crypto provider: ring; TLS 1.3 with ChaCha20-Poly1305 first (Pi 3/4
+/// cores have no AES instructions) and AES-128-GCM; X25519 only (the
+/// smallest key share; every client of ours offers it); Ed25519 only.
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    let mut p = provider::default_provider();
-    p.kx_groups = vec![provider::kx_group::X25519];
-    Arc::new(p)
+    Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            provider::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            provider::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        ],
+        kx_groups: vec![provider::kx_group::X25519],
+        signature_verification_algorithms: SIGNATURE_ALGORITHMS,
+        secure_random: &Ed25519Random,
+        key_provider: &Ed25519Keys,
+    })
+}
+
+/// ring's system RNG (the provider's own `Ring` value is not public).
+#[derive(Debug)]
+struct Ed25519Random;
+
+impl rustls::crypto::SecureRandom for Ed25519Random {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf)
+            .map_err(|_| rustls::crypto::GetRandomFailed)
+    }
 }
 
 /// TLS 1.3 server config that requires a client certificate from the site CA.

@@ -100,3 +100,56 @@ pub(crate) fn check_layout(k: &KernelImage, u: &UbootSpec) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::host::image::tests::qemu_board;
+
+    fn fake_image(len: usize, image_size: u64) -> Vec<u8> {
+        let mut raw = vec![0u8; len];
+        raw[16..24].copy_from_slice(&image_size.to_le_bytes());
+        raw[56..60].copy_from_slice(ARM64_MAGIC);
+        raw
+    }
+
+    #[test]
+    fn loads_raw_and_gzipped_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = fake_image(4096, 8192);
+        for (name, bytes) in [("raw", raw.clone()), ("gz", gzip(&raw).unwrap())] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            let k = load(&p).unwrap();
+            assert_eq!((k.raw_len, k.image_size), (4096, 8192), "{name}");
+            assert_eq!(&k.gz[..2], &[0x1f, 0x8b]);
+        }
+        let p = dir.path().join("bad");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        assert!(format!("{:#}", load(&p).err().unwrap()).contains("arm64"));
+    }
+
+    #[test]
+    fn layout_limits_name_the_addresses() {
+        let u = qemu_board().uboot;
+        let ok = KernelImage {
+            gz: vec![0; 11 << 20],
+            raw_len: 33 << 20,
+            image_size: 35 << 20,
+        };
+        check_layout(&ok, &u).unwrap();
+        let big_gz = KernelImage {
+            gz: vec![0; 17 << 20],
+            ..ok
+        };
+        let err = format!("{:#}", check_layout(&big_gz, &u).unwrap_err());
+        assert!(err.contains("kernel_comp_addr_r"), "{err}");
+        let big_bss = KernelImage {
+            gz: vec![],
+            raw_len: 33 << 20,
+            image_size: 61 << 20,
+        };
+        assert!(check_layout(&big_bss, &u).is_err());
+    }
+}
