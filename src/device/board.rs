@@ -32,7 +32,7 @@ pub fn run() -> std::process::ExitCode {
     // Before logging: the console must be our stdout/stderr.
     let pseudo = mounts::mount_pseudo(&*sys);
     attach_console();
-    let ring = log::init(true, tracing::Level::INFO);
+    let ring = log::init(true, log_level(&*sys));
     if let Err(e) = pseudo {
         tracing::error!("pseudo filesystems: {e}");
     }
@@ -47,6 +47,19 @@ pub fn run() -> std::process::ExitCode {
         smol::block_on(ex.run(boot(ex.clone(), sys.clone(), ring.clone())));
         tracing::error!("boot sequence returned; restarting it");
         std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `outpost.log=debug` on the kernel command line turns on debug logging
+/// (boot problems are diagnosed from the console, before the API is up).
+fn log_level(sys: &dyn Sys) -> tracing::Level {
+    let cmdline = sys
+        .read_to_string(cmdline::CMDLINE_PATH, cmdline::MAX_CMDLINE_BYTES)
+        .unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "outpost.log=debug") {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
     }
 }
 

@@ -100,7 +100,11 @@ impl rustls::crypto::KeyProvider for Ed25519Keys {
         key: PrivateKeyDer<'static>,
     ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
         match key {
-            PrivateKeyDer::Pkcs8(der) => provider::sign::any_eddsa_type(&der),
+            PrivateKeyDer::Pkcs8(der) => provider::sign::any_eddsa_type(&der).map_err(|e| {
+                rustls::Error::General(format!(
+                    "device key is not an Ed25519 key ({e}); re-issue it with `outpost gen device`"
+                ))
+            }),
             _ => Err(rustls::Error::General(
                 "device key must be an Ed25519 PKCS#8 key".into(),
             )),
