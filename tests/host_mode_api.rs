@@ -319,3 +319,31 @@ fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn roles_from_client_certificates_are_enforced() {
+    let dev = start_device();
+    let (crt, key) = dev.site.issue_client("ro", "reader").unwrap();
+    let mut reader = Client::connect_with(
+        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
+        &dev.node,
+    )
+    .unwrap();
+    assert_eq!(status(&mut reader).hostname, "edge-1");
+    let err = reader.call(Request::Reboot).unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err:#}");
+    let err = reader.call(Request::Poweroff).unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err:#}");
+    // Still up, and the same connection still serves reads.
+    assert_eq!(status(&mut reader).slot, "B");
+    let (crt, key) = dev.site.issue_client("op", "operator").unwrap();
+    let mut operator = Client::connect_with(
+        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
+        &dev.node,
+    )
+    .unwrap();
+    assert_eq!(
+        operator.call(Request::Poweroff).unwrap(),
+        Response::Accepted
+    );
+}

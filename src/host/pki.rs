@@ -21,7 +21,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::config::{validate_hostname, MachineConfig};
 
-/// Roles carried in a client certificate (like Talos's os:admin/os:operator/os:reader).
+/// Roles carried in a client certificate (like Talos's os:admin/os:operator/os:reader);
+/// `wire::Role` is what the device reads back.
 pub const ROLES: [&str; 3] = ["admin", "operator", "reader"];
 /// Prefix of the role in the certificate subject's Organization.
 pub const ROLE_PREFIX: &str = "os:";

@@ -29,7 +29,48 @@ pub enum Request {
     Poweroff,
 }
 
+/// What a client may do, from its certificate (subject `O=os:<role>`).
+/// Ordered: each role may do everything the roles below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    /// Reads state: version, status, logs, dmesg.
+    Reader,
+    /// Also reboots, powers off, restarts services.
+    Operator,
+    /// Also upgrades, rolls back, applies config.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "reader" => Some(Role::Reader),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 impl Request {
+    /// The least role allowed to make this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Request::Version { .. }
+            | Request::Status
+            | Request::Logs { .. }
+            | Request::Dmesg { .. } => Role::Reader,
+            Request::Reboot | Request::Poweroff => Role::Operator,
+        }
+    }
+
     /// Short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
@@ -198,6 +239,17 @@ mod tests {
             assert_eq!(frame.encode(), *bytes, "{req:?}");
             assert_eq!(RequestFrame::decode(bytes).unwrap(), frame);
         }
+    }
+
+    #[test]
+    fn roles_are_ordered_and_required_per_request() {
+        assert!(Role::Admin > Role::Operator && Role::Operator > Role::Reader);
+        assert_eq!(Request::Status.required_role(), Role::Reader);
+        assert_eq!(Request::Reboot.required_role(), Role::Operator);
+        for r in [Role::Reader, Role::Operator, Role::Admin] {
+            assert_eq!(Role::parse(r.name()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use smol::channel::Sender;
 use crate::config::Release;
 use crate::device::log::LogRing;
 use crate::device::status;
-use crate::wire::{self, Request, Response, Status, VersionInfo, WireError};
+use crate::wire::{self, Request, Response, Role, Status, VersionInfo, WireError};
 
 /// Most log lines one `logs` answer carries (the frame cap bounds bytes too).
 const MAX_LOG_LINES: usize = 500;
@@ -37,7 +37,16 @@ pub struct ApiContext {
     pub platform: Box<dyn Platform>,
 }
 
-pub fn handle(ctx: &ApiContext, request: &Request) -> Result<Response, WireError> {
+/// Check the caller's role, then act.
+pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Response, WireError> {
+    if role < request.required_role() {
+        tracing::warn!(
+            "api: {} refused to a {} client",
+            request.name(),
+            role.name()
+        );
+        return Err(WireError::PermissionDenied);
+    }
     match request {
         Request::Version { protocol } => version(ctx, *protocol),
         Request::Status => Ok(Response::Status(status(ctx))),
@@ -145,10 +154,10 @@ mod tests {
     fn old_protocol_is_refused_new_is_capped() {
         let (ctx, _rx) = ctx();
         assert_eq!(
-            handle(&ctx, &Request::Version { protocol: 0 }),
+            handle(&ctx, Role::Admin, &Request::Version { protocol: 0 }),
             Err(WireError::UnsupportedVersion(0))
         );
-        match handle(&ctx, &Request::Version { protocol: 999 }) {
+        match handle(&ctx, Role::Admin, &Request::Version { protocol: 999 }) {
             Ok(Response::Version(v)) => assert_eq!(v.protocol, wire::PROTOCOL_VERSION),
             other => panic!("{other:?}"),
         }
@@ -157,9 +166,12 @@ mod tests {
     #[test]
     fn second_power_request_is_refused_while_one_is_pending() {
         let (ctx, rx) = ctx();
-        assert_eq!(handle(&ctx, &Request::Reboot), Ok(Response::Accepted));
+        assert_eq!(
+            handle(&ctx, Role::Admin, &Request::Reboot),
+            Ok(Response::Accepted)
+        );
         assert!(matches!(
-            handle(&ctx, &Request::Poweroff),
+            handle(&ctx, Role::Admin, &Request::Poweroff),
             Err(WireError::Device(_))
         ));
         assert_eq!(rx.try_recv(), Ok(PowerRequest::Reboot));
@@ -170,6 +182,7 @@ mod tests {
         let (ctx, _rx) = ctx();
         let resp = handle(
             &ctx,
+            Role::Admin,
             &Request::Dmesg {
                 max_bytes: u32::MAX,
             },
@@ -193,7 +206,7 @@ mod tests {
                 text: "y".repeat(500),
             });
         }
-        let resp = handle(&ctx, &Request::Logs { lines: u16::MAX }).unwrap();
+        let resp = handle(&ctx, Role::Admin, &Request::Logs { lines: u16::MAX }).unwrap();
         let Response::Logs(lines) = &resp else {
             panic!("{resp:?}")
         };
@@ -207,9 +220,27 @@ mod tests {
     }
 
     #[test]
+    fn roles_below_the_requirement_are_refused() {
+        let (ctx, rx) = ctx();
+        assert_eq!(
+            handle(&ctx, Role::Reader, &Request::Reboot),
+            Err(WireError::PermissionDenied)
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "a refused reboot must not be queued"
+        );
+        assert!(handle(&ctx, Role::Reader, &Request::Status).is_ok());
+        assert_eq!(
+            handle(&ctx, Role::Operator, &Request::Reboot),
+            Ok(Response::Accepted)
+        );
+    }
+
+    #[test]
     fn status_reports_identity() {
         let (ctx, _rx) = ctx();
-        match handle(&ctx, &Request::Status) {
+        match handle(&ctx, Role::Admin, &Request::Status) {
             Ok(Response::Status(s)) => {
                 assert_eq!(
                     (s.hostname.as_str(), s.slot.as_str(), s.os_version.as_str()),

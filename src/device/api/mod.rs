@@ -2,6 +2,7 @@
 //! `tls` builds the rustls config from the device identity, `server` runs the
 //! connections, `handlers` turns one request into one action on the device.
 
+pub mod auth;
 pub mod handlers;
 pub mod server;
 pub mod tls;

@@ -13,9 +13,10 @@ use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::{Async, Executor, Timer};
 
+use super::auth;
 use super::handlers::{handle, ApiContext};
 use crate::wire::{
-    encode_frame, FeedResult, FrameDecoder, RequestFrame, ResponseFrame, WireError,
+    encode_frame, FeedResult, FrameDecoder, RequestFrame, ResponseFrame, Role, WireError,
     MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
 };
 
@@ -40,6 +41,8 @@ enum ConnError {
     Io(#[from] std::io::Error),
     #[error("bad frame: {0}")]
     Frame(#[from] crate::wire::FrameError),
+    #[error("{0}")]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Serve forever. Accept errors (e.g. EMFILE) are logged and retried.
@@ -94,7 +97,15 @@ async fn connection(
         Err(ConnError::HandshakeTimeout)
     };
     let mut tls = handshake.or(timeout).await?;
-    tracing::debug!("api: {peer} authenticated");
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    // rustls already required a client certificate; no role in it = no access.
+    let role = auth::role_of(cert.as_deref().unwrap_or_default())?;
+    tracing::debug!("api: {peer} authenticated as {}", role.name());
 
     let mut decoder: Box<FrameDecoder<MAX_REQUEST_FRAME>> = Box::default();
     let mut buf = [0u8; 4096];
@@ -117,7 +128,7 @@ async fn connection(
             let (reply, rest) = match decoder.feed(input) {
                 FeedResult::Consumed => break,
                 FeedResult::Error(e) => return Err(e.into()),
-                FeedResult::Frame { payload, rest } => (respond(&ctx, payload), rest),
+                FeedResult::Frame { payload, rest } => (respond(&ctx, role, payload), rest),
             };
             tls.write_all(&reply).await?;
             tls.flush().await?;
@@ -130,7 +141,7 @@ async fn connection(
 }
 
 /// Decode one request frame and produce the framed response bytes.
-fn respond(ctx: &ApiContext, payload: &[u8]) -> Vec<u8> {
+fn respond(ctx: &ApiContext, role: Role, payload: &[u8]) -> Vec<u8> {
     let response = match RequestFrame::decode(payload) {
         // Id 0 answers a request we could not read far enough to know its id.
         Err(e) => {
@@ -141,7 +152,7 @@ fn respond(ctx: &ApiContext, payload: &[u8]) -> Vec<u8> {
             }
         }
         Ok(req) => {
-            let body = std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, &req.body)))
+            let body = std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, role, &req.body)))
                 .unwrap_or_else(|_| {
                     tracing::error!("api: handler for {} panicked", req.body.name());
                     Err(WireError::Device("internal error".into()))
