@@ -116,7 +116,14 @@ fn status_version_logs_over_mutual_tls() {
         Response::Version(v) => assert_eq!(v.protocol, wire::PROTOCOL_VERSION),
         other => panic!("{other:?}"),
     }
-    match c.call(Request::Logs { lines: 50 }).unwrap() {
+    match c
+        .call(Request::Logs {
+            service: None,
+            lines: 50,
+            follow: false,
+        })
+        .unwrap()
+    {
         Response::Logs(lines) => {
             assert!(lines.iter().any(|l| l.text.contains("API on")), "{lines:?}")
         }
@@ -346,4 +353,153 @@ fn roles_from_client_certificates_are_enforced() {
         operator.call(Request::Poweroff).unwrap(),
         Response::Accepted
     );
+}
+
+#[test]
+fn pipelined_requests_streams_and_cancel_on_one_connection() {
+    let dev = start_device();
+    let mut c = admin(&dev);
+    // A log stream runs while other requests are answered on the same connection.
+    let follow = c
+        .send(Request::Logs {
+            service: None,
+            lines: 5,
+            follow: true,
+        })
+        .unwrap();
+    let answers = c
+        .pipeline(vec![
+            Request::Ping,
+            Request::Status,
+            Request::Time,
+            Request::Ping,
+        ])
+        .unwrap();
+    assert!(matches!(answers[0], Ok(Response::Pong)));
+    assert!(matches!(answers[1], Ok(Response::Status(_))));
+    assert!(matches!(answers[2], Ok(Response::Time(_))));
+    assert!(matches!(answers[3], Ok(Response::Pong)));
+    // Cancelling the stream ends it with End, then acknowledges the cancel.
+    let cancel = c.send(Request::Cancel { id: follow }).unwrap();
+    let mut saw_end = false;
+    loop {
+        let r = c.receive().unwrap();
+        if r.id == follow && r.body == Ok(Response::End) {
+            saw_end = true;
+        }
+        if r.id == cancel {
+            assert_eq!(r.body, Ok(Response::Accepted));
+            break;
+        }
+    }
+    assert!(saw_end);
+    // Cancelling a stream that does not exist is a clear error.
+    assert!(c
+        .call(Request::Cancel { id: 999 })
+        .unwrap_err()
+        .to_string()
+        .contains("no stream"));
+}
+
+#[test]
+fn follow_delivers_new_lines() {
+    let dev = start_device();
+    let mut c = admin(&dev);
+    let mut batches = 0;
+    let mut other = admin(&dev);
+    c.stream(
+        Request::Logs {
+            service: None,
+            lines: 1,
+            follow: true,
+        },
+        |r| {
+            let Response::Logs(lines) = r else {
+                panic!("{r:?}")
+            };
+            batches += 1;
+            if batches == 1 {
+                // Make the device log something: a refused request is logged.
+                let _ = other.call(Request::Cancel { id: 77 });
+                let (crt, key) = dev.site.issue_client("ro2", "reader").unwrap();
+                let mut reader = Client::connect_with(
+                    client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
+                    &dev.node,
+                )
+                .unwrap();
+                let _ = reader.call(Request::Reboot);
+                return true;
+            }
+            !lines.iter().any(|l| l.text.contains("refused to a reader"))
+        },
+    )
+    .unwrap();
+    assert!(batches >= 2);
+}
+
+#[test]
+fn config_time_metrics_network_and_not_yet_supported() {
+    let dev = start_device();
+    let mut c = admin(&dev);
+    let Response::Config(text) = c.call(Request::ConfigGet).unwrap() else {
+        panic!()
+    };
+    assert!(text.contains("edge-1"));
+    let new = text.replace("edge-1", "edge-2");
+    match c
+        .call(Request::ConfigApply {
+            config: &new,
+            mode: outpost::wire::ApplyMode::NoReboot,
+            dry_run: true,
+        })
+        .unwrap()
+    {
+        Response::ConfigPlan(plan) => {
+            assert_eq!(
+                plan.changes,
+                vec!["hostname: \"edge-1\" -> \"edge-2\"".to_string()]
+            );
+            assert!(!plan.applied);
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = c
+        .call(Request::ConfigApply {
+            config: "hostname = \"-x\"",
+            mode: outpost::wire::ApplyMode::NoReboot,
+            dry_run: true,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("hostname"), "{err:#}");
+    let Response::Time(t) = c.call(Request::Time).unwrap() else {
+        panic!()
+    };
+    assert!(t.unix_ms > 1_700_000_000_000);
+    let Response::Metrics(m) = c.call(Request::Metrics).unwrap() else {
+        panic!()
+    };
+    assert!(m.cpus >= 1 && m.mem_total_kib > 0 && m.disk_total_kib > 0);
+    assert!(matches!(
+        c.call(Request::Network).unwrap(),
+        Response::Network(_)
+    ));
+    for req in [Request::Services, Request::Rollback] {
+        let err = c.call(req).unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err:#}");
+    }
+    // A reader may not even ask to apply a config.
+    let (crt, key) = dev.site.issue_client("ro3", "reader").unwrap();
+    let mut reader = Client::connect_with(
+        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
+        &dev.node,
+    )
+    .unwrap();
+    let err = reader
+        .call(Request::ConfigApply {
+            config: &text,
+            mode: outpost::wire::ApplyMode::NoReboot,
+            dry_run: true,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"));
 }

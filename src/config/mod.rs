@@ -2,9 +2,11 @@
 //! from TOML on DATA by the device and written by the CLI; validated here so
 //! both sides agree on what is acceptable.
 
+mod diff;
 mod machine;
 mod release;
 
+pub use diff::diff;
 pub use machine::{
     parse_cidr, validate_hostname, ApiConfig, ConfigError, MachineConfig, NetworkConfig,
     NetworkMode,

@@ -12,7 +12,9 @@ use smol::Executor;
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::mounts::DATA_MOUNT;
 use super::sys::{RealSys, RebootMode, Sys};
-use super::{cmdline, hostname, kmsg, log, modules, mounts, net, power, reaper, runtime};
+use super::{
+    cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper, runtime,
+};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
 
 struct BoardPlatform;
@@ -23,6 +25,19 @@ impl Platform for BoardPlatform {
     }
     fn dmesg(&self, max_bytes: usize) -> Result<String, String> {
         kmsg::tail(max_bytes)
+    }
+    fn network(&self) -> crate::wire::NetworkInfo {
+        crate::wire::NetworkInfo {
+            links: netinfo::links(),
+            addresses: net::addresses(),
+            routes: netinfo::routes(),
+        }
+    }
+    fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
+        metrics::net_counters()
+    }
+    fn clock_source(&self) -> &'static str {
+        "rtc"
     }
 }
 
@@ -133,6 +148,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         log: ring,
         power: power_tx,
         platform: Box::new(BoardPlatform),
+        data_dir: Path::new(DATA_MOUNT).to_path_buf(),
     });
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
     match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx) {

@@ -70,6 +70,19 @@ impl Platform for HostPlatform {
     fn dmesg(&self, _max_bytes: usize) -> Result<String, String> {
         Err("no kernel log in host mode".into())
     }
+    fn network(&self) -> crate::wire::NetworkInfo {
+        crate::wire::NetworkInfo {
+            links: vec![],
+            addresses: self.addresses(),
+            routes: vec![],
+        }
+    }
+    fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
+        Vec::new()
+    }
+    fn clock_source(&self) -> &'static str {
+        "system"
+    }
 }
 
 pub fn run(opts: HostOptions) -> std::process::ExitCode {
@@ -98,6 +111,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         platform: Box::new(HostPlatform {
             listen: opts.listen,
         }),
+        data_dir: opts.data_dir.clone(),
     });
     let result = smol::block_on(ex.run(async {
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx)?;

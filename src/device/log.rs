@@ -22,7 +22,14 @@ pub const MAX_LINE: usize = 512;
 /// A bounded ring of log lines, shared between the logger and the API.
 #[derive(Clone, Default)]
 pub struct LogRing {
-    inner: Arc<Mutex<VecDeque<LogLine>>>,
+    inner: Arc<Mutex<Ring>>,
+}
+
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<LogLine>,
+    /// Lines ever pushed: the sequence number of the next line.
+    pushed: u64,
 }
 
 impl LogRing {
@@ -34,17 +41,34 @@ impl LogRing {
         // A poisoned lock only means another thread panicked mid-push; the
         // deque itself is still valid, so keep logging.
         let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if ring.len() >= RING_LINES {
-            ring.pop_front();
+        if ring.lines.len() >= RING_LINES {
+            ring.lines.pop_front();
         }
-        ring.push_back(line);
+        ring.lines.push_back(line);
+        ring.pushed += 1;
     }
 
     /// The newest `n` lines, oldest first.
     pub fn tail(&self, n: usize) -> Vec<LogLine> {
+        self.tail_with_seq(n).0
+    }
+
+    /// The newest `n` lines and the sequence number to follow from.
+    pub fn tail_with_seq(&self, n: usize) -> (Vec<LogLine>, u64) {
         let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let skip = ring.len().saturating_sub(n);
-        ring.iter().skip(skip).cloned().collect()
+        let skip = ring.lines.len().saturating_sub(n);
+        (ring.lines.iter().skip(skip).cloned().collect(), ring.pushed)
+    }
+
+    /// Lines pushed since sequence number `seq` (at most `max`; lines that
+    /// already fell out of the ring are skipped), and the next `seq`.
+    pub fn since(&self, seq: u64, max: usize) -> (Vec<LogLine>, u64) {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = ring.pushed - ring.lines.len() as u64;
+        let start = usize::try_from(seq.max(oldest) - oldest).unwrap_or(usize::MAX);
+        let lines: Vec<LogLine> = ring.lines.iter().skip(start).take(max).cloned().collect();
+        let next = seq.max(oldest) + lines.len() as u64;
+        (lines, next)
     }
 }
 
@@ -140,6 +164,27 @@ mod tests {
             level: LogLevel::Info,
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn followers_get_each_new_line_once() {
+        let ring = LogRing::new();
+        ring.push(line("a"));
+        let (tail, seq) = ring.tail_with_seq(10);
+        assert_eq!((tail.len(), seq), (1, 1));
+        assert!(ring.since(seq, 10).0.is_empty());
+        ring.push(line("b"));
+        ring.push(line("c"));
+        let (new, seq) = ring.since(seq, 1);
+        assert_eq!((new[0].text.as_str(), seq), ("b", 2));
+        let (new, seq) = ring.since(seq, 10);
+        assert_eq!((new[0].text.as_str(), seq), ("c", 3));
+        // A follower that fell behind the ring skips what was lost.
+        for i in 0..RING_LINES + 5 {
+            ring.push(line(&i.to_string()));
+        }
+        let (new, _) = ring.since(seq, usize::MAX);
+        assert_eq!(new.len(), RING_LINES);
     }
 
     #[test]

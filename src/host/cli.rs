@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::client::Client;
 use super::context::{CliConfig, Context};
-use super::{local, output, pki};
+use super::{local, pki, remote};
 use crate::wire::{self, Request, Response};
 
 #[derive(Parser)]
@@ -59,30 +59,8 @@ pub enum Command {
     /// Run local devices in QEMU.
     #[command(subcommand)]
     Qemu(local::QemuCommand),
-    /// Protocol and software versions of the CLI and the device.
-    Version(FormatArg),
-    /// Device status: identity, slot, uptime, memory, addresses.
-    Status(FormatArg),
-    /// The device's system log.
-    Logs {
-        /// Number of lines from the end.
-        #[arg(long, default_value_t = 100)]
-        lines: u16,
-        #[command(flatten)]
-        format: FormatArg,
-    },
-    /// The device's kernel log.
-    Dmesg {
-        /// At most this many bytes from the end.
-        #[arg(long, default_value_t = 16384)]
-        bytes: u32,
-        #[command(flatten)]
-        format: FormatArg,
-    },
-    /// Reboot the device.
-    Reboot(FormatArg),
-    /// Power the device off.
-    Poweroff(FormatArg),
+    #[command(flatten)]
+    Device(remote::DeviceCommand),
 }
 
 #[derive(Subcommand)]
@@ -117,44 +95,18 @@ pub enum GenCommand {
 pub fn run(cli: Cli) -> Result<()> {
     let config_path = cli.config.clone().unwrap_or_else(CliConfig::default_path);
     let top = cli.output.unwrap_or(Format::Text);
-    let pick = |f: &FormatArg| f.output.unwrap_or(top);
-    match &cli.command {
-        Command::Gen(_) | Command::Image(_) | Command::Qemu(_) => {}
-        Command::Version(f) => {
-            return remote(
-                &cli,
-                &config_path,
-                Request::Version {
-                    protocol: wire::PROTOCOL_VERSION,
-                },
-                pick(f),
-            )
-        }
-        Command::Status(f) => return remote(&cli, &config_path, Request::Status, pick(f)),
-        Command::Logs { lines, format } => {
-            return remote(
-                &cli,
-                &config_path,
-                Request::Logs { lines: *lines },
-                pick(format),
-            )
-        }
-        Command::Dmesg { bytes, format } => {
-            return remote(
-                &cli,
-                &config_path,
-                Request::Dmesg { max_bytes: *bytes },
-                pick(format),
-            )
-        }
-        Command::Reboot(f) => return remote(&cli, &config_path, Request::Reboot, pick(f)),
-        Command::Poweroff(f) => return remote(&cli, &config_path, Request::Poweroff, pick(f)),
-    }
     match cli.command {
         Command::Gen(cmd) => gen(cmd, &config_path),
         Command::Image(cmd) => local::image(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
-        _ => Ok(()),
+        Command::Device(cmd) => {
+            let config = CliConfig::load(&config_path)?;
+            let (_, ctx) = config.context(cli.context.as_deref())?;
+            let node = ctx.node(cli.node.as_deref())?;
+            let mut client = Client::connect(ctx, &node)
+                .with_context(|| format!("connecting to {}", node.address))?;
+            remote::run(cmd, &mut client, &node.server_name, top)
+        }
     }
 }
 
@@ -219,26 +171,11 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
     }
 }
 
-fn remote(
-    cli: &Cli,
-    config_path: &std::path::Path,
-    request: Request,
-    format: Format,
-) -> Result<()> {
-    let config = CliConfig::load(config_path)?;
-    let (_, ctx) = config.context(cli.context.as_deref())?;
-    let node = ctx.node(cli.node.as_deref())?;
-    let mut client =
-        Client::connect(ctx, &node).with_context(|| format!("connecting to {}", node.address))?;
-    let response = client.call(request)?;
-    output::print(&node.server_name, &response, format)
-}
-
 /// Used by `qemu up`/`down`: one request to a node, with its context.
 pub(crate) fn call(
     ctx: &Context,
     node: &super::context::Node,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Response> {
     Client::connect(ctx, node)?.call(request)
 }

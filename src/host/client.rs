@@ -23,8 +23,14 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Client {
     stream: StreamOwned<ClientConnection, TcpStream>,
     decoder: Box<FrameDecoder<MAX_RESPONSE_FRAME>>,
+    /// Bytes read past the end of the last frame.
+    pending: Vec<u8>,
     next_id: u32,
 }
+
+/// A quiet stream sends a `Ping` this often (below the device's idle
+/// timeout and the ~4 min after which LTE carriers drop idle flows).
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// TLS client config from PEM files: trust the site CA, present our certificate.
 pub fn client_config(
@@ -85,48 +91,142 @@ impl Client {
         Ok(Self {
             stream,
             decoder: Box::default(),
+            pending: Vec::new(),
             next_id: 1,
         })
     }
 
-    /// Send one request and wait for its response.
-    pub fn call(&mut self, body: Request) -> Result<Response> {
+    /// Send one request and wait for its answer.
+    pub fn call(&mut self, body: Request<'_>) -> Result<Response> {
+        let id = self.send(body)?;
+        loop {
+            let resp = self.receive()?;
+            if resp.id == id || resp.id == 0 {
+                return answer(resp);
+            }
+            // An answer to an earlier, abandoned request: skip it.
+        }
+    }
+
+    /// Send several requests at once, then collect their answers (which may
+    /// come in any order), in the order of `bodies`.
+    pub fn pipeline(&mut self, bodies: Vec<Request<'_>>) -> Result<Vec<Result<Response>>> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            ids.push(self.send(body)?);
+        }
+        let mut answers: Vec<Option<Result<Response>>> = ids.iter().map(|_| None).collect();
+        while answers.iter().any(Option::is_none) {
+            let resp = self.receive()?;
+            if resp.id == 0 {
+                return Err(anyhow!("device could not decode a pipelined request"));
+            }
+            if let Some(i) = ids.iter().position(|&id| id == resp.id) {
+                answers[i] = Some(answer(resp));
+            }
+        }
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// Run a streaming request: `each` gets every answer until the device
+    /// ends the stream or `each` returns false (then the stream is cancelled).
+    /// While the stream is quiet, a `Ping` every `KEEPALIVE` keeps the
+    /// connection (and any NAT on the way) alive.
+    pub fn stream(
+        &mut self,
+        body: Request<'_>,
+        mut each: impl FnMut(Response) -> bool,
+    ) -> Result<()> {
+        let id = self.send(body)?;
+        self.stream.sock.set_read_timeout(Some(KEEPALIVE))?;
+        let result = loop {
+            let resp = match self.receive() {
+                Ok(r) => r,
+                Err(e) if is_timeout(&e) => {
+                    self.send(Request::Ping)?;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            if resp.id != id {
+                continue; // Pong, or answers to earlier requests
+            }
+            match answer(resp)? {
+                Response::End => break Ok(()),
+                r => {
+                    if !each(r) {
+                        self.send(Request::Cancel { id })?;
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        self.stream.sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        result
+    }
+
+    /// Frame and send one request; returns its id.
+    pub fn send(&mut self, body: Request<'_>) -> Result<u32> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let frame = encode_frame(&RequestFrame { id, body }.encode(), MAX_REQUEST_FRAME)?;
         self.stream.write_all(&frame).context("sending request")?;
         self.stream.flush()?;
-        let mut buf = [0u8; 8192];
-        let mut pending: Vec<u8> = Vec::new();
+        Ok(id)
+    }
+
+    /// The next response frame from the device.
+    pub fn receive(&mut self) -> Result<ResponseFrame> {
         loop {
-            let input: Vec<u8> = if pending.is_empty() {
-                let n = self.stream.read(&mut buf).context("reading response")?;
-                if n == 0 {
-                    bail!("device closed the connection");
+            if !self.pending.is_empty() {
+                let input = std::mem::take(&mut self.pending);
+                if let Some(resp) = self.feed(&input)? {
+                    return Ok(resp);
                 }
-                buf[..n].to_vec()
-            } else {
-                std::mem::take(&mut pending)
-            };
-            match self.decoder.feed(&input) {
-                FeedResult::Consumed => {}
-                FeedResult::Error(e) => bail!("bad response frame: {e}"),
-                FeedResult::Frame { payload, rest } => {
-                    let resp = ResponseFrame::decode(payload)?;
-                    pending = rest.to_vec();
-                    if resp.id != id && resp.id != 0 {
-                        continue; // an answer to an earlier, abandoned request
-                    }
-                    let what = if resp.id == 0 {
-                        "the request".to_owned()
-                    } else {
-                        format!("request {id}")
-                    };
-                    return resp.body.map_err(|e| anyhow!("device refused {what}: {e}"));
-                }
+                continue;
+            }
+            let mut buf = [0u8; 8192];
+            let n = self.stream.read(&mut buf).context("reading response")?;
+            if n == 0 {
+                bail!("device closed the connection");
+            }
+            if let Some(resp) = self.feed(&buf[..n])? {
+                return Ok(resp);
             }
         }
     }
+
+    fn feed(&mut self, input: &[u8]) -> Result<Option<ResponseFrame>> {
+        match self.decoder.feed(input) {
+            FeedResult::Consumed => Ok(None),
+            FeedResult::Error(e) => bail!("bad response frame: {e}"),
+            FeedResult::Frame { payload, rest } => {
+                let resp = ResponseFrame::decode(payload)?;
+                self.pending = rest.to_vec();
+                Ok(Some(resp))
+            }
+        }
+    }
+}
+
+fn answer(resp: ResponseFrame) -> Result<Response> {
+    let what = if resp.id == 0 {
+        "the request".to_owned()
+    } else {
+        format!("request {}", resp.id)
+    };
+    resp.body.map_err(|e| anyhow!("device refused {what}: {e}"))
+}
+
+fn is_timeout(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        })
+    })
 }
 
 impl Drop for Client {

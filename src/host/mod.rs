@@ -10,3 +10,4 @@ pub mod local;
 pub mod output;
 pub mod pki;
 pub mod qemu;
+pub mod remote;

@@ -69,6 +69,106 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
         Response::Dmesg(text) => print!("{text}"),
         Response::Accepted => println!("{node}: accepted"),
+        Response::Pong => println!("{node}: pong"),
+        Response::End => {}
+        Response::Services(list) => {
+            println!(
+                "{:<16} {:<10} {:>7} {:>8} {:<12} UPTIME",
+                "SERVICE", "STATE", "PID", "RESTARTS", "LAST EXIT"
+            );
+            for s in list {
+                let pid = s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                let exit = s.last_exit.clone().unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<16} {:<10} {pid:>7} {:>8} {exit:<12} {} s",
+                    s.name,
+                    s.state,
+                    s.restarts,
+                    s.uptime_ms / 1000
+                );
+            }
+        }
+        Response::Config(text) => print!("{text}"),
+        Response::ConfigPlan(plan) => {
+            let verb = if plan.applied {
+                "applied"
+            } else {
+                "would change"
+            };
+            if plan.changes.is_empty() {
+                println!("{node}: no changes");
+            } else {
+                println!(
+                    "{node}: {verb}{}:",
+                    if plan.needs_reboot {
+                        " (needs a reboot)"
+                    } else {
+                        ""
+                    }
+                );
+                for c in &plan.changes {
+                    println!("  {c}");
+                }
+            }
+        }
+        Response::Time(t) => {
+            let secs = t.unix_ms / 1000;
+            println!(
+                "{node}: {secs}.{:03} (unix), source {}, {}",
+                t.unix_ms % 1000,
+                t.source,
+                if t.synced { "synced" } else { "not synced" }
+            );
+        }
+        Response::Metrics(m) => {
+            let cpu: u64 = m.cpu_ms.iter().sum();
+            let busy = cpu.saturating_sub(m.cpu_ms[3] + m.cpu_ms[4]);
+            println!(
+                "UPTIME    {}.{:03} s",
+                m.uptime_ms / 1000,
+                m.uptime_ms % 1000
+            );
+            println!(
+                "CPU       {} cpus, busy {} ms of {} ms since boot",
+                m.cpus, busy, cpu
+            );
+            println!(
+                "MEMORY    {} MiB available of {} MiB",
+                m.mem_available_kib / 1024,
+                m.mem_total_kib / 1024
+            );
+            println!(
+                "DISK      {} MiB free of {} MiB (DATA)",
+                m.disk_free_kib / 1024,
+                m.disk_total_kib / 1024
+            );
+            for n in &m.net {
+                println!(
+                    "NET       {} rx {} B / {} pkts, tx {} B / {} pkts",
+                    n.iface, n.rx_bytes, n.rx_packets, n.tx_bytes, n.tx_packets
+                );
+            }
+        }
+        Response::Network(n) => {
+            for (title, rows) in [
+                ("LINKS", &n.links),
+                ("ADDRESSES", &n.addresses),
+                ("ROUTES", &n.routes),
+            ] {
+                println!("{title}");
+                for r in rows.iter() {
+                    println!("  {r}");
+                }
+            }
+        }
+        Response::Upload(u) => {
+            println!(
+                "{node}: upload {} of {} bytes{}",
+                u.offset,
+                u.size,
+                if u.complete { ", complete" } else { "" }
+            );
+        }
     }
     Ok(())
 }

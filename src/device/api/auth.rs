@@ -121,6 +121,7 @@ pub fn role_of(cert_der: &[u8]) -> Result<Role, AuthError> {
 mod tests {
     use super::*;
 
+    #[allow(clippy::unwrap_used)]
     fn cert_with_org(org: Option<&str>) -> Vec<u8> {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();

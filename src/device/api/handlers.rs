@@ -2,10 +2,15 @@
 
 use smol::channel::Sender;
 
-use crate::config::Release;
+use std::path::PathBuf;
+
+use crate::config::{MachineConfig, Release};
 use crate::device::log::LogRing;
-use crate::device::status;
-use crate::wire::{self, Request, Response, Role, Status, VersionInfo, WireError};
+use crate::device::{metrics, status};
+use crate::wire::{
+    self, ConfigPlan, NetworkInfo, Request, Response, Role, Status, TimeInfo, VersionInfo,
+    WireError,
+};
 
 /// Most log lines one `logs` answer carries (the frame cap bounds bytes too).
 const MAX_LOG_LINES: usize = 500;
@@ -24,6 +29,12 @@ pub trait Platform: Send + Sync {
     fn addresses(&self) -> Vec<String>;
     /// The tail of the kernel log, at most `max_bytes`.
     fn dmesg(&self, max_bytes: usize) -> Result<String, String>;
+    /// Links, addresses and routes.
+    fn network(&self) -> NetworkInfo;
+    /// Per-interface byte and packet counters.
+    fn net_counters(&self) -> Vec<wire::NetCounters>;
+    /// Where the clock came from ("rtc", "system", ...).
+    fn clock_source(&self) -> &'static str;
 }
 
 /// Everything a handler may read or trigger.
@@ -35,9 +46,13 @@ pub struct ApiContext {
     pub log: LogRing,
     pub power: Sender<PowerRequest>,
     pub platform: Box<dyn Platform>,
+    /// Where DATA is (machine config, staging for uploads).
+    pub data_dir: PathBuf,
 }
 
-/// Check the caller's role, then act.
+/// Check the caller's role, then act. Streams (`Logs { follow }`) and
+/// `Cancel` are the connection's business (see `server`); here they get
+/// their first answer only.
 pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Response, WireError> {
     if role < request.required_role() {
         tracing::warn!(
@@ -50,9 +65,19 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
     match request {
         Request::Version { protocol } => version(ctx, *protocol),
         Request::Status => Ok(Response::Status(status(ctx))),
-        Request::Logs { lines } => Ok(Response::Logs(fit_to_frame(
-            ctx.log.tail(usize::from(*lines).min(MAX_LOG_LINES)),
-        ))),
+        Request::Logs {
+            service: Some(_), ..
+        }
+        | Request::Services
+        | Request::Service { .. } => {
+            // The service supervisor (issue 5) is not in this build yet.
+            Err(WireError::NotSupported)
+        }
+        Request::Logs {
+            service: None,
+            lines,
+            ..
+        } => Ok(Response::Logs(log_tail(ctx, *lines))),
         Request::Dmesg { max_bytes } => {
             let max = usize::try_from(*max_bytes)
                 .unwrap_or(usize::MAX)
@@ -64,6 +89,68 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
         }
         Request::Reboot => power(ctx, PowerRequest::Reboot),
         Request::Poweroff => power(ctx, PowerRequest::PowerOff),
+        Request::Ping => Ok(Response::Pong),
+        Request::Cancel { .. } => Err(WireError::Invalid(
+            "no such stream on this connection".into(),
+        )),
+        Request::ConfigGet => config_get(ctx),
+        Request::ConfigApply {
+            config, dry_run, ..
+        } => config_apply(ctx, config, *dry_run),
+        Request::Time => Ok(Response::Time(time(ctx))),
+        Request::Metrics => Ok(Response::Metrics(metrics::collect(
+            &ctx.data_dir,
+            ctx.platform.as_ref(),
+        ))),
+        Request::Network => Ok(Response::Network(ctx.platform.network())),
+        // Uploads, upgrades and rollback arrive with the A/B slot manager.
+        Request::UploadBegin { .. }
+        | Request::UploadChunk { .. }
+        | Request::Upgrade { .. }
+        | Request::Rollback => Err(WireError::NotSupported),
+    }
+}
+
+/// The newest `lines` system log lines that fit in one frame.
+pub fn log_tail(ctx: &ApiContext, lines: u16) -> Vec<wire::LogLine> {
+    fit_to_frame(ctx.log.tail(usize::from(lines).min(MAX_LOG_LINES)))
+}
+
+fn config_path(ctx: &ApiContext) -> PathBuf {
+    ctx.data_dir.join("config/machine.toml")
+}
+
+fn config_get(ctx: &ApiContext) -> Result<Response, WireError> {
+    let text = status::read_small(&config_path(ctx))
+        .ok_or_else(|| WireError::Device("machine config is not readable".into()))?;
+    Ok(Response::Config(text))
+}
+
+/// Validate a new config and list what it changes. Applying it (the modes)
+/// comes with issue 5; a dry run works now.
+fn config_apply(ctx: &ApiContext, text: &str, dry_run: bool) -> Result<Response, WireError> {
+    let new = MachineConfig::from_toml(text).map_err(|e| WireError::Invalid(e.to_string()))?;
+    let current = status::read_small(&config_path(ctx)).unwrap_or_default();
+    let changes = crate::config::diff(&current, &new.to_toml());
+    if !dry_run {
+        return Err(WireError::NotSupported);
+    }
+    Ok(Response::ConfigPlan(ConfigPlan {
+        needs_reboot: !changes.is_empty(),
+        changes,
+        applied: false,
+    }))
+}
+
+fn time(ctx: &ApiContext) -> TimeInfo {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    TimeInfo {
+        unix_ms,
+        source: ctx.platform.clock_source().into(),
+        synced: false,
     }
 }
 
@@ -130,6 +217,19 @@ mod tests {
         fn dmesg(&self, max_bytes: usize) -> Result<String, String> {
             Ok("x".repeat(100_000).chars().take(max_bytes).collect())
         }
+        fn network(&self) -> NetworkInfo {
+            NetworkInfo {
+                links: vec![],
+                addresses: self.addresses(),
+                routes: vec![],
+            }
+        }
+        fn net_counters(&self) -> Vec<wire::NetCounters> {
+            vec![]
+        }
+        fn clock_source(&self) -> &'static str {
+            "test"
+        }
     }
 
     fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
@@ -146,6 +246,7 @@ mod tests {
             log: LogRing::new(),
             power: tx,
             platform: Box::new(FakePlatform),
+            data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
         };
         (ctx, rx)
     }
@@ -206,7 +307,16 @@ mod tests {
                 text: "y".repeat(500),
             });
         }
-        let resp = handle(&ctx, Role::Admin, &Request::Logs { lines: u16::MAX }).unwrap();
+        let resp = handle(
+            &ctx,
+            Role::Admin,
+            &Request::Logs {
+                service: None,
+                lines: u16::MAX,
+                follow: false,
+            },
+        )
+        .unwrap();
         let Response::Logs(lines) = &resp else {
             panic!("{resp:?}")
         };

@@ -1,0 +1,293 @@
+//! Device commands: one CLI subcommand per API request, same names.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Subcommand, ValueEnum};
+
+use super::cli::{Format, FormatArg};
+use super::client::Client;
+use super::output;
+use crate::wire::{self, ApplyMode, Request, Response, ServiceAction};
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Protocol and software versions of the CLI and the device.
+    Version(FormatArg),
+    /// Device status: identity, slot, uptime, memory, addresses.
+    Status(FormatArg),
+    /// The system log, or one service's log.
+    Logs {
+        /// A service's log instead of the system log.
+        service: Option<String>,
+        /// Number of lines from the end.
+        #[arg(long, default_value_t = 100)]
+        lines: u16,
+        /// Keep printing new lines (Ctrl-C to stop).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// The kernel log.
+    Dmesg {
+        /// At most this many bytes from the end.
+        #[arg(long, default_value_t = 16384)]
+        bytes: u32,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Reboot the device.
+    Reboot(FormatArg),
+    /// Power the device off.
+    Poweroff(FormatArg),
+    /// Round trips to the device (pipelined on one connection).
+    Ping {
+        #[arg(long, default_value_t = 1)]
+        count: u16,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Supervised services.
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// The machine config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The device clock and its sync state.
+    Time(FormatArg),
+    /// CPU, memory, disk and network counters.
+    Metrics(FormatArg),
+    /// Links, addresses and routes.
+    Network(FormatArg),
+    /// Install an uploaded bundle into the inactive slot.
+    Upgrade {
+        /// SHA-256 (hex) of a bundle already uploaded with `outpost upload`.
+        sha256: String,
+        /// Switch at the next reboot instead of now.
+        #[arg(long)]
+        stage: bool,
+        /// Allow a downgrade below the bundle's minimum version.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Switch back to the other good slot.
+    Rollback(FormatArg),
+}
+
+#[derive(Subcommand)]
+pub enum ServicesCommand {
+    /// List services: state, pid, restarts, last exit, uptime.
+    List(FormatArg),
+    Start {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    Stop {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    Restart {
+        name: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the machine config in force.
+    Get(FormatArg),
+    /// Apply a machine config.
+    Apply {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "no-reboot")]
+        mode: Mode,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Mode {
+    NoReboot,
+    Reboot,
+    Staged,
+    Try,
+}
+
+impl From<Mode> for ApplyMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::NoReboot => ApplyMode::NoReboot,
+            Mode::Reboot => ApplyMode::Reboot,
+            Mode::Staged => ApplyMode::Staged,
+            Mode::Try => ApplyMode::Try,
+        }
+    }
+}
+
+/// Largest config file the CLI sends (the device refuses larger ones anyway).
+const MAX_CONFIG_FILE: u64 = crate::config::MAX_CONFIG_BYTES as u64;
+
+pub fn run(cmd: DeviceCommand, client: &mut Client, node: &str, top: Format) -> Result<()> {
+    let pick = |f: &FormatArg| f.output.unwrap_or(top);
+    let (response, format) = match cmd {
+        DeviceCommand::Version(f) => (
+            client.call(Request::Version {
+                protocol: wire::PROTOCOL_VERSION,
+            })?,
+            pick(&f),
+        ),
+        DeviceCommand::Status(f) => (client.call(Request::Status)?, pick(&f)),
+        DeviceCommand::Logs {
+            service,
+            lines,
+            follow,
+            format,
+        } => {
+            let format = pick(&format);
+            let request = Request::Logs {
+                service: service.as_deref(),
+                lines,
+                follow,
+            };
+            if follow {
+                return client.stream(request, |r| output::print(node, &r, format).is_ok());
+            }
+            (client.call(request)?, format)
+        }
+        DeviceCommand::Dmesg { bytes, format } => (
+            client.call(Request::Dmesg { max_bytes: bytes })?,
+            pick(&format),
+        ),
+        DeviceCommand::Reboot(f) => (client.call(Request::Reboot)?, pick(&f)),
+        DeviceCommand::Poweroff(f) => (client.call(Request::Poweroff)?, pick(&f)),
+        DeviceCommand::Ping { count, format } => return ping(client, node, count, pick(&format)),
+        DeviceCommand::Services(cmd) => {
+            let (request, f) = match &cmd {
+                ServicesCommand::List(f) => (Request::Services, f),
+                ServicesCommand::Start { name, format } => (
+                    Request::Service {
+                        name,
+                        action: ServiceAction::Start,
+                    },
+                    format,
+                ),
+                ServicesCommand::Stop { name, format } => (
+                    Request::Service {
+                        name,
+                        action: ServiceAction::Stop,
+                    },
+                    format,
+                ),
+                ServicesCommand::Restart { name, format } => (
+                    Request::Service {
+                        name,
+                        action: ServiceAction::Restart,
+                    },
+                    format,
+                ),
+            };
+            (client.call(request)?, pick(f))
+        }
+        DeviceCommand::Config(ConfigCommand::Get(f)) => {
+            (client.call(Request::ConfigGet)?, pick(&f))
+        }
+        DeviceCommand::Config(ConfigCommand::Apply {
+            file,
+            mode,
+            dry_run,
+            format,
+        }) => {
+            let text = read_config(&file)?;
+            (
+                client.call(Request::ConfigApply {
+                    config: &text,
+                    mode: mode.into(),
+                    dry_run,
+                })?,
+                pick(&format),
+            )
+        }
+        DeviceCommand::Time(f) => (client.call(Request::Time)?, pick(&f)),
+        DeviceCommand::Metrics(f) => (client.call(Request::Metrics)?, pick(&f)),
+        DeviceCommand::Network(f) => (client.call(Request::Network)?, pick(&f)),
+        DeviceCommand::Upgrade {
+            sha256,
+            stage,
+            force,
+            format,
+        } => {
+            let sha256 = parse_sha256(&sha256)?;
+            (
+                client.call(Request::Upgrade {
+                    sha256,
+                    stage,
+                    force,
+                })?,
+                pick(&format),
+            )
+        }
+        DeviceCommand::Rollback(f) => (client.call(Request::Rollback)?, pick(&f)),
+    };
+    output::print(node, &response, format)
+}
+
+fn ping(client: &mut Client, node: &str, count: u16, format: Format) -> Result<()> {
+    let start = std::time::Instant::now();
+    let answers = client.pipeline((0..count.max(1)).map(|_| Request::Ping).collect())?;
+    let elapsed = start.elapsed();
+    let ok = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(Response::Pong)))
+        .count();
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::json!({ "node": node, "sent": count.max(1), "pong": ok, "elapsed_ms": elapsed.as_secs_f64() * 1000.0 })
+        );
+    } else {
+        println!(
+            "{node}: {ok}/{} pongs in {:.1} ms",
+            count.max(1),
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
+    if ok != answers.len() {
+        bail!("{} pings were not answered", answers.len() - ok);
+    }
+    Ok(())
+}
+
+fn read_config(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        bail!("{} is larger than {MAX_CONFIG_FILE} bytes", path.display());
+    }
+    Ok(text)
+}
+
+/// 64 hex digits → 32 bytes.
+pub fn parse_sha256(hex: &str) -> Result<[u8; 32]> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("`{hex}` is not a SHA-256 (64 hex digits)");
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("00"), 16)?;
+    }
+    Ok(out)
+}
