@@ -21,11 +21,23 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Client {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, Box<dyn Transport>>,
     decoder: Box<FrameDecoder<MAX_RESPONSE_FRAME>>,
     /// Bytes read past the end of the last frame.
     pending: Vec<u8>,
     next_id: u32,
+}
+
+/// A byte stream the TLS session runs over.
+pub trait Transport: Read + Write + Send {
+    /// Reads give up after `timeout` (WouldBlock/TimedOut); `None` waits forever.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
 }
 
 /// A quiet stream sends a `Ping` this often (below the device's idle
@@ -65,6 +77,7 @@ impl Client {
         Self::connect_with(config, node)
     }
 
+    /// Connect over TCP to `node` and finish the TLS handshake.
     pub fn connect_with(config: Arc<ClientConfig>, node: &Node) -> Result<Self> {
         let addr = node
             .address
@@ -74,19 +87,30 @@ impl Client {
             .ok_or_else(|| anyhow!("{} resolves to no address", node.address))?;
         let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
             .with_context(|| format!("connecting to {addr}"))?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         tcp.set_nodelay(true)?;
-        let name = ServerName::try_from(node.server_name.clone())
-            .with_context(|| format!("bad server name {}", node.server_name))?;
+        Self::over(config, &node.server_name, Box::new(tcp))
+            .with_context(|| format!("TLS session with {}", node.address))
+    }
+
+    /// Run the TLS session over any transport (TCP, a serial line, a test pipe).
+    /// With the same `config`, a reconnect resumes the earlier TLS session.
+    pub fn over(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        transport: Box<dyn Transport>,
+    ) -> Result<Self> {
+        transport.set_read_timeout(Some(IO_TIMEOUT))?;
+        let name = ServerName::try_from(server_name.to_owned())
+            .with_context(|| format!("bad server name {server_name}"))?;
         let conn = ClientConnection::new(config, name)?;
-        let mut stream = StreamOwned::new(conn, tcp);
+        let mut stream = StreamOwned::new(conn, transport);
         // Finish the handshake now so certificate errors surface here.
         while stream.conn.is_handshaking() {
             stream
                 .conn
                 .complete_io(&mut stream.sock)
-                .with_context(|| format!("TLS handshake with {}", node.address))?;
+                .context("TLS handshake")?;
         }
         Ok(Self {
             stream,
@@ -94,6 +118,14 @@ impl Client {
             pending: Vec::new(),
             next_id: 1,
         })
+    }
+
+    /// Whether this session was resumed from an earlier one (a cheaper handshake).
+    pub fn resumed(&self) -> bool {
+        matches!(
+            self.stream.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        )
     }
 
     /// Send one request and wait for its answer.
