@@ -1,0 +1,151 @@
+//! Bytes on the wire, TLS included, for the operations the DESIGN compares
+//! against Zephyr SMP and Talos: the real rustls client and server configs
+//! of the CLI and the device, connected in memory (rustls-test `transfer()`
+//! style), every byte between them counted. Prints the table recorded in
+//! docs/benchmarks.md and fails if a goal is missed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use outpost::device::api::tls::{server_config, Identity};
+use outpost::host::client::client_config;
+use outpost::host::pki::Site;
+use outpost::wire::{encode_frame, Request, RequestFrame, MAX_REQUEST_FRAME};
+use rustls::{ClientConnection, ServerConnection};
+
+struct Pair {
+    client: ClientConnection,
+    server: ServerConnection,
+    c2s: usize,
+    s2c: usize,
+}
+
+impl Pair {
+    fn new(client_cfg: Arc<rustls::ClientConfig>, server_cfg: Arc<rustls::ServerConfig>) -> Self {
+        let client = ClientConnection::new(client_cfg, "edge-1".try_into().unwrap()).unwrap();
+        let server = ServerConnection::new(server_cfg).unwrap();
+        Self {
+            client,
+            server,
+            c2s: 0,
+            s2c: 0,
+        }
+    }
+
+    /// Shuttle bytes until neither side has anything to send.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = 0;
+            let mut buf = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                moved += buf.len();
+                self.c2s += buf.len();
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    self.server.read_tls(&mut rd).unwrap();
+                    self.server.process_new_packets().unwrap();
+                }
+            }
+            let mut buf = Vec::new();
+            while self.server.wants_write() {
+                self.server.write_tls(&mut buf).unwrap();
+            }
+            if !buf.is_empty() {
+                moved += buf.len();
+                self.s2c += buf.len();
+                let mut rd = &buf[..];
+                while !rd.is_empty() {
+                    self.client.read_tls(&mut rd).unwrap();
+                    self.client.process_new_packets().unwrap();
+                }
+            }
+            if moved == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Bytes on the wire for one request frame from the client.
+    fn request_bytes(&mut self, frame: &[u8]) -> usize {
+        use std::io::Write;
+        let before = self.c2s;
+        self.client.writer().write_all(frame).unwrap();
+        self.pump();
+        self.c2s - before
+    }
+}
+
+#[test]
+fn bytes_on_the_wire_meet_the_design_targets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = Site::create(&tmp.path().join("site"), "bytes").unwrap();
+    let dev = site.issue_device("edge-1", 50000).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(data.join("identity")).unwrap();
+    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
+    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
+    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
+    let server_cfg = server_config(&Identity::in_data_dir(&data)).unwrap();
+    let (crt, key) = site.client_paths("admin");
+    let client_cfg = client_config(&site.ca_cert(), &crt, &key).unwrap();
+
+    let mut full = Pair::new(client_cfg.clone(), server_cfg.clone());
+    full.pump();
+    assert!(!full.client.is_handshaking() && !full.server.is_handshaking());
+    let full_bytes = full.c2s + full.s2c;
+
+    let frame =
+        |body| encode_frame(&RequestFrame { id: 1, body }.encode(), MAX_REQUEST_FRAME).unwrap();
+    let ping_payload = frame(Request::Ping).len();
+    let status_payload = frame(Request::Status).len();
+    let ping_wire = full.request_bytes(&frame(Request::Ping));
+    let status_wire = full.request_bytes(&frame(Request::Status));
+    let chunk = [0x5au8; 512];
+    let chunk_frame = encode_frame(
+        &RequestFrame {
+            id: 1000,
+            body: Request::UploadChunk {
+                handle: 1,
+                offset: 8 << 20,
+                data: &chunk,
+            },
+        }
+        .encode(),
+        MAX_REQUEST_FRAME,
+    )
+    .unwrap();
+    let chunk_payload = chunk_frame.len();
+    let chunk_wire = full.request_bytes(&chunk_frame);
+
+    // A second connection with the same client config resumes (ticket from the first).
+    let mut resumed = Pair::new(client_cfg, server_cfg);
+    resumed.pump();
+    assert_eq!(
+        resumed.client.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    let resumed_bytes = resumed.c2s + resumed.s2c;
+
+    println!("| op | payload (frame) | on the wire, TLS included | goal |");
+    println!("|----|-----------------|---------------------------|------|");
+    println!("| ping request | {ping_payload} B | {ping_wire} B | ≤ 8 B payload |");
+    println!("| status request | {status_payload} B | {status_wire} B | ≤ 8 B payload |");
+    println!("| 512 B upload chunk | {chunk_payload} B | {chunk_wire} B | ≤ 530 B |");
+    println!(
+        "| mTLS handshake, full | — | {full_bytes} B (c→s {}, s→c {}) | ≤ 1,800 B |",
+        full.c2s, full.s2c
+    );
+    println!(
+        "| mTLS handshake, resumed | — | {resumed_bytes} B (c→s {}, s→c {}) | ≤ 800 B |",
+        resumed.c2s, resumed.s2c
+    );
+
+    assert!(ping_payload <= 8 && status_payload <= 8);
+    assert!(chunk_payload <= 530, "{chunk_payload}");
+    assert!(full_bytes <= 1800, "full handshake {full_bytes} B");
+    assert!(resumed_bytes <= 800, "resumed handshake {resumed_bytes} B");
+}
