@@ -7,6 +7,7 @@
 
 pub mod dhcp;
 pub mod netlink;
+pub mod reader;
 
 use std::fmt;
 use std::future::Future;
