@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::prelude::*;
+use tracing::span::{Attributes, Id, Record};
+use tracing::Metadata;
 
 use crate::wire::{LogLevel, LogLine};
 
@@ -80,9 +80,13 @@ pub fn uptime_ms() -> u64 {
     secs * 1000 + nanos / 1_000_000
 }
 
-struct RingLayer {
+/// The whole subscriber: a level check and `event`. Spans are not used on the
+/// device, so their hooks do nothing (a full `tracing-subscriber` registry
+/// cost ~20 KB of outpost-init for no use).
+struct RingSubscriber {
     ring: LogRing,
     console: bool,
+    max_level: Level,
 }
 
 #[derive(Default)]
@@ -107,8 +111,23 @@ impl Visit for MessageVisitor {
     }
 }
 
-impl<S: Subscriber> Layer<S> for RingLayer {
-    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+impl Subscriber for RingSubscriber {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // tracing orders levels by verbosity: TRACE > DEBUG > INFO > WARN > ERROR.
+        *metadata.level() <= self.max_level
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::from_level(self.max_level))
+    }
+    fn new_span(&self, _span: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+    fn record(&self, _span: &Id, _values: &Record<'_>) {}
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+    fn enter(&self, _span: &Id) {}
+    fn exit(&self, _span: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
         let mut visitor = MessageVisitor::default();
         event.record(&mut visitor);
         let mut text = visitor.text;
@@ -142,15 +161,9 @@ impl<S: Subscriber> Layer<S> for RingLayer {
 /// Install the global logger; returns the ring the API reads from.
 pub fn init(console: bool, max_level: Level) -> LogRing {
     let ring = LogRing::new();
-    let layer = RingLayer {
-        ring: ring.clone(),
-        console,
-    }
-    .with_filter(tracing_subscriber::filter::LevelFilter::from_level(
-        max_level,
-    ));
+    let subscriber = RingSubscriber { ring: ring.clone(), console, max_level };
     // Fails only if a logger is already set (tests); the ring is still usable.
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    let _ = tracing::subscriber::set_global_default(subscriber);
     ring
 }
 
