@@ -22,7 +22,9 @@ use netlink::{AddressInfo, Link, Netlink, NetlinkError};
 /// How long the interface may take to appear once its driver is loaded
 /// (virtio_net probes asynchronously), and how often we look.
 pub const INTERFACE_WAIT: Duration = Duration::from_secs(5);
-const INTERFACE_POLL: Duration = Duration::from_millis(100);
+/// Polling interval for the interface and its carrier: short, because boot
+/// waits on it (the link usually comes up within tens of ms of `set_up`).
+const INTERFACE_POLL: Duration = Duration::from_millis(10);
 /// How long to wait for carrier after setting the link up before the first
 /// DHCP packet (sent without carrier, it is lost and costs a retransmission).
 const CARRIER_WAIT: Duration = Duration::from_secs(3);
@@ -84,6 +86,7 @@ pub async fn wait_for_interface(
     let start = Instant::now();
     loop {
         if let Some(iface) = choose_interface(&nl.links()?, wanted) {
+            tracing::debug!(iface = %iface.name, "interface after {:?}", start.elapsed());
             return Ok(iface);
         }
         if start.elapsed() >= wait {
@@ -102,8 +105,9 @@ async fn wait_for_carrier(nl: &mut Netlink, iface: &Interface) -> Result<(), Net
         if nl
             .links()?
             .iter()
-            .any(|l| l.index == iface.index && l.running)
+            .any(|l| l.index == iface.index && (l.lower_up || l.running))
         {
+            tracing::debug!(iface = %iface.name, "carrier after {:?}", start.elapsed());
             return Ok(());
         }
         smol::Timer::after(INTERFACE_POLL).await;
@@ -438,6 +442,7 @@ mod tests {
             loopback,
             up: false,
             running: false,
+            lower_up: false,
         }
     }
 

@@ -94,6 +94,9 @@ const AF_INET6: u8 = 10;
 const IFF_UP: u32 = 0x1;
 const IFF_LOOPBACK: u32 = 0x8;
 const IFF_RUNNING: u32 = 0x40;
+/// The driver reports carrier (set at once; IFF_RUNNING follows the
+/// operstate, which the kernel's linkwatch updates up to a second later).
+const IFF_LOWER_UP: u32 = 0x1_0000;
 const ARPHRD_ETHER: u16 = 1;
 const ARPHRD_LOOPBACK: u16 = 772;
 const RT_TABLE_MAIN: u8 = 254;
@@ -148,8 +151,10 @@ pub struct Link {
     pub ethernet: bool,
     pub loopback: bool,
     pub up: bool,
-    /// IFF_RUNNING: the link has carrier.
+    /// IFF_RUNNING: the link is operationally up.
     pub running: bool,
+    /// IFF_LOWER_UP: the driver has carrier (without linkwatch's delay).
+    pub lower_up: bool,
 }
 
 impl Link {
@@ -389,6 +394,7 @@ pub fn parse_link(payload: &[u8]) -> Result<Option<Link>, DecodeError> {
         loopback: flags & IFF_LOOPBACK != 0 || link_type == ARPHRD_LOOPBACK,
         up: flags & IFF_UP != 0,
         running: flags & IFF_RUNNING != 0,
+        lower_up: flags & IFF_LOWER_UP != 0,
     }))
 }
 
@@ -893,6 +899,7 @@ mod tests {
                 loopback: false,
                 up: true,
                 running: true,
+                lower_up: true,
             }
         );
         assert!(eth0.is_ethernet());
