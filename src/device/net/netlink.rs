@@ -728,7 +728,7 @@ mod tests {
         link_payload(
             2,
             ARPHRD_ETHER,
-            IFF_UP | IFF_RUNNING,
+            IFF_UP | IFF_RUNNING | IFF_LOWER_UP,
             &[
                 (IFLA_IFNAME, b"eth0\0"),
                 (7, &1500u32.to_ne_bytes()), // IFLA_MTU: skipped
