@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod format;
+
 /// File name of the manifest inside a slot.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// Largest manifest accepted (a few files' hashes fit in far less).
