@@ -4,7 +4,7 @@
 //! "OUTPOSTB" | format: u8 = 1 | header_len: u32 LE | header (postcard BundleHeader)
 //!            | signature: 64 bytes Ed25519 over everything before it | payload
 //! ```
-//! The payload is the slot image, gzip-compressed (an OS image is mostly an
+//! The payload is the slot image, raw-deflate-compressed (an OS image is mostly an
 //! already-gzipped kernel plus free FAT space, which deflate shrinks to nothing).
 //! The header lists the SHA-256 of every `chunk_size` piece of the *uncompressed*
 //! image, so a device verifies each piece before it writes it, and of the whole
@@ -33,7 +33,7 @@ pub const DEFAULT_CHUNK: u32 = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Compression {
     None,
-    Gzip,
+    Deflate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,7 +215,7 @@ mod tests {
             image_sha256: [1; 32],
             chunk_size: 4096,
             chunks: vec![[2; 32]; 3],
-            compression: Compression::Gzip,
+            compression: Compression::Deflate,
             payload_size: 5,
         }
     }
