@@ -1,68 +1,156 @@
 # Outpost A/B boot script (U-Boot hush; Debian bookworm's U-Boot 2023.01).
 # `outpost image build` compiles it into BOOT/boot.scr and puts a prelude in
 # front: devtype/devnum defaults (distro boot already sets both to the disk this
-# script came from), the board's load addresses, outpost_fdt_addr and
-# outpost_attempts. Partitions: 1 BOOT (this script, state.env), 2 SLOT_A,
-# 3 SLOT_B.
+# script came from), the board's load addresses, outpost_fdt_addr,
+# outpost_attempts and outpost_max_attempts (bare hex). Partitions: 1 BOOT
+# (this script, state.env, state2.env), 2 SLOT_A, 3 SLOT_B.
 #
-# The rule (RAUC's bootchooser): take the first slot in BOOT_ORDER with
-# attempts left, spend one attempt and save that BEFORE booting it;
-# outpost-init gives the attempts back once the slot is healthy. When no slot
-# has attempts left, re-arm them all rather than strand the board here.
+# The rule (RAUC's bootchooser; the same as outpost::bootstate, which tests
+# it): take the first slot in BOOT_ORDER with attempts left, spend one attempt
+# and save that BEFORE booting it; outpost-init gives the attempts back once
+# the slot is healthy. When no slot has attempts left, re-arm them all rather
+# than strand the board here.
+#
+# The state is kept twice, state.env and state2.env, each a complete
+# `env export -c` blob with a sequence number BOOT_SEQ. The valid copy with
+# the newer number (modulo 256) wins; the write goes to the OTHER copy with
+# the next number, so a power cut during it leaves the newer copy intact.
+#
+# Numbers: setexpr reads its operands as hex and prints bare hex ("a" for 10);
+# test -gt reads "a" as 0 and "010" as octal, but "0xa" as 10. So every number
+# here is bare hex from setexpr, compared as 0x${N}, and saved as 0x${N}.
 
-setenv outpost_state_addr ${kernel_addr_r}
-setenv outpost_slot
+setexpr outpost_addr2 ${kernel_addr_r} + 0x10000
+setenv outpost_addr1 ${kernel_addr_r}
+
+# outpost_v := a sane bare-hex number from any text (a value sorting before
+# "0", such as "*addr" that setexpr would dereference, or "", is 0).
+setenv outpost_num 'if test "${outpost_v}" "<" "0"; then setenv outpost_v 0; fi; setexpr outpost_v "${outpost_v}" + 0'
+# ... and as an attempt counter: 0 to outpost_max_attempts.
+setenv outpost_counter 'run outpost_num; if test 0x${outpost_v} -gt 0x${outpost_max_attempts}; then setenv outpost_v ${outpost_max_attempts}; fi; if test 0x${outpost_v} -lt 0; then setenv outpost_v 0; fi'
+
+# 1. Which copies are valid, and their sequence numbers.
+setenv outpost_ok1 0
+setenv outpost_ok2 0
+setenv BOOT_SEQ
+if load ${devtype} ${devnum}:1 ${outpost_addr1} state.env && env import -c ${outpost_addr1} 0x4000 BOOT_SEQ; then
+  setenv outpost_ok1 1
+  setenv outpost_v "${BOOT_SEQ}"
+  run outpost_num
+  setexpr outpost_seq1 ${outpost_v} % 0x100
+fi
+setenv BOOT_SEQ
+if load ${devtype} ${devnum}:1 ${outpost_addr2} state2.env && env import -c ${outpost_addr2} 0x4000 BOOT_SEQ; then
+  setenv outpost_ok2 1
+  setenv outpost_v "${BOOT_SEQ}"
+  run outpost_num
+  setexpr outpost_seq2 ${outpost_v} % 0x100
+fi
+
+# 2. The newer valid copy: second wins when (seq2 - seq1) mod 256 is 1..0x7f.
+setenv outpost_from 0
+if test ${outpost_ok1} = 1 && test ${outpost_ok2} = 1; then
+  setexpr outpost_d ${outpost_seq2} - ${outpost_seq1}
+  setexpr outpost_d ${outpost_d} % 0x100
+  if test 0x${outpost_d} -ge 1 && test 0x${outpost_d} -lt 0x80; then
+    setenv outpost_from 2
+  else
+    setenv outpost_from 1
+  fi
+elif test ${outpost_ok1} = 1; then
+  setenv outpost_from 1
+elif test ${outpost_ok2} = 1; then
+  setenv outpost_from 2
+fi
+
+# Only the chooser variables are taken from the file: it cannot set anything else.
 setenv BOOT_ORDER
 setenv BOOT_A_LEFT
 setenv BOOT_B_LEFT
-
-# Only the chooser variables are taken from the file: it cannot set anything else.
-if load ${devtype} ${devnum}:1 ${outpost_state_addr} state.env && env import -c ${outpost_state_addr} 0x4000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
-  echo "outpost: state order=${BOOT_ORDER} A=${BOOT_A_LEFT} B=${BOOT_B_LEFT}"
+setenv BOOT_GOOD
+if test ${outpost_from} = 1; then
+  env import -c ${outpost_addr1} 0x4000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT BOOT_GOOD
+  setenv outpost_seq ${outpost_seq1}
+  setenv outpost_file state2.env
+elif test ${outpost_from} = 2; then
+  env import -c ${outpost_addr2} 0x4000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT BOOT_GOOD
+  setenv outpost_seq ${outpost_seq2}
+  setenv outpost_file state.env
 else
-  echo "outpost: state.env missing or corrupt, starting over from slot A"
+  echo "outpost: both state copies missing or corrupt, starting over from slot A"
   setenv BOOT_ORDER "A B"
   setenv BOOT_A_LEFT ${outpost_attempts}
   setenv BOOT_B_LEFT 0
+  # so that the write below carries sequence number 0
+  setenv outpost_seq ff
+  setenv outpost_file state.env
 fi
-# A missing or garbled counter reads as 0 below (test -gt fails on it).
-env exists BOOT_ORDER || setenv BOOT_ORDER "A B"
+echo "outpost: state copy ${outpost_from} (seq 0x${outpost_seq}) order=${BOOT_ORDER} A=${BOOT_A_LEFT} B=${BOOT_B_LEFT} good=${BOOT_GOOD}"
 
+# 3. Normalize: BOOT_ORDER keeps the words A and B (first occurrence), else
+#    "A B"; counters become bare hex 0..outpost_max_attempts.
+setenv outpost_order
+for s in ${BOOT_ORDER}; do
+  if test "${s}" = "A" -o "${s}" = "B"; then
+    if test -z "${outpost_order}"; then
+      setenv outpost_order ${s}
+    elif test "${outpost_order}" != "${s}" -a "${outpost_order}" != "A B" -a "${outpost_order}" != "B A"; then
+      setenv outpost_order "${outpost_order} ${s}"
+    fi
+  fi
+done
+if test -z "${outpost_order}"; then
+  setenv outpost_order "A B"
+fi
+setenv BOOT_ORDER "${outpost_order}"
+setenv outpost_v "${BOOT_A_LEFT}"
+run outpost_counter
+setenv BOOT_A_LEFT ${outpost_v}
+setenv outpost_v "${BOOT_B_LEFT}"
+run outpost_counter
+setenv BOOT_B_LEFT ${outpost_v}
+
+# 4. Choose: the first slot in order with attempts left; spend one.
+setenv outpost_slot
 for s in ${BOOT_ORDER}; do
   if test -z "${outpost_slot}"; then
-    if test "${s}" = "A" && test ${BOOT_A_LEFT} -gt 0; then
+    if test "${s}" = "A" && test 0x${BOOT_A_LEFT} -gt 0; then
       setenv outpost_slot A
       setexpr BOOT_A_LEFT ${BOOT_A_LEFT} - 1
-    fi
-    if test "${s}" = "B" && test ${BOOT_B_LEFT} -gt 0; then
+    elif test "${s}" = "B" && test 0x${BOOT_B_LEFT} -gt 0; then
       setenv outpost_slot B
       setexpr BOOT_B_LEFT ${BOOT_B_LEFT} - 1
     fi
   fi
 done
-
 if test -z "${outpost_slot}"; then
   echo "outpost: no slot has attempts left; re-arming both slots"
   setenv BOOT_A_LEFT ${outpost_attempts}
   setenv BOOT_B_LEFT ${outpost_attempts}
-  if test "${BOOT_ORDER}" = "B A" || test "${BOOT_ORDER}" = "B"; then
-    setenv outpost_slot B
+  for s in ${BOOT_ORDER}; do
+    if test -z "${outpost_slot}"; then
+      setenv outpost_slot ${s}
+    fi
+  done
+  if test "${outpost_slot}" = "B"; then
     setexpr BOOT_B_LEFT ${BOOT_B_LEFT} - 1
   else
-    if test "${BOOT_ORDER}" != "A"; then
-      setenv BOOT_ORDER "A B"
-    fi
-    setenv outpost_slot A
     setexpr BOOT_A_LEFT ${BOOT_A_LEFT} - 1
   fi
 fi
 
-# Persist the spent attempt first: a hang or panic from here on still counts.
-env export -c -s 0x4000 ${outpost_state_addr} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-if fatwrite ${devtype} ${devnum}:1 ${outpost_state_addr} state.env 0x4000; then
-  echo "outpost: slot ${outpost_slot} chosen, left A=${BOOT_A_LEFT} B=${BOOT_B_LEFT}"
+# 5. Persist the spent attempt to the older copy first: a hang or panic from
+#    here on still counts.
+setexpr BOOT_SEQ ${outpost_seq} + 1
+setexpr BOOT_SEQ ${BOOT_SEQ} % 0x100
+setenv BOOT_SEQ 0x${BOOT_SEQ}
+setenv BOOT_A_LEFT 0x${BOOT_A_LEFT}
+setenv BOOT_B_LEFT 0x${BOOT_B_LEFT}
+env export -c -s 0x4000 ${outpost_addr1} BOOT_A_LEFT BOOT_B_LEFT BOOT_GOOD BOOT_ORDER BOOT_SEQ
+if fatwrite ${devtype} ${devnum}:1 ${outpost_addr1} ${outpost_file} 0x4000; then
+  echo "outpost: slot ${outpost_slot} chosen, left A=${BOOT_A_LEFT} B=${BOOT_B_LEFT}, saved ${outpost_file} seq ${BOOT_SEQ}"
 else
-  echo "outpost: WARNING: could not write state.env; booting slot ${outpost_slot} anyway"
+  echo "outpost: WARNING: could not write ${outpost_file}; booting slot ${outpost_slot} anyway"
 fi
 
 if test "${outpost_slot}" = "B"; then

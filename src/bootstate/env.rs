@@ -4,10 +4,6 @@
 
 use std::collections::BTreeMap;
 
-/// Longest variable name/value we accept from a blob (U-Boot has no hard
-/// limit; ours are a few bytes, and this bounds what a corrupt blob can claim).
-const MAX_ENTRY: usize = 4096;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// `crc | data` — what `env export -c` writes and `env import -c` reads.
@@ -17,7 +13,7 @@ pub enum Layout {
     Redundant { flags: u8 },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvError {
     #[error("env blob is {got} bytes, expected {want}")]
     Size { got: usize, want: usize },
@@ -94,25 +90,29 @@ impl Env {
         if stored != computed {
             return Err(EnvError::Crc { stored, computed });
         }
+        Ok((Self::parse_entries(data), layout))
+    }
+
+    /// The entries of a data area, read as U-Boot's importer (`himport_r`)
+    /// does: a CRC-valid copy is valid, whatever its text. An entry without
+    /// `=` removes that name, bytes that are not UTF-8 are replaced, a later
+    /// entry overrides an earlier one; `\0\0` (or the end) stops.
+    fn parse_entries(data: &[u8]) -> Self {
         let mut env = Env::new();
         for entry in data.split(|&b| b == 0) {
             if entry.is_empty() {
                 break; // "\0\0" ends the list
             }
-            if entry.len() > MAX_ENTRY {
-                return Err(EnvError::Entry(format!("{} bytes", entry.len())));
+            let text = String::from_utf8_lossy(entry);
+            match text.split_once('=') {
+                Some((k, v)) if !k.is_empty() => env.set(k, v),
+                Some(_) => {}
+                None => {
+                    env.vars.remove(text.as_ref());
+                }
             }
-            let text = std::str::from_utf8(entry)
-                .map_err(|_| EnvError::Entry(String::from_utf8_lossy(entry).into_owned()))?;
-            let (k, v) = text
-                .split_once('=')
-                .ok_or_else(|| EnvError::Entry(text.to_owned()))?;
-            if k.is_empty() {
-                return Err(EnvError::Entry(text.to_owned()));
-            }
-            env.set(k, v);
         }
-        Ok((env, layout))
+        env
     }
 
     /// Pick the valid copy of a redundant pair (libubootenv's rule: both valid →
@@ -187,15 +187,25 @@ mod tests {
             Env::decode(&blob[..100], 128, false),
             Err(EnvError::Size { .. })
         ));
-        // Valid CRC over garbage that is not key=value.
-        let mut data = vec![0u8; 124];
-        data[..3].copy_from_slice(b"abc");
+        // Valid CRC over text that is not all key=value: read as U-Boot
+        // imports it (no `=`: removes the name; not UTF-8: replaced).
+        let mut data = b"k=1\0=x\0v=\xff\0k\0j=2\0\0".to_vec();
+        data.resize(124, 0);
         let mut blob = crc32fast::hash(&data).to_le_bytes().to_vec();
         blob.extend(&data);
-        assert!(matches!(
-            Env::decode(&blob, 128, false),
-            Err(EnvError::Entry(_))
-        ));
+        let (env, _) = Env::decode(&blob, 128, false).unwrap();
+        let got: Vec<(&str, &str)> = env.iter().collect();
+        assert_eq!(got, [("j", "2"), ("v", "\u{fffd}")]);
+        // No terminator at all: the entries up to the end.
+        let data = vec![b'x'; 124];
+        let mut blob = crc32fast::hash(&data).to_le_bytes().to_vec();
+        blob.extend(&data);
+        assert!(Env::decode(&blob, 128, false)
+            .unwrap()
+            .0
+            .iter()
+            .next()
+            .is_none());
     }
 
     #[test]

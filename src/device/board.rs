@@ -4,6 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,14 @@ use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::mounts::DATA_MOUNT;
+use super::slots::commit::{self, Committed, Health};
+use super::slots::{BlockBackend, Slots};
 use super::sys::{RealSys, RebootMode, Sys};
+use super::upload::Uploads;
+use super::watchdog::{self, Watchdog};
 use super::{
     cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper, runtime,
+    serial,
 };
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
 
@@ -112,6 +118,16 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         Err(e) => tracing::error!("modules: {e}"),
     }
 
+    // Right after the modules: the watchdog driver is one of them.
+    let watchdog = watchdog::open(
+        Path::new(watchdog::WATCHDOG_DEV),
+        args.watchdog.unwrap_or(watchdog::DEFAULT_TIMEOUT_SECS),
+    );
+    if let Some(wd) = &watchdog {
+        ex.spawn(watchdog::keep_alive(wd.clone())).detach();
+    }
+    let healthy = start_commit_deadline(&ex, &sys, &args, watchdog.clone());
+
     let registry = reaper::ChildRegistry::new();
     ex.spawn(reaper::run(sys.clone(), registry)).detach();
 
@@ -149,16 +165,33 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         power: power_tx,
         platform: Box::new(BoardPlatform),
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
+        uploads: Uploads::new(Path::new(DATA_MOUNT)),
     });
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
-    match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx) {
-        Ok(addr) => tracing::info!(
-            "API listening on {addr}; init took {} ms (uptime {} ms)",
-            log::uptime_ms().saturating_sub(init_start),
-            log::uptime_ms()
-        ),
-        Err(e) => tracing::error!("{e}"),
+    let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
+        Ok(addr) => {
+            tracing::info!(
+                "API listening on {addr}; init took {} ms (uptime {} ms)",
+                log::uptime_ms().saturating_sub(init_start),
+                log::uptime_ms()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            false
+        }
+    };
+    if let Some(tty) = &args.serial {
+        start_serial(&ex, Path::new(tty), ctx);
     }
+    let health = Health {
+        data_mounted: sys.is_mountpoint(DATA_MOUNT),
+        config_loaded: true,
+        api_listening,
+    };
+    // Kept for the API (slot status, upgrade, rollback).
+    let _slots = commit_slot(&args, health, &healthy, watchdog.as_deref());
 
     loop {
         let Ok(request) = power_rx.recv().await else {
@@ -171,8 +204,99 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
             PowerRequest::Reboot => RebootMode::Restart,
             PowerRequest::PowerOff => RebootMode::PowerOff,
         };
+        if let (RebootMode::PowerOff, Some(wd)) = (mode, &watchdog) {
+            // A halted board must not be reset back to life.
+            wd.disarm();
+        }
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
+    }
+}
+
+/// Reboot unless this boot is healthy within `commit::COMMIT_DEADLINE`
+/// (only when booted by boot.scr: `outpost.slot=` is set). Returns the flag
+/// that [`commit_slot`] raises.
+fn start_commit_deadline(
+    ex: &Arc<Executor<'static>>,
+    sys: &Arc<dyn Sys>,
+    args: &cmdline::BootArgs,
+    watchdog: Option<Arc<Watchdog>>,
+) -> Arc<AtomicBool> {
+    let healthy = Arc::new(AtomicBool::new(false));
+    if args.slot.is_some() {
+        let sys = sys.clone();
+        let on_miss = move || {
+            if let Some(wd) = &watchdog {
+                wd.stop_petting("health deadline missed");
+            }
+            let err = power::shutdown(&*sys, RebootMode::Restart);
+            tracing::error!("still running after the deadline reboot: {err}");
+        };
+        ex.spawn(commit::deadline(
+            commit::COMMIT_DEADLINE,
+            healthy.clone(),
+            on_miss,
+        ))
+        .detach();
+    }
+    healthy
+}
+
+/// Commit or fall back: mark the booted slot good when `health` passed
+/// (`outpost.fault=` skips it on purpose), log how this boot came about and
+/// record it on DATA. Raises `healthy` unless the boot is unhealthy.
+fn commit_slot(
+    args: &cmdline::BootArgs,
+    health: Health,
+    healthy: &AtomicBool,
+    watchdog: Option<&Watchdog>,
+) -> Option<Arc<Slots>> {
+    let booted = args.slot?;
+    match args.fault {
+        Some(cmdline::Fault::Hang) => {
+            tracing::warn!("outpost.fault=hang: slot {booted} is not marked good");
+            if let Some(wd) = watchdog {
+                wd.stop_petting("outpost.fault=hang");
+            }
+            return None;
+        }
+        Some(cmdline::Fault::Unhealthy) => {
+            tracing::warn!("outpost.fault=unhealthy: slot {booted} is not marked good");
+            return None;
+        }
+        None => {}
+    }
+    let Some(dev) = super::slots::boot_device(args.boot.as_deref(), args.data.as_deref()) else {
+        tracing::error!("no BOOT device (outpost.boot=, or outpost.data= on partition 4); slot {booted} not marked good");
+        healthy.store(true, Ordering::Release);
+        return None;
+    };
+    let slots = match BlockBackend::open(Path::new(&dev)) {
+        Ok(b) => Arc::new(Slots::new(Box::new(b), Some(booted))),
+        Err(e) => {
+            tracing::error!("boot state: {e}; slot {booted} not marked good");
+            healthy.store(true, Ordering::Release);
+            return None;
+        }
+    };
+    let data = health.data_mounted.then_some(Path::new(DATA_MOUNT));
+    match commit::commit(&slots, &health, data, log::uptime_ms()) {
+        Committed::Unhealthy(_) => {}
+        Committed::MarkedGood { .. } | Committed::WriteFailed(_) => {
+            healthy.store(true, Ordering::Release);
+        }
+    }
+    Some(slots)
+}
+
+/// The API on the serial line named by `outpost.serial=`. A line missing now
+/// may appear later (a USB adapter); the listener keeps looking for it.
+fn start_serial(ex: &Arc<Executor<'static>>, tty: &Path, ctx: Arc<ApiContext>) {
+    if !tty.exists() {
+        tracing::warn!("outpost.serial={}: no such device yet", tty.display());
+    }
+    if let Err(e) = serial::start(ex, Path::new(DATA_MOUNT), tty.to_path_buf(), ctx) {
+        tracing::error!("{e}");
     }
 }
 

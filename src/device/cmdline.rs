@@ -1,6 +1,9 @@
 //! The kernel command line: what U-Boot's `boot.scr` tells outpost-init.
 //!
-//! Only `outpost.slot=A|B` and `outpost.data=/dev/…` are ours; every other
+//! Only `outpost.slot=A|B`, `outpost.data=/dev/…`, `outpost.serial=/dev/…`
+//! (the management serial line), `outpost.boot=/dev/…` (BOOT, for the boot
+//! state), `outpost.watchdog=SECS` and `outpost.fault=hang|unhealthy` (fault
+//! injection for system tests) are ours; every other
 //! word belongs to the kernel and is ignored. Values are validated here, so a
 //! typo in a boot script is a clear error rather than a wrong device mounted.
 
@@ -26,6 +29,14 @@ pub enum CmdlineError {
     BadSlot(String),
     #[error("kernel command line: `outpost.data={value}`: {reason}")]
     BadData { value: String, reason: &'static str },
+    #[error("kernel command line: `outpost.serial={value}`: {reason}")]
+    BadSerial { value: String, reason: &'static str },
+    #[error("kernel command line: `outpost.boot={value}`: {reason}")]
+    BadBoot { value: String, reason: &'static str },
+    #[error("kernel command line: `outpost.watchdog={0}` is not {MIN_WATCHDOG_SECS} to {MAX_WATCHDOG_SECS} seconds")]
+    BadWatchdog(String),
+    #[error("kernel command line: `outpost.fault={0}` is not hang or unhealthy")]
+    BadFault(String),
     #[error("kernel command line: `{key}` is given twice with different values")]
     Conflict { key: &'static str },
     #[error("reading the kernel command line: {0}")]
@@ -40,7 +51,30 @@ pub struct BootArgs {
     pub slot: Option<Slot>,
     /// The DATA block device.
     pub data: Option<String>,
+    /// The tty that serves the management API over a serial line.
+    pub serial: Option<String>,
+    /// BOOT's block device (`outpost.boot=`); without it, partition 1 of
+    /// DATA's disk (see `slots::boot_device`).
+    pub boot: Option<String>,
+    /// Hardware watchdog timeout in seconds (`outpost.watchdog=`).
+    pub watchdog: Option<u32>,
+    /// Fault injection for system tests (`outpost.fault=`).
+    pub fault: Option<Fault>,
 }
+
+/// `outpost.fault=`: make this boot fail on purpose, so system tests can
+/// watch the board fall back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Never mark the slot good and stop petting the watchdog: a hang.
+    Hang,
+    /// Never mark the slot good: the health deadline reboots.
+    Unhealthy,
+}
+
+/// `outpost.watchdog=` bounds (the watchdog module clamps to the same).
+pub const MIN_WATCHDOG_SECS: u32 = 3;
+pub const MAX_WATCHDOG_SECS: u32 = 300;
 
 /// Read and parse `/proc/cmdline`.
 pub fn read(sys: &dyn Sys) -> Result<BootArgs, CmdlineError> {
@@ -75,8 +109,41 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
                 set_once(&mut args.slot, slot, "outpost.slot")?;
             }
             "outpost.data" => {
-                validate_device(value)?;
+                validate_device(value).map_err(|reason| CmdlineError::BadData {
+                    value: value.escape_debug().to_string(),
+                    reason,
+                })?;
                 set_once(&mut args.data, value.to_owned(), "outpost.data")?;
+            }
+            "outpost.boot" => {
+                validate_device(value).map_err(|reason| CmdlineError::BadBoot {
+                    value: value.escape_debug().to_string(),
+                    reason,
+                })?;
+                set_once(&mut args.boot, value.to_owned(), "outpost.boot")?;
+            }
+            "outpost.watchdog" => {
+                let secs = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| (MIN_WATCHDOG_SECS..=MAX_WATCHDOG_SECS).contains(s))
+                    .ok_or_else(|| CmdlineError::BadWatchdog(value.escape_debug().to_string()))?;
+                set_once(&mut args.watchdog, secs, "outpost.watchdog")?;
+            }
+            "outpost.fault" => {
+                let fault = match value {
+                    "hang" => Fault::Hang,
+                    "unhealthy" => Fault::Unhealthy,
+                    _ => return Err(CmdlineError::BadFault(value.escape_debug().to_string())),
+                };
+                set_once(&mut args.fault, fault, "outpost.fault")?;
+            }
+            "outpost.serial" => {
+                validate_device(value).map_err(|reason| CmdlineError::BadSerial {
+                    value: value.escape_debug().to_string(),
+                    reason,
+                })?;
+                set_once(&mut args.serial, value.to_owned(), "outpost.serial")?;
             }
             _ => {}
         }
@@ -101,25 +168,21 @@ fn set_once<T: PartialEq>(
 }
 
 /// A device path: `/dev/` followed by path components of `[A-Za-z0-9._:+-]`,
-/// no `.`/`..` components, no empty components.
-fn validate_device(value: &str) -> Result<(), CmdlineError> {
-    let bad = |reason| CmdlineError::BadData {
-        value: value.escape_debug().to_string(),
-        reason,
-    };
+/// no `.`/`..` components, no empty components. The error says why.
+fn validate_device(value: &str) -> Result<(), &'static str> {
     if value.len() > MAX_DEVICE_PATH {
-        return Err(bad("longer than 128 bytes"));
+        return Err("longer than 128 bytes");
     }
     let rest = value
         .strip_prefix("/dev/")
-        .ok_or_else(|| bad("must be a path under /dev/"))?;
+        .ok_or("must be a path under /dev/")?;
     for component in rest.split('/') {
         if component.is_empty() || component == "." || component == ".." {
-            return Err(bad("has an empty, `.` or `..` path component"));
+            return Err("has an empty, `.` or `..` path component");
         }
         let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._:+-=".contains(&b);
         if !component.bytes().all(allowed) {
-            return Err(bad("may contain only letters, digits and . _ : + - ="));
+            return Err("may contain only letters, digits and . _ : + - =");
         }
     }
     Ok(())
@@ -169,6 +232,77 @@ mod tests {
     }
 
     #[test]
+    fn malformed_serial_is_refused() {
+        for word in [
+            "outpost.serial=",
+            "outpost.serial=ttyS0",
+            "outpost.serial=/dev/../ttyS0",
+            "outpost.serial=/dev/tty*S0",
+            "outpost.serial=/dev/ttyS0;reboot",
+            "outpost.serial=/dev//ttyS0",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadSerial { .. })),
+                "{word}"
+            );
+        }
+        assert_eq!(
+            parse("outpost.serial=/dev/ttyS0 outpost.serial=/dev/ttyS1"),
+            Err(CmdlineError::Conflict {
+                key: "outpost.serial"
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_boot_watchdog_and_fault_are_refused() {
+        for word in [
+            "outpost.boot=",
+            "outpost.boot=vda1",
+            "outpost.boot=/dev/../vda1",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadBoot { .. })),
+                "{word}"
+            );
+        }
+        for word in [
+            "outpost.watchdog=",
+            "outpost.watchdog=2",
+            "outpost.watchdog=301",
+            "outpost.watchdog=-5",
+            "outpost.watchdog=15s",
+            "outpost.watchdog=99999999999",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadWatchdog(_))),
+                "{word}"
+            );
+        }
+        for word in [
+            "outpost.fault=",
+            "outpost.fault=Hang",
+            "outpost.fault=crash",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadFault(_))),
+                "{word}"
+            );
+        }
+        assert_eq!(
+            parse("outpost.fault=hang outpost.fault=unhealthy"),
+            Err(CmdlineError::Conflict {
+                key: "outpost.fault"
+            })
+        );
+        let args = parse("outpost.boot=/dev/mmcblk0p1 outpost.watchdog=5 outpost.fault=unhealthy")
+            .unwrap();
+        assert_eq!(args.boot.as_deref(), Some("/dev/mmcblk0p1"));
+        assert_eq!(args.watchdog, Some(5));
+        assert_eq!(args.fault, Some(Fault::Unhealthy));
+    }
+
+    #[test]
     fn oversized_and_conflicting_lines_are_refused() {
         let text = format!("console=ttyAMA0 {}", "x".repeat(MAX_CMDLINE_BYTES));
         assert!(matches!(parse(&text), Err(CmdlineError::TooLarge(_))));
@@ -190,10 +324,11 @@ mod tests {
     fn parses_a_real_line() {
         let args = parse(
             "console=ttyAMA0,115200 panic=5 root=/dev/ram0 outpost.slot=B \
-             outpost.data=/dev/mmcblk0p4 quiet outpost.slot=B\n",
+             outpost.data=/dev/mmcblk0p4 quiet outpost.slot=B outpost.serial=/dev/ttyS0\n",
         )
         .unwrap();
         assert_eq!(args.slot, Some(Slot::B));
+        assert_eq!(args.serial.as_deref(), Some("/dev/ttyS0"));
         assert_eq!(args.data.as_deref(), Some("/dev/mmcblk0p4"));
         let args = parse("outpost.data=/dev/disk/by-partuuid/0a1b2c3d-04").unwrap();
         assert_eq!(

@@ -11,20 +11,25 @@ use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::runtime;
+use super::upload::Uploads;
 use crate::config::Release;
 
 pub struct HostOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub slot: String,
+    /// A tty (or pseudo-terminal) to serve the API on as well, as
+    /// `outpost.serial=` does on a board.
+    pub serial: Option<PathBuf>,
 }
 
 impl HostOptions {
-    /// `--data DIR --listen ADDR [--slot A|B]`
+    /// `--data DIR --listen ADDR [--slot A|B] [--serial TTY]`
     pub fn parse(args: &[String]) -> Result<Self, String> {
         let mut data_dir = None;
         let mut listen = None;
         let mut slot = "A".to_owned();
+        let mut serial = None;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -48,6 +53,7 @@ impl HostOptions {
                         return Err(format!("--slot `{slot}` must be A or B"));
                     }
                 }
+                "--serial" => serial = Some(PathBuf::from(value("--serial")?)),
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -55,6 +61,7 @@ impl HostOptions {
             data_dir: data_dir.ok_or("--data DIR is required in host mode")?,
             listen: listen.ok_or("--listen HOST:PORT is required in host mode")?,
             slot,
+            serial,
         })
     }
 }
@@ -112,10 +119,14 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             listen: opts.listen,
         }),
         data_dir: opts.data_dir.clone(),
+        uploads: Uploads::new(&opts.data_dir),
     });
     let result = smol::block_on(ex.run(async {
-        let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx)?;
+        let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
+        if let Some(tty) = &opts.serial {
+            super::serial::start(&ex, &opts.data_dir, tty.clone(), ctx)?;
+        }
         let what = power_rx
             .recv()
             .await

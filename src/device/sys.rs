@@ -3,8 +3,9 @@
 //! boot steps can be tested against [`RecordingSys`] on any host, unprivileged
 //! (youki's `syscall/syscall.rs` + `syscall/test.rs` shape).
 //!
-//! [`RealSys`] is the device backend. It is built on nix/rustix safe wrappers,
-//! so this file holds no `unsafe`.
+//! [`RealSys`] is the device backend. It is built on nix/rustix safe wrappers;
+//! the one `unsafe` in this file is the watchdog ioctl ([`watchdog_set_timeout`]),
+//! which no safe wrapper covers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -573,6 +574,30 @@ impl Sys for RecordingSys {
             return Err(SysError::call("waitpid", &pid.to_string(), Errno::ECHILD));
         }
         Ok(())
+    }
+}
+
+/// `WDIOC_SETTIMEOUT` on an open watchdog device: ask for `secs` seconds,
+/// get back what the driver set (it may round or clamp).
+pub fn watchdog_set_timeout(dev: &impl std::os::fd::AsRawFd, secs: i32) -> Result<i32, Errno> {
+    wdioc::set_timeout(dev.as_raw_fd(), secs)
+}
+
+#[allow(unsafe_code)]
+mod wdioc {
+    use nix::libc::c_int;
+    use std::os::fd::RawFd;
+
+    // <linux/watchdog.h>: #define WDIOC_SETTIMEOUT _IOWR(WATCHDOG_IOCTL_BASE, 6, int)
+    nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, c_int);
+
+    pub(super) fn set_timeout(fd: RawFd, secs: i32) -> Result<i32, nix::errno::Errno> {
+        let mut value: c_int = secs;
+        // SAFETY: `fd` is borrowed from an open file for the whole call, and
+        // WDIOC_SETTIMEOUT reads and writes exactly one `int` through the
+        // pointer, which points at `value`, alive on this stack frame.
+        unsafe { wdioc_settimeout(fd, &mut value) }?;
+        Ok(value)
     }
 }
 

@@ -321,11 +321,7 @@ mod tests {
                 "data_device = \"vda4\"",
                 "data_device",
             ),
-            (
-                "cmdline = \"panic=5 loglevel=4\"",
-                "cmdline = \"a; reset\"",
-                "cmdline",
-            ),
+            ("cmdline = \"panic=5", "cmdline = \"a; reset", "cmdline"),
             ("\"ext4\",", "\"ext4\", \"ext4\",", "modules"),
             (
                 "boot_device = \"virtio 0\"",

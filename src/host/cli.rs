@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use super::client::Client;
 use super::context::{CliConfig, Context};
-use super::{local, pki, remote};
+use super::{linkemu, local, pki, remote};
 use crate::wire::{self, Request, Response};
 
 #[derive(Parser)]
@@ -26,6 +26,15 @@ pub struct Cli {
     /// CLI config file.
     #[arg(long, global = true, env = "OUTPOST_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Talk to the device over this serial line (a tty such as /dev/ttyUSB0 or
+    /// /dev/pts/N, or a Unix socket) instead of TCP. The device's name comes
+    /// from --server-name, else from the node (-n NODE or the current one).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub serial: Option<PathBuf>,
+    /// Name the device's certificate must carry, for --serial when no node
+    /// of the context describes the device.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_name: Option<String>,
     /// Output format (also accepted after each device command).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,
@@ -61,6 +70,9 @@ pub enum Command {
     Qemu(local::QemuCommand),
     #[command(flatten)]
     Device(remote::DeviceCommand),
+    /// A loopback link emulator (latency, bandwidth, cuts) for trials by hand.
+    #[command(hide = true)]
+    Linkemu(linkemu::LinkemuArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,15 +111,54 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Gen(cmd) => gen(cmd, &config_path),
         Command::Image(cmd) => local::image(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
+        Command::Linkemu(args) => linkemu::run(&args),
         Command::Device(cmd) => {
             let config = CliConfig::load(&config_path)?;
             let (_, ctx) = config.context(cli.context.as_deref())?;
+            if let Some(path) = &cli.serial {
+                let name = serial_server_name(ctx, cli.node.as_deref(), cli.server_name)?;
+                // One TLS config: a reconnect on the line resumes the session.
+                let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+                let mut connect = || connect_serial(&tls, path, &name);
+                return remote::run(cmd, &mut connect, &name, top);
+            }
             let node = ctx.node(cli.node.as_deref())?;
-            let mut client = Client::connect(ctx, &node)
-                .with_context(|| format!("connecting to {}", node.address))?;
-            remote::run(cmd, &mut client, &node.server_name, top)
+            // One TLS config for all connections of this command, so a
+            // reconnect (an upload after a cut) resumes the TLS session.
+            let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+            let mut connect = || {
+                Client::connect_with(tls.clone(), &node)
+                    .with_context(|| format!("connecting to {}", node.address))
+            };
+            remote::run(cmd, &mut connect, &node.server_name, top)
         }
     }
+}
+
+/// The name the device's certificate must carry, for a serial session: the
+/// explicit `--server-name`, else the node's (`-n NODE` or the current node).
+fn serial_server_name(
+    ctx: &Context,
+    node: Option<&str>,
+    explicit: Option<String>,
+) -> Result<String> {
+    if let Some(name) = explicit {
+        return Ok(name);
+    }
+    ctx.node(node).map(|n| n.server_name).context(
+        "--serial needs the device's name: give --server-name NAME (its hostname) or -n NODE",
+    )
+}
+
+/// A new link session and TLS session on the serial line at `path`.
+fn connect_serial(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    path: &std::path::Path,
+    server_name: &str,
+) -> Result<Client> {
+    let line = super::serial::SerialTransport::open(path)?;
+    Client::over(tls.clone(), server_name, Box::new(line))
+        .with_context(|| format!("TLS session over {} with {server_name}", path.display()))
 }
 
 fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {

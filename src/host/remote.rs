@@ -1,13 +1,13 @@
 //! Device commands: one CLI subcommand per API request, same names.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Subcommand, ValueEnum};
 
 use super::cli::{Format, FormatArg};
 use super::client::Client;
-use super::output;
+use super::{output, upload};
 use crate::wire::{self, ApplyMode, Request, Response, ServiceAction};
 
 #[derive(Subcommand)]
@@ -75,6 +75,14 @@ pub enum DeviceCommand {
     },
     /// Switch back to the other good slot.
     Rollback(FormatArg),
+    /// Upload a file (e.g. an OS bundle) to the device's staging area. A cut
+    /// connection is resumed where it stopped; running it again after a
+    /// failure continues too.
+    Upload {
+        file: PathBuf,
+        #[command(flatten)]
+        format: FormatArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,7 +145,19 @@ impl From<Mode> for ApplyMode {
 /// Largest config file the CLI sends (the device refuses larger ones anyway).
 const MAX_CONFIG_FILE: u64 = crate::config::MAX_CONFIG_BYTES as u64;
 
-pub fn run(cmd: DeviceCommand, client: &mut Client, node: &str, top: Format) -> Result<()> {
+/// Run one device command. `connect` opens a connection to the device: once
+/// for most commands, again after each failure for an upload.
+pub fn run(
+    cmd: DeviceCommand,
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    top: Format,
+) -> Result<()> {
+    if let DeviceCommand::Upload { file, format } = &cmd {
+        return upload_file(connect, node, file, format.output.unwrap_or(top));
+    }
+    let mut client = connect()?;
+    let client = &mut client;
     let pick = |f: &FormatArg| f.output.unwrap_or(top);
     let (response, format) = match cmd {
         DeviceCommand::Version(f) => (
@@ -237,6 +257,8 @@ pub fn run(cmd: DeviceCommand, client: &mut Client, node: &str, top: Format) -> 
             )
         }
         DeviceCommand::Rollback(f) => (client.call(Request::Rollback)?, pick(&f)),
+        // Handled above, before connecting: an upload makes its own connections.
+        DeviceCommand::Upload { .. } => return Ok(()),
     };
     output::print(node, &response, format)
 }
@@ -264,6 +286,85 @@ fn ping(client: &mut Client, node: &str, count: u16, format: Format) -> Result<(
     if ok != answers.len() {
         bail!("{} pings were not answered", answers.len() - ok);
     }
+    Ok(())
+}
+
+fn upload_file(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    file: &Path,
+    format: Format,
+) -> Result<()> {
+    let bar = progress_bar();
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = upload::upload(connect, file, &mut progress)
+        .with_context(|| format!("uploading {} to {node}", file.display()))?;
+    bar.finish_and_clear();
+    print_upload(node, file, &report, format)
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (logs, pipes).
+fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_upload(
+    node: &str,
+    file: &Path,
+    report: &upload::UploadReport,
+    format: Format,
+) -> Result<()> {
+    let secs = report.elapsed.as_secs_f64();
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "node": node,
+                "file": file.display().to_string(),
+                "sha256": report.sha256_hex(),
+                "size": report.size,
+                "already_there": report.already_there(),
+                "payload_bytes": report.payload_bytes,
+                "resent_bytes": report.resent_bytes,
+                "reconnects": report.reconnects,
+                "resumed": report.resumed,
+                "resume_offsets": report.resume_offsets,
+                "errors": report.errors,
+                "elapsed_ms": secs * 1000.0,
+            }))?
+        );
+        return Ok(());
+    }
+    let what = format!(
+        "{node}: {} ({} bytes, sha256 {})",
+        file.display(),
+        report.size,
+        report.sha256_hex()
+    );
+    if report.already_there() {
+        println!("{what} was already on the device");
+        return Ok(());
+    }
+    println!(
+        "{what} uploaded in {secs:.1} s ({:.0} kbit/s); {} reconnects ({} resumed), {} bytes re-sent",
+        report.size as f64 * 8.0 / secs.max(1e-3) / 1000.0,
+        report.reconnects,
+        report.resumed,
+        report.resent_bytes
+    );
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod error;
 mod frame;
 mod request;
 mod response;
+pub mod serial;
 
 pub use error::{DecodeError, WireError};
 pub use frame::{encode_frame, FeedResult, FrameDecoder, FrameError};

@@ -79,6 +79,8 @@ pub enum Request<'a> {
     },
     /// Tag 18: Switch back to the other (good) slot.
     Rollback,
+    /// Tag 19: The A/B slots: which booted, which is primary, attempts, last event.
+    Slots,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +160,7 @@ impl Request<'_> {
             | Cancel { .. }
             | Services
             | ConfigGet
+            | Slots
             | Time
             | Metrics
             | Network => Role::Reader,
@@ -193,6 +196,7 @@ impl Request<'_> {
             UploadChunk { .. } => "upload chunk",
             Upgrade { .. } => "upgrade",
             Rollback => "rollback",
+            Slots => "slots",
         }
     }
 }
@@ -270,6 +274,7 @@ mod tests {
                 &[5, 16, 1, 0x80, 0x04, 3, 7, 7, 7],
             ),
             (Request::Rollback, &[5, 18]),
+            (Request::Slots, &[5, 19]),
         ];
         for (req, bytes) in cases {
             let frame = RequestFrame {

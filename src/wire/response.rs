@@ -42,6 +42,8 @@ pub enum Response {
     Network(NetworkInfo),
     /// Tag 13: Upload progress: the next offset the device wants.
     Upload(UploadState),
+    /// Tag 14: The A/B slots.
+    Slots(SlotsInfo),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +176,27 @@ pub struct UploadState {
     pub size: u64,
     /// All bytes received and the SHA-256 matched.
     pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotsInfo {
+    /// The slot this boot came from.
+    pub booted: String,
+    /// The slot U-Boot tries first.
+    pub primary: String,
+    pub slots: Vec<SlotInfo>,
+    /// What the last upgrade or fallback did, in words ("committed 1.2.0 in B",
+    /// "B did not come up healthy (watchdog); back on A").
+    pub last_event: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotInfo {
+    pub name: String,
+    /// "active", "good", "trial" (booting with attempts, not yet healthy), "bad" (no attempts left), "empty".
+    pub state: String,
+    pub attempts_left: u8,
+    pub version: Option<String>,
 }
 
 impl ResponseFrame {

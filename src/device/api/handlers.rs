@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::{MachineConfig, Release};
 use crate::device::log::LogRing;
+use crate::device::upload::Uploads;
 use crate::device::{metrics, status};
 use crate::wire::{
     self, ConfigPlan, NetworkInfo, Request, Response, Role, Status, TimeInfo, VersionInfo,
@@ -48,6 +49,8 @@ pub struct ApiContext {
     pub platform: Box<dyn Platform>,
     /// Where DATA is (machine config, staging for uploads).
     pub data_dir: PathBuf,
+    /// Uploads in progress, shared by every connection.
+    pub uploads: Uploads,
 }
 
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
@@ -103,11 +106,22 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             ctx.platform.as_ref(),
         ))),
         Request::Network => Ok(Response::Network(ctx.platform.network())),
-        // Uploads, upgrades and rollback arrive with the A/B slot manager.
-        Request::UploadBegin { .. }
-        | Request::UploadChunk { .. }
-        | Request::Upgrade { .. }
-        | Request::Rollback => Err(WireError::NotSupported),
+        Request::UploadBegin { sha256, size } => ctx
+            .uploads
+            .begin(sha256, *size)
+            .map(Response::Upload)
+            .map_err(WireError::from),
+        Request::UploadChunk {
+            handle,
+            offset,
+            data,
+        } => ctx
+            .uploads
+            .chunk(*handle, *offset, data)
+            .map(Response::Upload)
+            .map_err(WireError::from),
+        // Upgrades and rollback arrive with the A/B slot manager.
+        Request::Upgrade { .. } | Request::Rollback | Request::Slots => Err(WireError::NotSupported),
     }
 }
 
@@ -247,6 +261,7 @@ mod tests {
             power: tx,
             platform: Box::new(FakePlatform),
             data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
+            uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
         };
         (ctx, rx)
     }
@@ -345,6 +360,41 @@ mod tests {
             handle(&ctx, Role::Operator, &Request::Reboot),
             Ok(Response::Accepted)
         );
+    }
+
+    #[test]
+    fn uploads_need_an_admin_and_land_in_staging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut ctx, _rx) = ctx();
+        ctx.uploads = Uploads::new(tmp.path());
+        let data = b"artifact bytes";
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
+        let begin = Request::UploadBegin {
+            sha256,
+            size: data.len() as u64,
+        };
+        assert_eq!(
+            handle(&ctx, Role::Operator, &begin),
+            Err(WireError::PermissionDenied)
+        );
+        let Ok(Response::Upload(st)) = handle(&ctx, Role::Admin, &begin) else {
+            panic!("begin refused")
+        };
+        let chunk = Request::UploadChunk {
+            handle: st.handle,
+            offset: 0,
+            data,
+        };
+        match handle(&ctx, Role::Admin, &chunk) {
+            Ok(Response::Upload(done)) => assert!(done.complete),
+            other => panic!("{other:?}"),
+        }
+        assert!(ctx.uploads.artifact(&sha256).is_some());
+        assert!(matches!(
+            handle(&ctx, Role::Admin, &Request::UploadBegin { sha256, size: 0 }),
+            Err(WireError::Invalid(_))
+        ));
     }
 
     #[test]

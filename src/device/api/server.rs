@@ -195,9 +195,9 @@ where
         if let Some(e) = failed {
             break Err(e.into());
         }
-        if writer.is_finished() {
-            break Ok(());
-        }
+        // Even when the write half has failed (the peer reset), keep handling
+        // what still arrives until the read side ends: a received upload chunk
+        // is stored whether or not its answer can be delivered.
     };
     // Streams end with the session; the writer drains what is queued.
     session.streams.clear();

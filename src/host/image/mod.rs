@@ -1,7 +1,7 @@
 //! `outpost image build`: one complete, flashable disk image for one device,
 //! made without root, loop devices or mounts. See docs/image.md.
 //!
-//! MBR → BOOT (FAT: boot.scr, state.env), SLOT_A (FAT: Image.gz, initrd.img,
+//! MBR → BOOT (FAT: boot.scr, state.env, state2.env), SLOT_A (FAT: Image.gz, initrd.img,
 //! boot.env, manifest.toml), SLOT_B (empty FAT), DATA (ext4: identity,
 //! machine config, logs/).
 
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::board::Board;
 use super::debian::{self, Kernel, Package};
-use crate::bootstate::{BootState, Env, Layout as EnvLayout, STATE_FILE, STATE_SIZE};
+use crate::bootstate::{initial_copies, BootState, Current, COPY_FILES, STATE_SIZE};
 use crate::bundle::{sha256_hex, FileEntry, Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES};
 use crate::config::{validate_hostname, MachineConfig, Release, MAX_CONFIG_BYTES};
 
@@ -147,12 +147,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         &boot_script(board, &script)?,
         build_time,
     )?;
-    let state = BootState::initial()
-        .to_env()
-        .encode(STATE_SIZE, EnvLayout::Single)?;
+    // Both boot-state copies, written right after each other on a fresh
+    // volume: contiguous, preallocated, never resized (U-Boot and
+    // outpost-init rewrite them in place).
+    let [first, second] = initial_copies(&BootState::initial())?;
     let boot = fat::build(
         &vol(&layout.boot),
-        &[(BOOT_SCRIPT_FILE, &scr), (STATE_FILE, &state)],
+        &[
+            (BOOT_SCRIPT_FILE, &scr),
+            (COPY_FILES[0], &first),
+            (COPY_FILES[1], &second),
+        ],
     )
     .context("building BOOT")?;
     let slot_b = fat::build(&vol(&layout.slot_b), &[]).context("building SLOT_B")?;
@@ -240,8 +245,8 @@ fn boot_env(board: &Board, version: &str) -> String {
 }
 
 /// boot.cmd with a prelude of the board's values: the disk to use when the
-/// script is run by hand (distro boot sets devtype/devnum itself), and the
-/// load addresses.
+/// script is run by hand (distro boot sets devtype/devnum itself), the load
+/// addresses, and the attempt counts (bare hex, as the script keeps numbers).
 fn boot_script(board: &Board, script: &str) -> Result<Vec<u8>> {
     let (devtype, devnum) = board.boot_device()?;
     let u = &board.uboot;
@@ -253,13 +258,15 @@ fn boot_script(board: &Board, script: &str) -> Result<Vec<u8>> {
          setenv kernel_comp_addr_r {:#x}\n\
          setenv ramdisk_addr_r {:#x}\n\
          setenv outpost_fdt_addr ${{{fdt}}}\n\
-         setenv outpost_attempts {attempts}\n\n",
+         setenv outpost_attempts {attempts:x}\n\
+         setenv outpost_max_attempts {max:x}\n\n",
         u.kernel_addr_r,
         u.kernel_comp_addr_r,
         u.ramdisk_addr_r,
         name = board.name,
         fdt = u.fdt_addr_var,
         attempts = crate::bootstate::DEFAULT_ATTEMPTS,
+        max = crate::bootstate::MAX_ATTEMPTS,
     );
     Ok([prelude.as_bytes(), script.as_bytes()].concat())
 }
@@ -447,14 +454,21 @@ impl ImageInfo {
     }
 }
 
-/// The A/B state in the image's BOOT partition (what U-Boot last wrote).
-pub fn read_boot_state(image: &Path) -> Result<BootState> {
+/// Both boot-state copies as stored in the image's BOOT partition.
+pub fn read_boot_copies(image: &Path) -> Result<[Vec<u8>; 2]> {
     let layout = check_table(image)?;
-    let blob = read_fat_file(image, &layout.boot, STATE_FILE, STATE_SIZE as u64)?;
-    let (env, _) = Env::decode(&blob, STATE_SIZE, false)
-        .with_context(|| format!("{}: BOOT/{STATE_FILE}", image.display()))?;
-    BootState::from_env(&env)
-        .map_err(|e| anyhow::anyhow!("{}: BOOT/{STATE_FILE}: {e}", image.display()))
+    let mut out: [Vec<u8>; 2] = Default::default();
+    for (slot, name) in out.iter_mut().zip(COPY_FILES) {
+        *slot = read_fat_file(image, &layout.boot, name, STATE_SIZE as u64)?;
+    }
+    Ok(out)
+}
+
+/// The A/B state in the image's BOOT partition: the newer valid copy (what
+/// U-Boot or outpost-init last wrote), with what was wrong with the other.
+pub fn read_boot_state(image: &Path) -> Result<Current> {
+    let [first, second] = read_boot_copies(image)?;
+    Ok(Current::read(&first, &second))
 }
 
 /// The image's partition table must be the one we build.

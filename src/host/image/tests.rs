@@ -39,7 +39,7 @@ fn boot_env_and_script_prelude() {
     let board = qemu_board();
     assert_eq!(
         boot_env(&board, "1.2.3"),
-        "OS_ARGS=console=ttyAMA0 outpost.data=/dev/vda4 panic=5 loglevel=4\nOS_VERSION=1.2.3\n"
+        "OS_ARGS=console=ttyAMA0 outpost.data=/dev/vda4 panic=5 loglevel=4 outpost.serial=/dev/ttyS0\nOS_VERSION=1.2.3\n"
     );
     let script = String::from_utf8(boot_script(&board, "echo body\n").unwrap()).unwrap();
     for line in [
@@ -50,6 +50,7 @@ fn boot_env_and_script_prelude() {
         "setenv ramdisk_addr_r 0x44000000\n",
         "setenv outpost_fdt_addr ${fdtcontroladdr}\n",
         "setenv outpost_attempts 3\n",
+        "setenv outpost_max_attempts 10\n",
     ] {
         assert!(script.contains(line), "{line} missing from\n{script}");
     }
@@ -81,8 +82,11 @@ fn boot_cmd_uses_the_prelude_and_file_names() {
     for needle in [
         "${outpost_fdt_addr}",
         "${outpost_attempts}",
+        "${outpost_max_attempts}",
         "${kernel_comp_addr_r}",
-        STATE_FILE,
+        COPY_FILES[0],
+        COPY_FILES[1],
+        "BOOT_SEQ",
         KERNEL_FILE,
         INITRD_FILE,
         BOOT_ENV_FILE,
@@ -165,16 +169,38 @@ fn full_image() {
         ("qemu-virt", "edge-1", "0.1.0-test")
     );
     assert_eq!(info.build_time, 1_700_000_000);
-    assert_eq!(read_boot_state(&img).unwrap(), BootState::initial());
+    let current = read_boot_state(&img).unwrap();
+    assert_eq!(current.state, BootState::initial());
+    assert_eq!(
+        (current.from, current.seq),
+        (Some(crate::bootstate::CopyId::Second), 1)
+    );
+    assert_eq!(current.errors, [None, None]);
 
-    // BOOT: boot.scr accepted by mkimage; state.env read by fw_printenv.
+    // BOOT: boot.scr accepted by mkimage; both copies read by fw_printenv.
     let dir = work.path();
-    let boot = io_fs(part_bytes(&img, &layout.boot));
+    let boot_bytes = part_bytes(&img, &layout.boot);
+    let boot = io_fs(boot_bytes.clone());
     let scr = read_fat(&boot, BOOT_SCRIPT_FILE);
-    let state = read_fat(&boot, STATE_FILE);
-    assert_eq!(state.len(), STATE_SIZE);
     std::fs::write(dir.join("boot.scr"), &scr).unwrap();
-    std::fs::write(dir.join("state.env"), &state).unwrap();
+    let copies = read_boot_copies(&img).unwrap();
+    assert_eq!(copies[0].len(), STATE_SIZE);
+    assert_eq!(copies[1].len(), STATE_SIZE);
+    for (name, blob) in COPY_FILES.iter().zip(&copies) {
+        assert_eq!(&read_fat(&boot, name), blob);
+        std::fs::write(dir.join(name), blob).unwrap();
+    }
+    // Preallocated and contiguous: the two copies' bytes follow each other
+    // in the partition (first, then second), so each is one in-place write.
+    let at = boot_bytes
+        .windows(copies[0].len())
+        .position(|w| w == &copies[0][..])
+        .expect("first copy not contiguous in BOOT");
+    assert_eq!(
+        &boot_bytes[at + STATE_SIZE..at + 2 * STATE_SIZE],
+        &copies[1][..],
+        "second copy does not follow the first"
+    );
     if let Ok(out) = Command::new("mkimage")
         .arg("-l")
         .arg(dir.join("boot.scr"))
@@ -186,21 +212,25 @@ fn full_image() {
             "{text}"
         );
     }
-    let cfg = dir.join("fw_env.config");
-    std::fs::write(
-        &cfg,
-        format!("{} 0x0 0x4000\n", dir.join("state.env").display()),
-    )
-    .unwrap();
-    match Command::new("fw_printenv").arg("-c").arg(&cfg).output() {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{out:?}");
-            for line in ["BOOT_ORDER=A B", "BOOT_A_LEFT=3", "BOOT_B_LEFT=0"] {
-                assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+    for (name, seq) in COPY_FILES.iter().zip(["0x0", "0x1"]) {
+        let cfg = dir.join("fw_env.config");
+        std::fs::write(&cfg, format!("{} 0x0 0x4000\n", dir.join(name).display())).unwrap();
+        match Command::new("fw_printenv").arg("-c").arg(&cfg).output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(out.status.success(), "{out:?}");
+                let seq_line = format!("BOOT_SEQ={seq}");
+                for line in [
+                    "BOOT_ORDER=A B",
+                    "BOOT_A_LEFT=0x3",
+                    "BOOT_B_LEFT=0x0",
+                    &seq_line,
+                ] {
+                    assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+                }
             }
+            Err(_) => eprintln!("SKIP fw_printenv check: libubootenv-tool not installed"),
         }
-        Err(_) => eprintln!("SKIP fw_printenv check: libubootenv-tool not installed"),
     }
 
     // SLOT_A: files match the manifest; the initramfs lists init and modules.
