@@ -4,6 +4,11 @@
 
 use std::collections::BTreeMap;
 
+/// CRC-32/ISO-HDLC, the one U-Boot's env code (and zlib) computes; bytewise
+/// with a 1 KiB table, plenty for a 16 KiB copy.
+static CRC32: crc::Crc<u32, crc::Table<1>> =
+    crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// `crc | data` — what `env export -c` writes and `env import -c` reads.
@@ -64,7 +69,7 @@ impl Env {
         }
         data.resize(size - header, 0);
         let mut out = Vec::with_capacity(size);
-        out.extend_from_slice(&crc32fast::hash(&data).to_le_bytes());
+        out.extend_from_slice(&CRC32.checksum(&data).to_le_bytes());
         if let Layout::Redundant { flags } = layout {
             out.push(flags);
         }
@@ -86,7 +91,7 @@ impl Env {
             Some((&flags, data)) if redundant => (Layout::Redundant { flags }, data),
             _ => (Layout::Single, rest),
         };
-        let computed = crc32fast::hash(data);
+        let computed = CRC32.checksum(data);
         if stored != computed {
             return Err(EnvError::Crc { stored, computed });
         }

@@ -16,6 +16,7 @@ use super::slots::commit::{self, Committed, Health};
 use super::slots::{BlockBackend, Slots};
 use super::sys::{RealSys, RebootMode, Sys};
 use super::upload::Uploads;
+use super::{install, upgrade};
 use super::watchdog::{self, Watchdog};
 use super::{
     cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper, runtime,
@@ -166,6 +167,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         platform: Box::new(BoardPlatform),
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
+        ab: std::sync::OnceLock::new(),
     });
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
     let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
@@ -183,15 +185,16 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         }
     };
     if let Some(tty) = &args.serial {
-        start_serial(&ex, Path::new(tty), ctx);
+        start_serial(&ex, Path::new(tty), ctx.clone());
     }
     let health = Health {
         data_mounted: sys.is_mountpoint(DATA_MOUNT),
         config_loaded: true,
         api_listening,
     };
-    // Kept for the API (slot status, upgrade, rollback).
-    let _slots = commit_slot(&args, health, &healthy, watchdog.as_deref());
+    if let Some(slots) = commit_slot(&args, health, &healthy, watchdog.as_deref()) {
+        attach_ab(&ctx, slots, &args);
+    }
 
     loop {
         let Ok(request) = power_rx.recv().await else {
@@ -211,6 +214,21 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
     }
+}
+
+/// Give the API the A/B manager: slot devices next to BOOT, release keys
+/// from the image.
+fn attach_ab(ctx: &ApiContext, slots: Arc<super::slots::Slots>, args: &cmdline::BootArgs) {
+    let Some(devices) = super::slots::boot_device(args.boot.as_deref(), args.data.as_deref()).and_then(|b| upgrade::slot_devices(&b)) else {
+        tracing::error!("upgrade: cannot tell the slot devices from the boot device");
+        return;
+    };
+    let keys = install::read_keys(Path::new(install::RELEASE_KEYS_PATH)).unwrap_or_else(|e| {
+        tracing::warn!("upgrade: {e}; bundles will be refused");
+        Vec::new()
+    });
+    let trust = install::Trust { keys, board: ctx.release.board.clone(), running_version: ctx.release.version.clone() };
+    let _ = ctx.ab.set(Arc::new(upgrade::Ab::new(slots, devices, trust, Path::new(DATA_MOUNT).to_path_buf())));
 }
 
 /// Reboot unless this boot is healthy within `commit::COMMIT_DEADLINE`

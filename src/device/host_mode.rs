@@ -11,6 +11,10 @@ use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::runtime;
+use super::install;
+use super::slots::{FileBackend, Slots};
+use super::upgrade::Ab;
+use crate::bootstate::Slot;
 use super::upload::Uploads;
 use crate::config::Release;
 
@@ -21,6 +25,15 @@ pub struct HostOptions {
     /// A tty (or pseudo-terminal) to serve the API on as well, as
     /// `outpost.serial=` does on a board.
     pub serial: Option<PathBuf>,
+    /// A simulated card: the two boot-state copies and `slot-A.img`,
+    /// `slot-B.img` in this directory. The slot is then chosen as U-Boot
+    /// would (and `--slot` is ignored); upgrades and rollback work.
+    pub slots: Option<PathBuf>,
+    /// Release keys to trust (hex lines), as `/etc/outpost/release-keys`.
+    pub release_keys: Option<PathBuf>,
+    /// Board and version this simulated device claims to run.
+    pub board: String,
+    pub version: String,
 }
 
 impl HostOptions {
@@ -30,6 +43,9 @@ impl HostOptions {
         let mut listen = None;
         let mut slot = "A".to_owned();
         let mut serial = None;
+        let (mut slots, mut release_keys) = (None, None);
+        let mut board = "host".to_owned();
+        let mut version = env!("CARGO_PKG_VERSION").to_owned();
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -54,6 +70,10 @@ impl HostOptions {
                     }
                 }
                 "--serial" => serial = Some(PathBuf::from(value("--serial")?)),
+                "--slots" => slots = Some(PathBuf::from(value("--slots")?)),
+                "--release-keys" => release_keys = Some(PathBuf::from(value("--release-keys")?)),
+                "--board" => board = value("--board")?,
+                "--version" => version = value("--version")?,
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -62,6 +82,10 @@ impl HostOptions {
             listen: listen.ok_or("--listen HOST:PORT is required in host mode")?,
             slot,
             serial,
+            slots,
+            release_keys,
+            board,
+            version,
         })
     }
 }
@@ -102,15 +126,28 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let release = Release {
-        board: "host".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        build_time: 0,
+    let release = Release { board: opts.board.clone(), version: opts.version.clone(), build_time: 0 };
+    let sim = match &opts.slots {
+        Some(dir) => match simulated_card(dir) {
+            Ok(sim) => Some(sim),
+            Err(e) => {
+                tracing::error!("host mode: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
+    let slot = sim.as_ref().map(|(_, slot)| slot.name().to_owned()).unwrap_or_else(|| opts.slot.clone());
+    // A simulated slot runs the version last installed into it (a board reads
+    // it from the slot's own release file).
+    let mut release = release;
+    if let Some(v) = super::status::read_small(&opts.data_dir.join(format!("state/slot-{slot}.version"))) {
+        release.version = v.trim().to_owned();
+    }
     let (power_tx, power_rx) = smol::channel::bounded(1);
     let ctx = Arc::new(ApiContext {
         hostname: config.hostname.clone(),
-        slot: opts.slot.clone(),
+        slot,
         release,
         boot_id: runtime::random_boot_id(),
         log,
@@ -120,7 +157,26 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         }),
         data_dir: opts.data_dir.clone(),
         uploads: Uploads::new(&opts.data_dir),
+        ab: std::sync::OnceLock::new(),
     });
+    if let (Some((slots, booted)), Some(dir)) = (sim, &opts.slots) {
+        // Host mode is healthy once the API is up: mark the slot good then.
+        let keys = opts.release_keys.as_deref().map(install::read_keys).transpose().unwrap_or_else(|e| {
+            tracing::warn!("host mode: {e}");
+            None
+        });
+        let trust = install::Trust {
+            keys: keys.unwrap_or_default(),
+            board: ctx.release.board.clone(),
+            running_version: ctx.release.version.clone(),
+        };
+        let devices = [dir.join("slot-A.img"), dir.join("slot-B.img")];
+        let ab = Arc::new(Ab::new(slots.clone(), devices, trust, opts.data_dir.clone()));
+        let _ = ctx.ab.set(ab);
+        if let Err(e) = slots.mark_good(booted) {
+            tracing::error!("host mode: marking slot {booted} good: {e}");
+        }
+    }
     let result = smol::block_on(ex.run(async {
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
@@ -150,6 +206,25 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         }
     }
 }
+
+/// Open a simulated card in `dir` and boot it as U-Boot would.
+fn simulated_card(dir: &std::path::Path) -> Result<(Arc<Slots>, Slot), String> {
+    let backend = FileBackend::create(dir).map_err(|e| e.to_string())?;
+    let chooser = Slots::new(Box::new(backend), None);
+    let booted = chooser.boot_as_uboot_would().map_err(|e| e.to_string())?;
+    for name in ["slot-A.img", "slot-B.img"] {
+        let path = dir.join(name);
+        if !path.exists() {
+            let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.set_len(SIM_SLOT_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    tracing::info!("host mode: simulated card in {}, booted slot {booted}", dir.display());
+    Ok((Arc::new(Slots::new(Box::new(FileBackend::new(dir)), Some(booted))), booted))
+}
+
+/// Size of a simulated slot (sparse), the image layout's slot size.
+const SIM_SLOT_BYTES: u64 = 128 << 20;
 
 fn reexec() -> std::process::ExitCode {
     use std::os::unix::process::CommandExt;

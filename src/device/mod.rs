@@ -3,6 +3,7 @@
 pub mod api;
 pub mod board;
 pub mod cmdline;
+#[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;
 pub mod install;
@@ -20,5 +21,6 @@ pub mod serial;
 pub mod slots;
 pub mod status;
 pub mod sys;
+pub mod upgrade;
 pub mod upload;
 pub mod watchdog;

@@ -65,6 +65,9 @@ pub enum Command {
     /// Build OS images.
     #[command(subcommand)]
     Image(local::ImageCommand),
+    /// Build signed OS bundles for over-the-air upgrades.
+    #[command(subcommand)]
+    Bundle(local::BundleCommand),
     /// Run local devices in QEMU.
     #[command(subcommand)]
     Qemu(local::QemuCommand),
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Gen(cmd) => gen(cmd, &config_path),
         Command::Image(cmd) => local::image(cmd, top),
+        Command::Bundle(cmd) => local::bundle(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
         Command::Linkemu(args) => linkemu::run(&args),
         Command::Device(cmd) => {

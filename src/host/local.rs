@@ -40,6 +40,49 @@ pub enum ImageCommand {
 }
 
 #[derive(Subcommand)]
+pub enum BundleCommand {
+    /// Build a signed bundle (a slot image for every device of a site and board).
+    Build {
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+        #[arg(long)]
+        site: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// The oldest running version this bundle may replace.
+        #[arg(long, default_value = "0.0.0")]
+        min_version: String,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// The outpost-init binary (static aarch64).
+        #[arg(long, env = "OUTPOST_INIT")]
+        init: Option<PathBuf>,
+    },
+}
+
+pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
+    let BundleCommand::Build { board, site, version, min_version, out, init } = cmd;
+    let init_binary = init.unwrap_or_else(default_init);
+    let opts = super::bundle::BundleOptions { board: Board::load(&boards_dir(), &board)?, site_dir: site, init_binary, version, min_version, output: out };
+    let report = super::bundle::build(&opts)?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "bundle {} ({} bytes; slot image {} bytes in {} chunks) for {} {}, sha256 {}",
+            report.bundle.display(),
+            report.bundle_size,
+            report.image_size,
+            report.chunks,
+            report.board,
+            report.version,
+            report.sha256
+        );
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 pub enum QemuCommand {
     /// Boot an image headless and make it the current node once its API answers.
     Up {

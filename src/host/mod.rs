@@ -1,6 +1,7 @@
 //! The operator CLI (`outpost`): PKI, images, local QEMU devices, remote control.
 
 pub mod board;
+pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod context;

@@ -62,17 +62,22 @@ pub enum DeviceCommand {
     Network(FormatArg),
     /// Install an uploaded bundle into the inactive slot.
     Upgrade {
-        /// SHA-256 (hex) of a bundle already uploaded with `outpost upload`.
-        sha256: String,
+        /// A bundle from `outpost bundle build` (uploaded, resumably, first).
+        bundle: PathBuf,
         /// Switch at the next reboot instead of now.
         #[arg(long)]
         stage: bool,
-        /// Allow a downgrade below the bundle's minimum version.
+        /// Allow a downgrade, or an upgrade from a version below the bundle's minimum.
         #[arg(long)]
         force: bool,
+        /// Seconds to wait for the device to come back committed on the new slot.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
         #[command(flatten)]
         format: FormatArg,
     },
+    /// The A/B slots: booted, primary, attempts left, versions, last event.
+    Slots(FormatArg),
     /// Switch back to the other good slot.
     Rollback(FormatArg),
     /// Upload a file (e.g. an OS bundle) to the device's staging area. A cut
@@ -155,6 +160,9 @@ pub fn run(
 ) -> Result<()> {
     if let DeviceCommand::Upload { file, format } = &cmd {
         return upload_file(connect, node, file, format.output.unwrap_or(top));
+    }
+    if let DeviceCommand::Upgrade { bundle, stage, force, timeout, format } = &cmd {
+        return upgrade(connect, node, bundle, *stage, *force, *timeout, format.output.unwrap_or(top));
     }
     let mut client = connect()?;
     let client = &mut client;
@@ -240,25 +248,10 @@ pub fn run(
         DeviceCommand::Time(f) => (client.call(Request::Time)?, pick(&f)),
         DeviceCommand::Metrics(f) => (client.call(Request::Metrics)?, pick(&f)),
         DeviceCommand::Network(f) => (client.call(Request::Network)?, pick(&f)),
-        DeviceCommand::Upgrade {
-            sha256,
-            stage,
-            force,
-            format,
-        } => {
-            let sha256 = parse_sha256(&sha256)?;
-            (
-                client.call(Request::Upgrade {
-                    sha256,
-                    stage,
-                    force,
-                })?,
-                pick(&format),
-            )
-        }
+        DeviceCommand::Slots(f) => (client.call(Request::Slots)?, pick(&f)),
         DeviceCommand::Rollback(f) => (client.call(Request::Rollback)?, pick(&f)),
         // Handled above, before connecting: an upload makes its own connections.
-        DeviceCommand::Upload { .. } => return Ok(()),
+        DeviceCommand::Upload { .. } | DeviceCommand::Upgrade { .. } => return Ok(()),
     };
     output::print(node, &response, format)
 }
@@ -304,6 +297,58 @@ fn upload_file(
         .with_context(|| format!("uploading {} to {node}", file.display()))?;
     bar.finish_and_clear();
     print_upload(node, file, &report, format)
+}
+
+/// Upload a bundle (resumable), ask the device to install it, and unless
+/// staged wait until the device is back, running the new slot marked good.
+fn upgrade(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    bundle: &Path,
+    stage: bool,
+    force: bool,
+    timeout: u64,
+    format: Format,
+) -> Result<()> {
+    let before = match connect()?.call(Request::Slots)? {
+        Response::Slots(s) => s,
+        other => bail!("unexpected answer to slots: {other:?}"),
+    };
+    let bar = progress_bar();
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = upload::upload(connect, bundle, &mut progress).with_context(|| format!("uploading {} to {node}", bundle.display()))?;
+    bar.finish_and_clear();
+    let sha256 = super::bundle::file_sha256(bundle)?;
+    connect()?.call(Request::Upgrade { sha256, stage, force })?;
+    if format == Format::Text {
+        eprintln!("{node}: bundle uploaded ({} bytes sent); installing into the inactive slot", report.payload_bytes);
+    }
+    if stage {
+        return output::print(node, &connect()?.call(Request::Slots)?, format);
+    }
+    // The device installs, switches and reboots; wait for it to come back on
+    // the other slot, healthy (marked good by its own health checks).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let now = connect().and_then(|mut c| c.call(Request::Slots));
+        if let Ok(Response::Slots(s)) = &now {
+            let committed = s.booted != before.booted && s.slots.iter().any(|x| x.name == s.booted && x.state == "active");
+            if committed {
+                return output::print(node, &Response::Slots(s.clone()), format);
+            }
+            let new_event = s.last_event != before.last_event;
+            if s.booted == before.booted && new_event && s.last_event.as_deref().is_some_and(|e| e.contains("failed")) {
+                bail!("{node}: upgrade failed: {}", s.last_event.clone().unwrap_or_default());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{node} did not come back committed on the new slot within {timeout} s (last answer: {now:?})");
+        }
+    }
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, pipes).

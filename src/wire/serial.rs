@@ -19,6 +19,10 @@
 
 use thiserror::Error;
 
+/// The frame CRC: CRC-32/ISO-HDLC (zlib's), bytewise with a 1 KiB table.
+static CRC32: crc::Crc<u32, crc::Table<1>> =
+    crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+
 /// Largest piece of the TLS stream in one `Data` frame. TLS records are up to
 /// 16 KiB + 22 bytes; we cut them into 1 KiB link frames so the receiver's
 /// buffer stays small (PID 1 holds one per line), a frame takes < 0.1 s at
@@ -168,7 +172,7 @@ impl<const N: usize> Decoder<N> {
             match self.buf.split_last_chunk::<CRC_LEN>() {
                 None => Some(BadFrame::Short),
                 Some(([], _)) => Some(BadFrame::Short),
-                Some((payload, crc)) if crc32fast::hash(payload) != u32::from_le_bytes(*crc) => {
+                Some((payload, crc)) if CRC32.checksum(payload) != u32::from_le_bytes(*crc) => {
                     Some(BadFrame::Crc)
                 }
                 Some(_) => None,
@@ -216,7 +220,7 @@ fn encode_parts(head: &[u8], body: &[u8], out: &mut Vec<u8>) -> Result<(), LinkE
     if len > MAX_LINK_PAYLOAD {
         return Err(LinkError::TooLong { len });
     }
-    let mut crc = crc32fast::Hasher::new();
+    let mut crc = CRC32.digest();
     crc.update(head);
     crc.update(body);
     let crc = crc.finalize().to_le_bytes();

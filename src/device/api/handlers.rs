@@ -51,6 +51,9 @@ pub struct ApiContext {
     pub data_dir: PathBuf,
     /// Uploads in progress, shared by every connection.
     pub uploads: Uploads,
+    /// The A/B slot manager, once boot has opened the boot state (unset in
+    /// host mode without slots, or when BOOT is unreadable).
+    pub ab: std::sync::OnceLock<std::sync::Arc<crate::device::upgrade::Ab>>,
 }
 
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
@@ -121,8 +124,35 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             .map(Response::Upload)
             .map_err(WireError::from),
         // Upgrades and rollback arrive with the A/B slot manager.
-        Request::Upgrade { .. } | Request::Rollback | Request::Slots => Err(WireError::NotSupported),
+        Request::Slots => Ok(Response::Slots(ab(ctx)?.info())),
+        Request::Upgrade { sha256, stage, force } => upgrade(ctx, sha256, *stage, *force),
+        Request::Rollback => {
+            ab(ctx)?.rollback()?;
+            power(ctx, PowerRequest::Reboot)
+        }
     }
+}
+
+fn ab(ctx: &ApiContext) -> Result<&std::sync::Arc<crate::device::upgrade::Ab>, WireError> {
+    ctx.ab.get().ok_or_else(crate::device::upgrade::unavailable)
+}
+
+/// Install an uploaded bundle: checked now, written on a thread, then (unless
+/// staged) a reboot into the new slot on trial.
+fn upgrade(ctx: &ApiContext, sha256: &[u8; 32], stage: bool, force: bool) -> Result<Response, WireError> {
+    let ab = ab(ctx)?;
+    let bundle = ctx
+        .uploads
+        .artifact(sha256)
+        .ok_or_else(|| WireError::Invalid("no uploaded bundle with that SHA-256: upload it first".into()))?;
+    let after = if stage { crate::device::upgrade::After::Stay } else { crate::device::upgrade::After::Reboot };
+    let power = ctx.power.clone();
+    ab.upgrade(bundle, force, after, move |after| {
+        if after == crate::device::upgrade::After::Reboot {
+            let _ = power.try_send(PowerRequest::Reboot);
+        }
+    })?;
+    Ok(Response::Accepted)
 }
 
 /// The newest `lines` system log lines that fit in one frame.
@@ -262,6 +292,7 @@ mod tests {
             platform: Box::new(FakePlatform),
             data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
             uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
+            ab: std::sync::OnceLock::new(),
         };
         (ctx, rx)
     }

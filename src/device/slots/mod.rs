@@ -4,11 +4,13 @@
 //! everything; this module only moves bytes).
 //!
 //! Backends are sibling files: [`block`] rewrites the copies in place on a
-//! real BOOT partition, [`file`] keeps them as files in a directory (host mode).
+//! real BOOT partition, `file` keeps them as files in a directory (tests and
+//! host mode only: feature `sim`).
 //! [`commit`] is the boot's commit-or-fall-back step.
 
 pub mod block;
 pub mod commit;
+#[cfg(any(test, feature = "sim"))]
 pub mod file;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::bootstate::{BootState, CopyId, Current, EnvError, Event, PlanError, Planned, Slot};
 
 pub use block::{BlockBackend, BlockDev, PartitionFile};
+#[cfg(any(test, feature = "sim"))]
 pub use file::FileBackend;
 
 /// Where the boot record goes on DATA (for the API later).
@@ -176,6 +179,13 @@ impl Slots {
     /// Make the other, good slot primary again.
     pub fn rollback(&self) -> Result<Planned, SlotsError> {
         self.apply(Event::Rollback)
+    }
+
+    /// What U-Boot's boot.cmd does (choose a slot, spend an attempt, persist):
+    /// host mode runs it at start so a simulated device boots like a board.
+    pub fn boot_as_uboot_would(&self) -> Result<Slot, SlotsError> {
+        let plan = self.apply(Event::Boot)?;
+        Ok(plan.choice.map(|c| c.slot).unwrap_or(Slot::A))
     }
 
     fn apply(&self, event: Event) -> Result<Planned, SlotsError> {

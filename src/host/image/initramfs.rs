@@ -23,6 +23,8 @@ pub(crate) struct Inputs<'a> {
     /// The package's `modules.builtin`, if it has one: lets init tell a
     /// built-in driver from a missing one.
     pub(crate) modules_builtin: Option<&'a [u8]>,
+    /// The site's release public keys (hex lines): bundles must be signed by one.
+    pub(crate) release_keys: Option<&'a [u8]>,
 }
 
 /// The uncompressed archive.
@@ -42,6 +44,10 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
         0o644,
         inputs.release.to_toml().into_bytes(),
     )?;
+    if let Some(keys) = inputs.release_keys {
+        a.dir("etc/outpost", 0o755)?;
+        a.file("etc/outpost/release-keys", 0o644, keys.to_vec())?;
+    }
     let mod_dir = format!("lib/modules/{}", inputs.kernel_release);
     a.dir(&mod_dir, 0o755)?;
     for m in inputs.modules.modules.values() {
@@ -115,6 +121,7 @@ mod tests {
             kernel_release: "6.1.0-9-arm64",
             modules: &sel,
             modules_builtin: Some(b"kernel/fs/fat/fat.ko\n"),
+            release_keys: Some(b"00\n"),
         };
         let gz = build(&inputs).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);

@@ -84,53 +84,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let build_time = build_time()?;
     let layout = DiskLayout::standard();
 
-    let cache = debian::cache_dir()?;
-    let kpkg = Package::find(&cache, &board.suite, &board.kernel.package)?;
-    let kern = Kernel::find(&kpkg)?;
-    let init = read_init(&opts.init_binary)?;
     let script = read_script(&opts.uboot_script)?;
-
-    // Slot contents.
-    let image = kernel::load(&kern.image)?;
-    kernel::check_layout(&image, &board.uboot)?;
-    let mut tree = kmod::Tree::open(&kern.modules_dir)?;
-    let modules = tree.select(&board.modules)?;
-    let release = Release {
-        board: board.name.clone(),
-        version: opts.version.clone(),
+    let slot = build_slot(&SlotInputs {
+        board,
+        site_dir: &opts.site_dir,
+        init_binary: &opts.init_binary,
+        version: &opts.version,
         build_time,
-    };
-    let builtin = read_optional(&kern.modules_dir.join("modules.builtin"), 1 << 20)?;
-    let initrd = initramfs::build(&initramfs::Inputs {
-        init: &init,
-        release: &release,
-        kernel_release: &kern.release,
-        modules: &modules,
-        modules_builtin: builtin.as_deref(),
+        volume_id: fat::volume_id(&opts.hostname, layout.slot_a.label),
     })?;
-    let boot_env = boot_env(board, &opts.version);
-    let payload: [(&str, &[u8]); 3] = [
-        (KERNEL_FILE, &image.gz),
-        (INITRD_FILE, &initrd),
-        (BOOT_ENV_FILE, boot_env.as_bytes()),
-    ];
-    let manifest = Manifest {
-        board: board.name.clone(),
-        version: opts.version.clone(),
-        build_time,
-        kernel_package: kpkg.label(),
-        files: payload
-            .iter()
-            .map(|(name, data)| FileEntry {
-                name: (*name).into(),
-                size: data.len() as u64,
-                sha256: sha256_hex(data),
-            })
-            .collect(),
-    };
-    let manifest_text = manifest.to_toml();
-    let mut slot_files = payload.to_vec();
-    slot_files.push((MANIFEST_FILE, manifest_text.as_bytes()));
+    let (kpkg, kern, modules, manifest, slot_a) = (slot.kernel_package, slot.kernel, slot.modules, slot.manifest, slot.image);
 
     let vol = |p: &Partition| fat::Volume {
         label: p.label,
@@ -139,7 +102,6 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         hidden_sectors: p.start_lba(),
         time: build_time,
     };
-    let slot_a = fat::build(&vol(&layout.slot_a), &slot_files).context("building SLOT_A")?;
 
     // BOOT: the script and the initial A/B state.
     let scr = bootscr::script_image(
@@ -204,8 +166,81 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     })
 }
 
+/// What a slot is built from: the same for every device of a site and board.
+pub struct SlotInputs<'a> {
+    pub board: &'a Board,
+    pub site_dir: &'a Path,
+    pub init_binary: &'a Path,
+    pub version: &'a str,
+    pub build_time: u64,
+    pub volume_id: u32,
+}
+
+/// A built slot: the FAT image (partition-sized) and what went into it.
+pub struct SlotImage {
+    pub image: Vec<u8>,
+    pub manifest: Manifest,
+    pub kernel_package: Package,
+    pub kernel: Kernel,
+    pub(crate) modules: kmod::Selection,
+}
+
+/// Build one slot's filesystem: kernel, initramfs (outpost-init, modules,
+/// release file, the site's release keys), boot.env and the manifest. Device
+/// identity is not in a slot, so one slot image serves every device of a
+/// site and board (that is what a bundle carries).
+pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
+    let board = inputs.board;
+    let build_time = inputs.build_time;
+    let cache = debian::cache_dir()?;
+    let kpkg = Package::find(&cache, &board.suite, &board.kernel.package)?;
+    let kern = Kernel::find(&kpkg)?;
+    let init = read_init(inputs.init_binary)?;
+    let release_keys = read_optional(&inputs.site_dir.join("release.pub"), 16 << 10)?;
+
+    let image = kernel::load(&kern.image)?;
+    kernel::check_layout(&image, &board.uboot)?;
+    let mut tree = kmod::Tree::open(&kern.modules_dir)?;
+    let modules = tree.select(&board.modules)?;
+    let release = Release { board: board.name.clone(), version: inputs.version.to_owned(), build_time };
+    let builtin = read_optional(&kern.modules_dir.join("modules.builtin"), 1 << 20)?;
+    let initrd = initramfs::build(&initramfs::Inputs {
+        init: &init,
+        release: &release,
+        kernel_release: &kern.release,
+        modules: &modules,
+        modules_builtin: builtin.as_deref(),
+        release_keys: release_keys.as_deref(),
+    })?;
+    let boot_env = boot_env(board, inputs.version);
+    let payload: [(&str, &[u8]); 3] = [(KERNEL_FILE, &image.gz), (INITRD_FILE, &initrd), (BOOT_ENV_FILE, boot_env.as_bytes())];
+    let manifest = Manifest {
+        board: board.name.clone(),
+        version: inputs.version.to_owned(),
+        build_time,
+        kernel_package: kpkg.label(),
+        files: payload
+            .iter()
+            .map(|(name, data)| FileEntry { name: (*name).into(), size: data.len() as u64, sha256: sha256_hex(data) })
+            .collect(),
+    };
+    let manifest_text = manifest.to_toml();
+    let mut slot_files = payload.to_vec();
+    slot_files.push((MANIFEST_FILE, manifest_text.as_bytes()));
+    let part = DiskLayout::standard().slot_a;
+    let vol = fat::Volume {
+        label: part.label,
+        size: part.size,
+        volume_id: inputs.volume_id,
+        hidden_sectors: part.start_lba(),
+        time: build_time,
+    };
+    let image = fat::build(&vol, &slot_files).context("building the slot filesystem")?;
+    Ok(SlotImage { image, manifest, kernel_package: kpkg, kernel: kern, modules })
+}
+
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
-fn build_time() -> Result<u64> {
+pub fn build_time() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v
             .trim()

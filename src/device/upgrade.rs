@@ -1,0 +1,209 @@
+//! The A/B slot manager behind the API: slot status, install of an uploaded
+//! bundle into the inactive slot, switch, rollback. Long work (writing a
+//! slot) runs on its own thread; the API answers at once and `slots` tells
+//! how it went.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::install::{self, Trust};
+use super::slots::{SlotHealth, Slots};
+use crate::bootstate::{Slot, DEFAULT_ATTEMPTS};
+use crate::wire::{SlotInfo, SlotsInfo, WireError};
+
+/// Record of the last upgrade or rollback, on DATA (survives the reboot).
+const LAST_EVENT_FILE: &str = "state/last-upgrade.txt";
+/// Versions installed per slot, on DATA.
+const SLOT_VERSION_FILE: &str = "state/slot-{}.version";
+/// The boot record `slots::commit` writes.
+const LAST_BOOT_FILE: &str = "state/last-boot.toml";
+
+pub struct Ab {
+    pub slots: Arc<Slots>,
+    /// Block devices (or files, in host mode) of slots A and B.
+    pub devices: [PathBuf; 2],
+    pub trust: Trust,
+    pub data_dir: PathBuf,
+    /// An install in progress, so a second one is refused.
+    busy: Mutex<bool>,
+}
+
+/// What to do once a new slot is in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    Reboot,
+    Stay,
+}
+
+impl Ab {
+    pub fn new(slots: Arc<Slots>, devices: [PathBuf; 2], trust: Trust, data_dir: PathBuf) -> Self {
+        Self { slots, devices, trust, data_dir, busy: Mutex::new(false) }
+    }
+
+    fn device(&self, slot: Slot) -> &Path {
+        match slot {
+            Slot::A => &self.devices[0],
+            Slot::B => &self.devices[1],
+        }
+    }
+
+    /// Slot status for the API.
+    pub fn info(&self) -> SlotsInfo {
+        let st = self.slots.state();
+        let version = |slot: Slot| {
+            if st.booted == Some(slot) {
+                return Some(self.trust.running_version.clone());
+            }
+            let path = self.data_dir.join(SLOT_VERSION_FILE.replace("{}", slot.name()));
+            super::status::read_small(&path).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        };
+        let slots = st
+            .slots
+            .iter()
+            .map(|s| SlotInfo {
+                name: s.slot.name().to_owned(),
+                state: match (s.active, s.health) {
+                    (true, SlotHealth::Good) => "active".into(),
+                    (true, _) => "active-trial".into(),
+                    (false, SlotHealth::Good) => "good".into(),
+                    (false, SlotHealth::Trial) => "trial".into(),
+                    (false, SlotHealth::Bad) => "bad".into(),
+                },
+                attempts_left: s.attempts_left,
+                version: version(s.slot),
+            })
+            .collect();
+        let mut events = Vec::new();
+        if let Some(e) = super::status::read_small(&self.data_dir.join(LAST_EVENT_FILE)) {
+            events.push(e.trim().to_owned());
+        }
+        if let Some(b) = super::status::read_small(&self.data_dir.join(LAST_BOOT_FILE)) {
+            if b.contains("fallback = true") {
+                let reason = b.lines().find_map(|l| l.strip_prefix("reason = ")).unwrap_or("\"\"").trim_matches('"');
+                events.push(format!("this boot fell back to {}: {reason}", st.booted.map(|s| s.name()).unwrap_or("?")));
+            }
+        }
+        SlotsInfo {
+            booted: st.booted.map(|s| s.name().to_owned()).unwrap_or_default(),
+            primary: st.primary.name().to_owned(),
+            slots,
+            last_event: (!events.is_empty()).then(|| events.join("; ")),
+        }
+    }
+
+    /// Check the bundle now (signature, board, version); write it into the
+    /// inactive slot on a thread; switch to it; then `done(after)`.
+    pub fn upgrade(
+        self: &Arc<Self>,
+        bundle: PathBuf,
+        force: bool,
+        after: After,
+        done: impl FnOnce(After) + Send + 'static,
+    ) -> Result<(), WireError> {
+        let booted = self.slots.booted().ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
+        let target = booted.other();
+        let (header, payload_at) = install::verify(&bundle, &self.trust, force).map_err(|e| WireError::Invalid(e.to_string()))?;
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+            if *busy {
+                return Err(WireError::Invalid("an upgrade is already being installed".into()));
+            }
+            *busy = true;
+        }
+        let ab = self.clone();
+        tracing::info!("upgrade: installing {} into slot {target}", header.version);
+        let spawned = std::thread::Builder::new().name("install".into()).spawn(move || {
+            let result = ab.install(&bundle, &header, payload_at, target);
+            *ab.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
+            match result {
+                Ok(()) => {
+                    ab.record(&format!("installed {} in slot {target}; switching to it", header.version));
+                    done(after);
+                }
+                Err(e) => {
+                    tracing::error!("upgrade: {e}");
+                    ab.record(&format!("install of {} into slot {target} failed: {e}", header.version));
+                }
+            }
+        });
+        spawned.map(|_| ()).map_err(|e| WireError::Device(format!("starting the install: {e}")))
+    }
+
+    fn install(&self, bundle: &Path, header: &crate::bundle::format::BundleHeader, payload_at: u64, target: Slot) -> Result<(), String> {
+        let device = self.device(target).to_path_buf();
+        let mut last_pct = 0;
+        install::write_slot(bundle, header, payload_at, &device, &mut |written| {
+            let pct = written * 100 / header.image_size.max(1);
+            if pct >= last_pct + 25 {
+                last_pct = pct;
+                tracing::info!("upgrade: {pct}% written to slot {target}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        let version_file = self.data_dir.join(SLOT_VERSION_FILE.replace("{}", target.name()));
+        let _ = write_durably(&version_file, &header.version);
+        // The one write that makes the new slot bootable, on trial.
+        self.slots.switch_to(target, DEFAULT_ATTEMPTS).map_err(|e| e.to_string())?;
+        tracing::info!("upgrade: slot {target} ({}) is primary on trial", header.version);
+        Ok(())
+    }
+
+    /// Make the other slot primary, if it is good.
+    pub fn rollback(&self) -> Result<(), WireError> {
+        let st = self.slots.state();
+        let booted = st.booted.ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
+        let other = booted.other();
+        let good = st.slots.iter().any(|s| s.slot == other && s.health == SlotHealth::Good);
+        if !good {
+            return Err(WireError::Invalid(format!("slot {other} is not a good slot to roll back to")));
+        }
+        self.slots.rollback().map_err(|e| WireError::Device(e.to_string()))?;
+        self.record(&format!("rolled back from {booted} to {other} on request"));
+        Ok(())
+    }
+
+    fn record(&self, text: &str) {
+        tracing::info!("upgrade: {text}");
+        if let Err(e) = write_durably(&self.data_dir.join(LAST_EVENT_FILE), text) {
+            tracing::warn!("recording the upgrade: {e}");
+        }
+    }
+}
+
+/// Write a small file: temporary file, fsync, rename.
+fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `/dev/vda1` (BOOT) → slot devices `/dev/vda2`, `/dev/vda3` (the image layout).
+pub fn slot_devices(boot_device: &str) -> Option<[PathBuf; 2]> {
+    let base = boot_device.strip_suffix('1')?;
+    Some([PathBuf::from(format!("{base}2")), PathBuf::from(format!("{base}3"))])
+}
+
+/// The answer to `Slots` when the A/B manager is unavailable.
+pub fn unavailable() -> WireError {
+    WireError::Device("A/B slots are unavailable on this boot (see the log)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_devices_follow_the_layout() {
+        let [a, b] = slot_devices("/dev/vda1").unwrap();
+        assert_eq!((a.to_str().unwrap(), b.to_str().unwrap()), ("/dev/vda2", "/dev/vda3"));
+        let [a, _] = slot_devices("/dev/mmcblk0p1").unwrap();
+        assert_eq!(a.to_str().unwrap(), "/dev/mmcblk0p2");
+        assert!(slot_devices("/dev/vda4").is_none());
+    }
+}
