@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-/// CRC-32/ISO-HDLC, the one U-Boot's env code (and zlib) computes; bytewise
-/// with a 1 KiB table, plenty for a 16 KiB copy.
-static CRC32: crc::Crc<u32, crc::Table<1>> =
-    crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+// The CRC-32 U-Boot's env code computes (zlib's); one table for the crate.
+use crate::wire::serial::CRC32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {

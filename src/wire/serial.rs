@@ -19,8 +19,9 @@
 
 use thiserror::Error;
 
-/// The frame CRC: CRC-32/ISO-HDLC (zlib's), bytewise with a 1 KiB table.
-static CRC32: crc::Crc<u32, crc::Table<1>> =
+/// The frame CRC: CRC-32/ISO-HDLC, the one zlib and U-Boot compute (also
+/// the boot-state env's, see `bootstate::env`), bytewise with a 1 KiB table.
+pub(crate) static CRC32: crc::Crc<u32, crc::Table<1>> =
     crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
 
 /// Largest piece of the TLS stream in one `Data` frame. TLS records are up to
