@@ -114,7 +114,12 @@ impl<const N: usize> FrameDecoder<N> {
     }
 }
 
+/// Canonical LEB128 only: a final 0x00 byte after others is a longer spelling
+/// of a shorter number, which we refuse so that one length has one encoding.
 fn decode_varint(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() > 1 && bytes.last() == Some(&0) {
+        return None;
+    }
     let mut value: usize = 0;
     for (i, &b) in bytes.iter().enumerate() {
         value |= usize::from(b & 0x7f) << (7 * i);
@@ -188,6 +193,12 @@ mod tests {
             frames_of(&mut dec, &[0x80, 0x80, 0x80, 0x01]),
             Err(FrameError::BadLength)
         );
+    }
+
+    #[test]
+    fn non_minimal_length_is_refused() {
+        let mut dec = FrameDecoder::<64>::default();
+        assert_eq!(frames_of(&mut dec, &[0x83, 0x00, 1, 2, 3]), Err(FrameError::BadLength));
     }
 
     #[test]
