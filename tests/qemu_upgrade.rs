@@ -39,7 +39,8 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn slots(&self) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.ok(&["slots", "-o", "json"])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&self.ok(&["slots", "-o", "json"])).unwrap();
         v["Slots"].clone()
     }
     fn console_tail(&self) -> String {
@@ -64,31 +65,78 @@ fn upgrade_to_slot_b_commits_and_rollback_returns_to_a() {
         eprintln!("OUTPOST_SKIP_QEMU is set: QEMU upgrade test left out");
         return;
     }
-    let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(init.exists(), "{} is missing: run scripts/build-init", init.display());
+    let init = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/aarch64-unknown-linux-musl/release/outpost-init");
+    assert!(
+        init.exists(),
+        "{} is missing: run scripts/build-init",
+        init.display()
+    );
     let init = init.to_str().unwrap();
-    let env = Env { tmp: tempfile::tempdir().unwrap() };
+    let env = Env {
+        tmp: tempfile::tempdir().unwrap(),
+    };
     let site = env.path("site");
     let site = site.to_str().unwrap();
     env.ok(&["gen", "site", site, "--name", "uptest"]);
     env.ok(&["gen", "device", "--site", site, "--hostname", "edge-up"]);
     let img = env.path("edge.img");
-    env.ok(&["image", "build", "--site", site, "--hostname", "edge-up", "--version", "0.1.0", "-o", img.to_str().unwrap(), "--init", init]);
+    env.ok(&[
+        "image",
+        "build",
+        "--site",
+        site,
+        "--hostname",
+        "edge-up",
+        "--version",
+        "0.1.0",
+        "-o",
+        img.to_str().unwrap(),
+        "--init",
+        init,
+    ]);
     let bundle = env.path("v0.2.0.bundle");
-    env.ok(&["bundle", "build", "--site", site, "--version", "0.2.0", "-o", bundle.to_str().unwrap(), "--init", init]);
+    env.ok(&[
+        "bundle",
+        "build",
+        "--site",
+        site,
+        "--version",
+        "0.2.0",
+        "-o",
+        bundle.to_str().unwrap(),
+        "--init",
+        init,
+    ]);
 
-    env.ok(&["qemu", "up", img.to_str().unwrap(), "--name", "up", "--timeout", "240"]);
+    env.ok(&[
+        "qemu",
+        "up",
+        img.to_str().unwrap(),
+        "--name",
+        "up",
+        "--timeout",
+        "240",
+    ]);
     let s = env.slots();
-    assert_eq!((s["booted"].as_str(), s["slots"][0]["state"].as_str()), (Some("A"), Some("active")), "{s}");
+    assert_eq!(
+        (s["booted"].as_str(), s["slots"][0]["state"].as_str()),
+        (Some("A"), Some("active")),
+        "{s}"
+    );
 
     let start = Instant::now();
     env.ok(&["upgrade", bundle.to_str().unwrap(), "--timeout", "300"]);
-    eprintln!("upgrade (upload + install + reboot + commit): {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "upgrade (upload + install + reboot + commit): {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let s = env.slots();
     assert_eq!(s["booted"], "B", "{s}");
     assert_eq!(s["slots"][1]["state"], "active", "{s}");
     assert_eq!(s["slots"][0]["state"], "good", "{s}");
-    let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
     assert_eq!(status["Status"]["os_version"], "0.2.0");
     assert_eq!(status["Status"]["slot"], "B");
 
@@ -104,7 +152,11 @@ fn upgrade_to_slot_b_commits_and_rollback_returns_to_a() {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(240), "no rollback; console:\n{}", env.console_tail());
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no rollback; console:\n{}",
+            env.console_tail()
+        );
     }
     let down = env.ok(&["qemu", "down", "--name", "up"]);
     assert!(down.contains("powered off"), "{down}");

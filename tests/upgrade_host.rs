@@ -31,11 +31,19 @@ impl Device {
         self.tmp.path().join(p)
     }
     fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).env("OUTPOST_CONFIG", self.path("cli.toml")).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(args)
+            .env("OUTPOST_CONFIG", self.path("cli.toml"))
+            .output()
+            .unwrap()
     }
     fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.outpost(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
     fn slots(&self) -> serde_json::Value {
@@ -44,7 +52,10 @@ impl Device {
     fn wait_up(&self) {
         let start = Instant::now();
         while !self.outpost(&["ping"]).status.success() {
-            assert!(start.elapsed() < Duration::from_secs(10), "device did not come up");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "device did not come up"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -75,7 +86,13 @@ fn start() -> Device {
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args(["--host-mode", "--data", data.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--host-mode",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .args(["--slots", tmp.path().join("card").to_str().unwrap()])
         .args(["--release-keys", site.release_pub().to_str().unwrap()])
         .args(["--board", "qemu-virt", "--version", "1.0.0"])
@@ -89,14 +106,27 @@ fn start() -> Device {
 
 fn image(seed: u8) -> Vec<u8> {
     // A few chunks of structured data and a zero tail, like a slot image.
-    let mut img: Vec<u8> = (0..300_000u32).map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 9) as u8).collect();
+    let mut img: Vec<u8> = (0..300_000u32)
+        .map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 9) as u8)
+        .collect();
     img.extend(vec![0u8; 100_000]);
     img
 }
 
-fn bundle(dev: &Device, name: &str, version: &str, img: &[u8], key: &ring::signature::Ed25519KeyPair) -> PathBuf {
+fn bundle(
+    dev: &Device,
+    name: &str,
+    version: &str,
+    img: &[u8],
+    key: &ring::signature::Ed25519KeyPair,
+) -> PathBuf {
     let out = dev.path(name);
-    let release = Release { board: "qemu-virt".into(), version: version.into(), min_version: "0.1.0".into(), build_time: 1 };
+    let release = Release {
+        board: "qemu-virt".into(),
+        version: version.into(),
+        min_version: "0.1.0".into(),
+        build_time: 1,
+    };
     sign_image(img, &release, key, &out).unwrap();
     out
 }
@@ -109,30 +139,57 @@ fn slot_file(dev: &Device, slot: &str) -> Vec<u8> {
 fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
     let dev = start();
     let s = dev.slots();
-    assert_eq!((s["booted"].as_str(), s["primary"].as_str()), (Some("A"), Some("A")));
+    assert_eq!(
+        (s["booted"].as_str(), s["primary"].as_str()),
+        (Some("A"), Some("A"))
+    );
     assert_eq!(s["slots"][0]["state"], "active");
 
     let img = image(3);
     let key = dev.site.release_key().unwrap();
     let b = bundle(&dev, "v1.1.bundle", "1.1.0", &img, &key);
-    let out = dev.outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dev.outpost(&[
+        "upgrade",
+        b.to_str().unwrap(),
+        "--timeout",
+        "60",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = dev.slots();
     assert_eq!(s["booted"], "B", "{s}");
     assert_eq!(s["slots"][1]["state"], "active", "{s}");
     assert_eq!(s["slots"][1]["version"], "1.1.0");
-    assert_eq!(s["slots"][0]["state"], "good", "A stays good to roll back to: {s}");
+    assert_eq!(
+        s["slots"][0]["state"], "good",
+        "A stays good to roll back to: {s}"
+    );
     assert_eq!(&slot_file(&dev, "B")[..img.len()], &img[..]);
 
     // Rollback: back to A, which was good.
     let out = dev.outpost(&["rollback"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
         if let Ok(v) = std::panic::catch_unwind(|| dev.slots()) {
             if v["booted"] == "A" {
-                assert!(v["last_event"].as_str().unwrap_or("").contains("rolled back"), "{v}");
+                assert!(
+                    v["last_event"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("rolled back"),
+                    "{v}"
+                );
                 break;
             }
         }
@@ -148,7 +205,13 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
     let img = image(5);
     // Signed by another site's release key.
     let other = Site::create(&dev.path("other"), "other").unwrap();
-    let foreign = bundle(&dev, "foreign.bundle", "1.1.0", &img, &other.release_key().unwrap());
+    let foreign = bundle(
+        &dev,
+        "foreign.bundle",
+        "1.1.0",
+        &img,
+        &other.release_key().unwrap(),
+    );
     // Older than what runs.
     let key = dev.site.release_key().unwrap();
     let old = bundle(&dev, "old.bundle", "0.9.0", &img, &key);
@@ -163,7 +226,11 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
     let bytes = std::fs::read(&truncated).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
 
-    for (b, why) in [(&foreign, "signature"), (&old, "older"), (&truncated, "truncated")] {
+    for (b, why) in [
+        (&foreign, "signature"),
+        (&old, "older"),
+        (&truncated, "truncated"),
+    ] {
         let out = dev.outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "5"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{why}: {err}");
@@ -173,11 +240,33 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
     let out = dev.outpost(&["upgrade", tampered.to_str().unwrap(), "--timeout", "20"]);
     assert!(!out.status.success());
     let s = dev.slots();
-    assert_eq!((s["booted"].as_str(), s["primary"].as_str()), (Some("A"), Some("A")), "{s}");
-    assert!(s["last_event"].as_str().unwrap_or("").contains("failed"), "{s}");
-    assert_eq!(slot_file(&dev, "A"), a_before, "the active slot is never written");
+    assert_eq!(
+        (s["booted"].as_str(), s["primary"].as_str()),
+        (Some("A"), Some("A")),
+        "{s}"
+    );
+    assert!(
+        s["last_event"].as_str().unwrap_or("").contains("failed"),
+        "{s}"
+    );
+    assert_eq!(
+        slot_file(&dev, "A"),
+        a_before,
+        "the active slot is never written"
+    );
     let _ = b_before;
     // Forced downgrade is allowed.
-    let out = dev.outpost(&["upgrade", old.to_str().unwrap(), "--force", "--stage", "--timeout", "20"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dev.outpost(&[
+        "upgrade",
+        old.to_str().unwrap(),
+        "--force",
+        "--stage",
+        "--timeout",
+        "20",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

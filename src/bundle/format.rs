@@ -68,9 +68,13 @@ pub enum BundleError {
     Signature,
     #[error("bundle is for board `{bundle}`, this device is `{device}`")]
     Board { bundle: String, device: String },
-    #[error("bundle version {bundle} is older than the running {running}; use --force to downgrade")]
+    #[error(
+        "bundle version {bundle} is older than the running {running}; use --force to downgrade"
+    )]
     Downgrade { bundle: String, running: String },
-    #[error("bundle needs at least version {min} running (this device runs {running}); use --force")]
+    #[error(
+        "bundle needs at least version {min} running (this device runs {running}); use --force"
+    )]
     TooOld { min: String, running: String },
     #[error("chunk {index} does not match its hash")]
     Chunk { index: usize },
@@ -83,16 +87,30 @@ impl BundleHeader {
     pub fn validate(&self) -> Result<(), BundleError> {
         let bad = |m: String| Err(BundleError::Header(m));
         if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
-            return bad(format!("chunk size {} is outside {MIN_CHUNK}..={MAX_CHUNK}", self.chunk_size));
+            return bad(format!(
+                "chunk size {} is outside {MIN_CHUNK}..={MAX_CHUNK}",
+                self.chunk_size
+            ));
         }
         if self.image_size == 0 || self.image_size > MAX_IMAGE {
-            return bad(format!("image size {} is outside 1..={MAX_IMAGE}", self.image_size));
+            return bad(format!(
+                "image size {} is outside 1..={MAX_IMAGE}",
+                self.image_size
+            ));
         }
         let want = self.image_size.div_ceil(u64::from(self.chunk_size));
         if self.chunks.len() as u64 != want {
-            return bad(format!("{} chunk hashes for {} chunks", self.chunks.len(), want));
+            return bad(format!(
+                "{} chunk hashes for {} chunks",
+                self.chunks.len(),
+                want
+            ));
         }
-        for (what, v) in [("board", &self.board), ("version", &self.version), ("min_version", &self.min_version)] {
+        for (what, v) in [
+            ("board", &self.board),
+            ("version", &self.version),
+            ("min_version", &self.min_version),
+        ] {
             if v.is_empty() || v.len() > 64 {
                 return bad(format!("{what} must be 1 to 64 characters"));
             }
@@ -115,7 +133,9 @@ pub fn encode_signed_part(header: &BundleHeader) -> Vec<u8> {
 /// How long the signed part is, from the preamble alone (read that many
 /// bytes, plus the signature, before calling `parse`).
 pub fn signed_part_len(preamble: &[u8]) -> Result<usize, BundleError> {
-    let magic = preamble.get(..8).ok_or(BundleError::Truncated("preamble"))?;
+    let magic = preamble
+        .get(..8)
+        .ok_or(BundleError::Truncated("preamble"))?;
     if magic != MAGIC {
         return Err(BundleError::Magic);
     }
@@ -123,7 +143,10 @@ pub fn signed_part_len(preamble: &[u8]) -> Result<usize, BundleError> {
     if format != FORMAT_VERSION {
         return Err(BundleError::Format(format));
     }
-    let len_bytes: [u8; 4] = preamble.get(9..13).and_then(|b| b.try_into().ok()).ok_or(BundleError::Truncated("preamble"))?;
+    let len_bytes: [u8; 4] = preamble
+        .get(9..13)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(BundleError::Truncated("preamble"))?;
     let len = usize::try_from(u32::from_le_bytes(len_bytes)).unwrap_or(usize::MAX);
     if len > MAX_HEADER_LEN {
         return Err(BundleError::HeaderTooLarge(len));
@@ -137,18 +160,29 @@ pub fn signed_part_len(preamble: &[u8]) -> Result<usize, BundleError> {
 /// Returns the header and the offset where the payload starts.
 pub fn parse(start: &[u8], keys: &[[u8; 32]]) -> Result<(BundleHeader, usize), BundleError> {
     let signed_len = signed_part_len(start)?;
-    let signed = start.get(..signed_len).ok_or(BundleError::Truncated("header"))?;
-    let signature = start.get(signed_len..signed_len + SIGNATURE_LEN).ok_or(BundleError::Truncated("signature"))?;
+    let signed = start
+        .get(..signed_len)
+        .ok_or(BundleError::Truncated("header"))?;
+    let signature = start
+        .get(signed_len..signed_len + SIGNATURE_LEN)
+        .ok_or(BundleError::Truncated("signature"))?;
     let trusted = keys.iter().any(|key| {
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key).verify(signed, signature).is_ok()
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+            .verify(signed, signature)
+            .is_ok()
     });
     if !trusted {
         return Err(BundleError::Signature);
     }
-    let body = signed.get(PREAMBLE_LEN..).ok_or(BundleError::Truncated("header"))?;
-    let (header, rest): (BundleHeader, _) = postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
+    let body = signed
+        .get(PREAMBLE_LEN..)
+        .ok_or(BundleError::Truncated("header"))?;
+    let (header, rest): (BundleHeader, _) =
+        postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(BundleError::Header("trailing bytes after the header".into()));
+        return Err(BundleError::Header(
+            "trailing bytes after the header".into(),
+        ));
     }
     header.validate()?;
     Ok((header, signed_len + SIGNATURE_LEN))
@@ -178,18 +212,32 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// May a device running `running` (on `board`) install this bundle?
-pub fn check_install(header: &BundleHeader, board: &str, running: &str, force: bool) -> Result<(), BundleError> {
+pub fn check_install(
+    header: &BundleHeader,
+    board: &str,
+    running: &str,
+    force: bool,
+) -> Result<(), BundleError> {
     if header.board != board {
-        return Err(BundleError::Board { bundle: header.board.clone(), device: board.to_owned() });
+        return Err(BundleError::Board {
+            bundle: header.board.clone(),
+            device: board.to_owned(),
+        });
     }
     if force {
         return Ok(());
     }
     if version_cmp(&header.version, running).is_lt() {
-        return Err(BundleError::Downgrade { bundle: header.version.clone(), running: running.to_owned() });
+        return Err(BundleError::Downgrade {
+            bundle: header.version.clone(),
+            running: running.to_owned(),
+        });
     }
     if version_cmp(running, &header.min_version).is_lt() {
-        return Err(BundleError::TooOld { min: header.min_version.clone(), running: running.to_owned() });
+        return Err(BundleError::TooOld {
+            min: header.min_version.clone(),
+            running: running.to_owned(),
+        });
     }
     Ok(())
 }
@@ -237,13 +285,19 @@ mod tests {
         let k = key();
         let good = signed(&header(), &k);
         let keys = [pubkey(&k)];
-        assert_eq!(parse(b"NOTABUND\x01\0\0\0\0", &keys), Err(BundleError::Magic));
+        assert_eq!(
+            parse(b"NOTABUND\x01\0\0\0\0", &keys),
+            Err(BundleError::Magic)
+        );
         let mut v2 = good.clone();
         v2[8] = 2;
         assert_eq!(parse(&v2, &keys), Err(BundleError::Format(2)));
         let mut huge = good.clone();
         huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(parse(&huge, &keys), Err(BundleError::HeaderTooLarge(_))));
+        assert!(matches!(
+            parse(&huge, &keys),
+            Err(BundleError::HeaderTooLarge(_))
+        ));
         for n in 0..good.len() - 5 {
             assert!(parse(&good[..n], &keys).is_err(), "prefix {n}");
         }
@@ -268,10 +322,16 @@ mod tests {
         let k = key();
         let mut h = header();
         h.chunks.pop();
-        assert!(matches!(parse(&signed(&h, &k), &[pubkey(&k)]), Err(BundleError::Header(_))));
+        assert!(matches!(
+            parse(&signed(&h, &k), &[pubkey(&k)]),
+            Err(BundleError::Header(_))
+        ));
         let mut h = header();
         h.chunk_size = 1;
-        assert!(matches!(parse(&signed(&h, &k), &[pubkey(&k)]), Err(BundleError::Header(_))));
+        assert!(matches!(
+            parse(&signed(&h, &k), &[pubkey(&k)]),
+            Err(BundleError::Header(_))
+        ));
     }
 
     #[test]
@@ -282,9 +342,18 @@ mod tests {
         assert_eq!(version_cmp("0.1.0", "0.1.0"), Equal);
         let h = header();
         assert!(check_install(&h, "qemu-virt", "1.1.0", false).is_ok());
-        assert!(matches!(check_install(&h, "rpi4", "1.1.0", true), Err(BundleError::Board { .. })));
-        assert!(matches!(check_install(&h, "qemu-virt", "1.3.0", false), Err(BundleError::Downgrade { .. })));
+        assert!(matches!(
+            check_install(&h, "rpi4", "1.1.0", true),
+            Err(BundleError::Board { .. })
+        ));
+        assert!(matches!(
+            check_install(&h, "qemu-virt", "1.3.0", false),
+            Err(BundleError::Downgrade { .. })
+        ));
         assert!(check_install(&h, "qemu-virt", "1.3.0", true).is_ok());
-        assert!(matches!(check_install(&h, "qemu-virt", "0.9.0", false), Err(BundleError::TooOld { .. })));
+        assert!(matches!(
+            check_install(&h, "qemu-virt", "0.9.0", false),
+            Err(BundleError::TooOld { .. })
+        ));
     }
 }

@@ -16,12 +16,12 @@ use super::slots::commit::{self, Committed, Health};
 use super::slots::{BlockBackend, Slots};
 use super::sys::{RealSys, RebootMode, Sys};
 use super::upload::Uploads;
-use super::{install, upgrade};
 use super::watchdog::{self, Watchdog};
 use super::{
     cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper, runtime,
     serial,
 };
+use super::{install, upgrade};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
 
 struct BoardPlatform;
@@ -219,7 +219,9 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
 /// Give the API the A/B manager: slot devices next to BOOT, release keys
 /// from the image.
 fn attach_ab(ctx: &ApiContext, slots: Arc<super::slots::Slots>, args: &cmdline::BootArgs) {
-    let Some(devices) = super::slots::boot_device(args.boot.as_deref(), args.data.as_deref()).and_then(|b| upgrade::slot_devices(&b)) else {
+    let Some(devices) = super::slots::boot_device(args.boot.as_deref(), args.data.as_deref())
+        .and_then(|b| upgrade::slot_devices(&b))
+    else {
         tracing::error!("upgrade: cannot tell the slot devices from the boot device");
         return;
     };
@@ -227,8 +229,17 @@ fn attach_ab(ctx: &ApiContext, slots: Arc<super::slots::Slots>, args: &cmdline::
         tracing::warn!("upgrade: {e}; bundles will be refused");
         Vec::new()
     });
-    let trust = install::Trust { keys, board: ctx.release.board.clone(), running_version: ctx.release.version.clone() };
-    let _ = ctx.ab.set(Arc::new(upgrade::Ab::new(slots, devices, trust, Path::new(DATA_MOUNT).to_path_buf())));
+    let trust = install::Trust {
+        keys,
+        board: ctx.release.board.clone(),
+        running_version: ctx.release.version.clone(),
+    };
+    let _ = ctx.ab.set(Arc::new(upgrade::Ab::new(
+        slots,
+        devices,
+        trust,
+        Path::new(DATA_MOUNT).to_path_buf(),
+    )));
 }
 
 /// Reboot unless this boot is healthy within `commit::COMMIT_DEADLINE`

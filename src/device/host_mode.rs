@@ -10,12 +10,12 @@ use std::sync::Arc;
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
-use super::runtime;
 use super::install;
+use super::runtime;
 use super::slots::{FileBackend, Slots};
 use super::upgrade::Ab;
-use crate::bootstate::Slot;
 use super::upload::Uploads;
+use crate::bootstate::Slot;
 use crate::config::Release;
 
 pub struct HostOptions {
@@ -126,7 +126,11 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let release = Release { board: opts.board.clone(), version: opts.version.clone(), build_time: 0 };
+    let release = Release {
+        board: opts.board.clone(),
+        version: opts.version.clone(),
+        build_time: 0,
+    };
     let sim = match &opts.slots {
         Some(dir) => match simulated_card(dir) {
             Ok(sim) => Some(sim),
@@ -137,11 +141,16 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         },
         None => None,
     };
-    let slot = sim.as_ref().map(|(_, slot)| slot.name().to_owned()).unwrap_or_else(|| opts.slot.clone());
+    let slot = sim
+        .as_ref()
+        .map(|(_, slot)| slot.name().to_owned())
+        .unwrap_or_else(|| opts.slot.clone());
     // A simulated slot runs the version last installed into it (a board reads
     // it from the slot's own release file).
     let mut release = release;
-    if let Some(v) = super::status::read_small(&opts.data_dir.join(format!("state/slot-{slot}.version"))) {
+    if let Some(v) =
+        super::status::read_small(&opts.data_dir.join(format!("state/slot-{slot}.version")))
+    {
         release.version = v.trim().to_owned();
     }
     let (power_tx, power_rx) = smol::channel::bounded(1);
@@ -161,17 +170,27 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     });
     if let (Some((slots, booted)), Some(dir)) = (sim, &opts.slots) {
         // Host mode is healthy once the API is up: mark the slot good then.
-        let keys = opts.release_keys.as_deref().map(install::read_keys).transpose().unwrap_or_else(|e| {
-            tracing::warn!("host mode: {e}");
-            None
-        });
+        let keys = opts
+            .release_keys
+            .as_deref()
+            .map(install::read_keys)
+            .transpose()
+            .unwrap_or_else(|e| {
+                tracing::warn!("host mode: {e}");
+                None
+            });
         let trust = install::Trust {
             keys: keys.unwrap_or_default(),
             board: ctx.release.board.clone(),
             running_version: ctx.release.version.clone(),
         };
         let devices = [dir.join("slot-A.img"), dir.join("slot-B.img")];
-        let ab = Arc::new(Ab::new(slots.clone(), devices, trust, opts.data_dir.clone()));
+        let ab = Arc::new(Ab::new(
+            slots.clone(),
+            devices,
+            trust,
+            opts.data_dir.clone(),
+        ));
         let _ = ctx.ab.set(ab);
         if let Err(e) = slots.mark_good(booted) {
             tracing::error!("host mode: marking slot {booted} good: {e}");
@@ -216,11 +235,18 @@ fn simulated_card(dir: &std::path::Path) -> Result<(Arc<Slots>, Slot), String> {
         let path = dir.join(name);
         if !path.exists() {
             let f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            f.set_len(SIM_SLOT_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
+            f.set_len(SIM_SLOT_BYTES)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
-    tracing::info!("host mode: simulated card in {}, booted slot {booted}", dir.display());
-    Ok((Arc::new(Slots::new(Box::new(FileBackend::new(dir)), Some(booted))), booted))
+    tracing::info!(
+        "host mode: simulated card in {}, booted slot {booted}",
+        dir.display()
+    );
+    Ok((
+        Arc::new(Slots::new(Box::new(FileBackend::new(dir)), Some(booted))),
+        booted,
+    ))
 }
 
 /// Size of a simulated slot (sparse), the image layout's slot size.

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
-use crate::bundle::format::{self, BundleError, BundleHeader, Compression, MAX_HEADER_LEN, SIGNATURE_LEN};
+use crate::bundle::format::{
+    self, BundleError, BundleHeader, Compression, MAX_HEADER_LEN, SIGNATURE_LEN,
+};
 
 /// Compressed bytes read per step.
 const READ_STEP: usize = 64 * 1024;
@@ -27,9 +29,15 @@ pub enum InstallError {
     #[error("{0}")]
     Bundle(#[from] BundleError),
     #[error("reading the bundle {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing slot {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("bundle payload is corrupt: {0}")]
     Payload(String),
     #[error("slot {path} is {have} bytes, the image needs {need}")]
@@ -68,22 +76,35 @@ pub fn read_keys(path: &Path) -> Result<Vec<[u8; 32]>, InstallError> {
         .map_err(|e| InstallError::NoKeys(format!("{}: {e}", path.display())))?;
     let keys = parse_keys(&text);
     if keys.is_empty() {
-        return Err(InstallError::NoKeys(format!("{} lists no key", path.display())));
+        return Err(InstallError::NoKeys(format!(
+            "{} lists no key",
+            path.display()
+        )));
     }
     Ok(keys)
 }
 
 /// Check a bundle's signature, board and version. Returns the header and
 /// the offset of its payload. Reads at most the header's capped size.
-pub fn verify(bundle: &Path, trust: &Trust, force: bool) -> Result<(BundleHeader, u64), InstallError> {
-    let read_err = |source| InstallError::Read { path: bundle.to_path_buf(), source };
+pub fn verify(
+    bundle: &Path,
+    trust: &Trust,
+    force: bool,
+) -> Result<(BundleHeader, u64), InstallError> {
+    let read_err = |source| InstallError::Read {
+        path: bundle.to_path_buf(),
+        source,
+    };
     let mut file = File::open(bundle).map_err(read_err)?;
     let mut preamble = [0u8; format::PREAMBLE_LEN];
-    file.read_exact(&mut preamble).map_err(|_| BundleError::Truncated("preamble"))?;
+    file.read_exact(&mut preamble)
+        .map_err(|_| BundleError::Truncated("preamble"))?;
     let signed_len = format::signed_part_len(&preamble)?;
-    let mut start = vec![0u8; (signed_len + SIGNATURE_LEN).min(MAX_HEADER_LEN + 64 + format::PREAMBLE_LEN)];
+    let mut start =
+        vec![0u8; (signed_len + SIGNATURE_LEN).min(MAX_HEADER_LEN + 64 + format::PREAMBLE_LEN)];
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    file.read_exact(&mut start).map_err(|_| BundleError::Truncated("header"))?;
+    file.read_exact(&mut start)
+        .map_err(|_| BundleError::Truncated("header"))?;
     let (header, payload_at) = format::parse(&start, &trust.keys)?;
     format::check_install(&header, &trust.board, &trust.running_version, force)?;
     let len = file.metadata().map_err(read_err)?.len();
@@ -103,15 +124,29 @@ pub fn write_slot(
     slot: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), InstallError> {
-    let read_err = |source| InstallError::Read { path: bundle.to_path_buf(), source };
-    let write_err = |source| InstallError::Write { path: slot.to_path_buf(), source };
+    let read_err = |source| InstallError::Read {
+        path: bundle.to_path_buf(),
+        source,
+    };
+    let write_err = |source| InstallError::Write {
+        path: slot.to_path_buf(),
+        source,
+    };
     let mut input = File::open(bundle).map_err(read_err)?;
     input.seek(SeekFrom::Start(payload_at)).map_err(read_err)?;
     let mut input = input.take(header.payload_size);
-    let out = std::fs::OpenOptions::new().read(true).write(true).open(slot).map_err(write_err)?;
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(slot)
+        .map_err(write_err)?;
     let have = slot_size(&out).map_err(write_err)?;
     if have < header.image_size {
-        return Err(InstallError::SlotTooSmall { path: slot.to_path_buf(), have, need: header.image_size });
+        return Err(InstallError::SlotTooSmall {
+            path: slot.to_path_buf(),
+            have,
+            need: header.image_size,
+        });
     }
 
     let chunk_size = usize::try_from(header.chunk_size).unwrap_or(usize::MAX);
@@ -119,17 +154,21 @@ pub fn write_slot(
     let mut filled = 0usize;
     let mut index = 0usize;
     let mut written = 0u64;
-    let mut flush_chunk = |chunk: &[u8], index: &mut usize, written: &mut u64| -> Result<(), InstallError> {
-        let want = header.chunks.get(*index).ok_or_else(|| InstallError::Payload("more data than the header lists".into()))?;
-        if ring::digest::digest(&ring::digest::SHA256, chunk).as_ref() != want {
-            return Err(BundleError::Chunk { index: *index }.into());
-        }
-        out.write_all_at(chunk, *written).map_err(write_err)?;
-        *written += chunk.len() as u64;
-        *index += 1;
-        progress(*written);
-        Ok(())
-    };
+    let mut flush_chunk =
+        |chunk: &[u8], index: &mut usize, written: &mut u64| -> Result<(), InstallError> {
+            let want = header
+                .chunks
+                .get(*index)
+                .ok_or_else(|| InstallError::Payload("more data than the header lists".into()))?;
+            if ring::digest::digest(&ring::digest::SHA256, chunk).as_ref() != want {
+                return Err(BundleError::Chunk { index: *index }.into());
+            }
+            out.write_all_at(chunk, *written).map_err(write_err)?;
+            *written += chunk.len() as u64;
+            *index += 1;
+            progress(*written);
+            Ok(())
+        };
 
     match header.compression {
         Compression::None => loop {
@@ -152,12 +191,22 @@ pub fn write_slot(
                 // Never `Finish`: on a first call miniz switches to one-shot
                 // mode and cannot continue into the next chunk buffer. The
                 // stream's own end marker (StreamEnd) ends the loop.
-                let r = inflate(&mut state, &buf[used_in..have_in], &mut chunk[filled..], MZFlush::None);
+                let r = inflate(
+                    &mut state,
+                    &buf[used_in..have_in],
+                    &mut chunk[filled..],
+                    MZFlush::None,
+                );
                 used_in += r.bytes_consumed;
                 filled += r.bytes_written;
                 match r.status {
                     Ok(MZStatus::StreamEnd) => done = true,
-                    Ok(_) if eof && used_in == have_in && r.bytes_written == 0 && filled < chunk.len() => {
+                    Ok(_)
+                        if eof
+                            && used_in == have_in
+                            && r.bytes_written == 0
+                            && filled < chunk.len() =>
+                    {
                         return Err(InstallError::Payload("compressed stream ends early".into()))
                     }
                     Ok(_) => {}
@@ -177,11 +226,17 @@ pub fn write_slot(
         }
     }
     if written != header.image_size || index != header.chunks.len() {
-        return Err(InstallError::Payload(format!("payload gave {written} bytes, the header says {}", header.image_size)));
+        return Err(InstallError::Payload(format!(
+            "payload gave {written} bytes, the header says {}",
+            header.image_size
+        )));
     }
     out.sync_all().map_err(write_err)?;
     read_back(&out, header).map_err(|e| match e {
-        ReadBack::Io(source) => InstallError::Write { path: slot.to_path_buf(), source },
+        ReadBack::Io(source) => InstallError::Write {
+            path: slot.to_path_buf(),
+            source,
+        },
         ReadBack::Mismatch => BundleError::Image.into(),
     })
 }
@@ -197,8 +252,10 @@ fn read_back(out: &File, header: &BundleHeader) -> Result<(), ReadBack> {
     let mut buf = vec![0u8; READ_STEP];
     let mut offset = 0u64;
     while offset < header.image_size {
-        let n = usize::try_from((header.image_size - offset).min(READ_STEP as u64)).unwrap_or(READ_STEP);
-        out.read_exact_at(&mut buf[..n], offset).map_err(ReadBack::Io)?;
+        let n = usize::try_from((header.image_size - offset).min(READ_STEP as u64))
+            .unwrap_or(READ_STEP);
+        out.read_exact_at(&mut buf[..n], offset)
+            .map_err(ReadBack::Io)?;
         ctx.update(&buf[..n]);
         offset += n as u64;
     }
@@ -258,11 +315,20 @@ mod tests {
         for (i, b) in image.iter_mut().enumerate().take(50_000) {
             *b = (i * 7 % 251) as u8;
         }
-        Fixture { dir: tempfile::tempdir().unwrap(), trust, key, image }
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            trust,
+            key,
+            image,
+        }
     }
 
     /// Build a bundle file (the same way `outpost bundle build` does).
-    fn bundle(f: &Fixture, version: &str, tamper: impl Fn(&mut BundleHeader, &mut Vec<u8>)) -> PathBuf {
+    fn bundle(
+        f: &Fixture,
+        version: &str,
+        tamper: impl Fn(&mut BundleHeader, &mut Vec<u8>),
+    ) -> PathBuf {
         use std::io::Write;
         let chunk_size = 4096u32;
         let mut enc = miniz_oxide::deflate::compress_to_vec(&f.image, 6);
@@ -272,9 +338,21 @@ mod tests {
             min_version: "0.1.0".into(),
             build_time: 0,
             image_size: f.image.len() as u64,
-            image_sha256: ring::digest::digest(&ring::digest::SHA256, &f.image).as_ref().try_into().unwrap(),
+            image_sha256: ring::digest::digest(&ring::digest::SHA256, &f.image)
+                .as_ref()
+                .try_into()
+                .unwrap(),
             chunk_size,
-            chunks: f.image.chunks(chunk_size as usize).map(|c| ring::digest::digest(&ring::digest::SHA256, c).as_ref().try_into().unwrap()).collect(),
+            chunks: f
+                .image
+                .chunks(chunk_size as usize)
+                .map(|c| {
+                    ring::digest::digest(&ring::digest::SHA256, c)
+                        .as_ref()
+                        .try_into()
+                        .unwrap()
+                })
+                .collect(),
             compression: Compression::Deflate,
             payload_size: 0,
         };
@@ -307,7 +385,10 @@ mod tests {
         let untouched = std::fs::read(&s).unwrap();
         // A chunk whose data does not match its hash: refused at that chunk.
         let b = bundle(&f, "1.1.0", |h, _| h.chunks[3][0] ^= 1);
-        assert!(matches!(install(&f, &b, &s), Err(InstallError::Bundle(BundleError::Chunk { index: 3 }))));
+        assert!(matches!(
+            install(&f, &b, &s),
+            Err(InstallError::Bundle(BundleError::Chunk { index: 3 }))
+        ));
         // Payload bytes flipped after signing: inflate or a chunk hash fails.
         let b = bundle(&f, "1.1.1", |_, p| {
             let mid = p.len() / 2;
@@ -323,15 +404,28 @@ mod tests {
         let b = bundle(&f, "1.1.2", |_, _| {});
         let bytes = std::fs::read(&b).unwrap();
         std::fs::write(&b, &bytes[..bytes.len() - 10]).unwrap();
-        assert!(matches!(verify(&b, &f.trust, false), Err(InstallError::Bundle(BundleError::Truncated(_)))));
+        assert!(matches!(
+            verify(&b, &f.trust, false),
+            Err(InstallError::Bundle(BundleError::Truncated(_)))
+        ));
         // Downgrade.
         let b = bundle(&f, "0.9.0", |_, _| {});
-        assert!(matches!(verify(&b, &f.trust, false), Err(InstallError::Bundle(BundleError::Downgrade { .. }))));
+        assert!(matches!(
+            verify(&b, &f.trust, false),
+            Err(InstallError::Bundle(BundleError::Downgrade { .. }))
+        ));
         assert!(verify(&b, &f.trust, true).is_ok());
         // Wrong key.
         let b = bundle(&f, "1.2.0", |_, _| {});
-        let other = Trust { keys: vec![[9; 32]], board: "qemu-virt".into(), running_version: "1.0.0".into() };
-        assert!(matches!(verify(&b, &other, false), Err(InstallError::Bundle(BundleError::Signature))));
+        let other = Trust {
+            keys: vec![[9; 32]],
+            board: "qemu-virt".into(),
+            running_version: "1.0.0".into(),
+        };
+        assert!(matches!(
+            verify(&b, &other, false),
+            Err(InstallError::Bundle(BundleError::Signature))
+        ));
         // Chunks before the bad one may have been written, but never a bad chunk:
         // the first 3 chunks equal the image, the rest is untouched.
         let now = std::fs::read(&s).unwrap();
@@ -346,17 +440,25 @@ mod tests {
         install(&f, &b, &s).unwrap();
         let now = std::fs::read(&s).unwrap();
         assert_eq!(&now[..f.image.len()], &f.image[..]);
-        assert!(now[f.image.len()..].iter().all(|&b| b == 0xee), "beyond the image nothing is written");
+        assert!(
+            now[f.image.len()..].iter().all(|&b| b == 0xee),
+            "beyond the image nothing is written"
+        );
         // A slot smaller than the image is refused before writing.
         let small = f.dir.path().join("small.img");
         std::fs::write(&small, vec![0u8; 1000]).unwrap();
-        assert!(matches!(install(&f, &b, &small), Err(InstallError::SlotTooSmall { .. })));
+        assert!(matches!(
+            install(&f, &b, &small),
+            Err(InstallError::SlotTooSmall { .. })
+        ));
     }
 
     #[test]
     fn keys_file_parsing() {
         let hex = "ab".repeat(32);
-        let keys = parse_keys(&format!("# release keys\n{hex}\nnot-a-key\n\n{hex} # second\n"));
+        let keys = parse_keys(&format!(
+            "# release keys\n{hex}\nnot-a-key\n\n{hex} # second\n"
+        ));
         assert_eq!(keys, vec![[0xab; 32], [0xab; 32]]);
         assert!(parse_keys("zz").is_empty());
     }

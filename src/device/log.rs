@@ -7,9 +7,9 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Metadata;
+use tracing::{Event, Level, Subscriber};
 
 use crate::wire::{LogLevel, LogLine};
 
@@ -117,7 +117,9 @@ impl Subscriber for RingSubscriber {
         *metadata.level() <= self.max_level
     }
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
-        Some(tracing::level_filters::LevelFilter::from_level(self.max_level))
+        Some(tracing::level_filters::LevelFilter::from_level(
+            self.max_level,
+        ))
     }
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
         Id::from_u64(1)
@@ -161,7 +163,11 @@ impl Subscriber for RingSubscriber {
 /// Install the global logger; returns the ring the API reads from.
 pub fn init(console: bool, max_level: Level) -> LogRing {
     let ring = LogRing::new();
-    let subscriber = RingSubscriber { ring: ring.clone(), console, max_level };
+    let subscriber = RingSubscriber {
+        ring: ring.clone(),
+        console,
+        max_level,
+    };
     // Fails only if a logger is already set (tests); the ring is still usable.
     let _ = tracing::subscriber::set_global_default(subscriber);
     ring

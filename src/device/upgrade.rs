@@ -37,7 +37,13 @@ pub enum After {
 
 impl Ab {
     pub fn new(slots: Arc<Slots>, devices: [PathBuf; 2], trust: Trust, data_dir: PathBuf) -> Self {
-        Self { slots, devices, trust, data_dir, busy: Mutex::new(false) }
+        Self {
+            slots,
+            devices,
+            trust,
+            data_dir,
+            busy: Mutex::new(false),
+        }
     }
 
     fn device(&self, slot: Slot) -> &Path {
@@ -54,8 +60,12 @@ impl Ab {
             if st.booted == Some(slot) {
                 return Some(self.trust.running_version.clone());
             }
-            let path = self.data_dir.join(SLOT_VERSION_FILE.replace("{}", slot.name()));
-            super::status::read_small(&path).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+            let path = self
+                .data_dir
+                .join(SLOT_VERSION_FILE.replace("{}", slot.name()));
+            super::status::read_small(&path)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
         };
         let slots = st
             .slots
@@ -79,8 +89,15 @@ impl Ab {
         }
         if let Some(b) = super::status::read_small(&self.data_dir.join(LAST_BOOT_FILE)) {
             if b.contains("fallback = true") {
-                let reason = b.lines().find_map(|l| l.strip_prefix("reason = ")).unwrap_or("\"\"").trim_matches('"');
-                events.push(format!("this boot fell back to {}: {reason}", st.booted.map(|s| s.name()).unwrap_or("?")));
+                let reason = b
+                    .lines()
+                    .find_map(|l| l.strip_prefix("reason = "))
+                    .unwrap_or("\"\"")
+                    .trim_matches('"');
+                events.push(format!(
+                    "this boot fell back to {}: {reason}",
+                    st.booted.map(|s| s.name()).unwrap_or("?")
+                ));
             }
         }
         SlotsInfo {
@@ -100,36 +117,58 @@ impl Ab {
         after: After,
         done: impl FnOnce(After) + Send + 'static,
     ) -> Result<(), WireError> {
-        let booted = self.slots.booted().ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
+        let booted = self
+            .slots
+            .booted()
+            .ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
         let target = booted.other();
-        let (header, payload_at) = install::verify(&bundle, &self.trust, force).map_err(|e| WireError::Invalid(e.to_string()))?;
+        let (header, payload_at) = install::verify(&bundle, &self.trust, force)
+            .map_err(|e| WireError::Invalid(e.to_string()))?;
         {
             let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
             if *busy {
-                return Err(WireError::Invalid("an upgrade is already being installed".into()));
+                return Err(WireError::Invalid(
+                    "an upgrade is already being installed".into(),
+                ));
             }
             *busy = true;
         }
         let ab = self.clone();
         tracing::info!("upgrade: installing {} into slot {target}", header.version);
-        let spawned = std::thread::Builder::new().name("install".into()).spawn(move || {
-            let result = ab.install(&bundle, &header, payload_at, target);
-            *ab.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
-            match result {
-                Ok(()) => {
-                    ab.record(&format!("installed {} in slot {target}; switching to it", header.version));
-                    done(after);
+        let spawned = std::thread::Builder::new()
+            .name("install".into())
+            .spawn(move || {
+                let result = ab.install(&bundle, &header, payload_at, target);
+                *ab.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
+                match result {
+                    Ok(()) => {
+                        ab.record(&format!(
+                            "installed {} in slot {target}; switching to it",
+                            header.version
+                        ));
+                        done(after);
+                    }
+                    Err(e) => {
+                        tracing::error!("upgrade: {e}");
+                        ab.record(&format!(
+                            "install of {} into slot {target} failed: {e}",
+                            header.version
+                        ));
+                    }
                 }
-                Err(e) => {
-                    tracing::error!("upgrade: {e}");
-                    ab.record(&format!("install of {} into slot {target} failed: {e}", header.version));
-                }
-            }
-        });
-        spawned.map(|_| ()).map_err(|e| WireError::Device(format!("starting the install: {e}")))
+            });
+        spawned
+            .map(|_| ())
+            .map_err(|e| WireError::Device(format!("starting the install: {e}")))
     }
 
-    fn install(&self, bundle: &Path, header: &crate::bundle::format::BundleHeader, payload_at: u64, target: Slot) -> Result<(), String> {
+    fn install(
+        &self,
+        bundle: &Path,
+        header: &crate::bundle::format::BundleHeader,
+        payload_at: u64,
+        target: Slot,
+    ) -> Result<(), String> {
         let device = self.device(target).to_path_buf();
         let mut last_pct = 0;
         install::write_slot(bundle, header, payload_at, &device, &mut |written| {
@@ -140,24 +179,40 @@ impl Ab {
             }
         })
         .map_err(|e| e.to_string())?;
-        let version_file = self.data_dir.join(SLOT_VERSION_FILE.replace("{}", target.name()));
+        let version_file = self
+            .data_dir
+            .join(SLOT_VERSION_FILE.replace("{}", target.name()));
         let _ = write_durably(&version_file, &header.version);
         // The one write that makes the new slot bootable, on trial.
-        self.slots.switch_to(target, DEFAULT_ATTEMPTS).map_err(|e| e.to_string())?;
-        tracing::info!("upgrade: slot {target} ({}) is primary on trial", header.version);
+        self.slots
+            .switch_to(target, DEFAULT_ATTEMPTS)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            "upgrade: slot {target} ({}) is primary on trial",
+            header.version
+        );
         Ok(())
     }
 
     /// Make the other slot primary, if it is good.
     pub fn rollback(&self) -> Result<(), WireError> {
         let st = self.slots.state();
-        let booted = st.booted.ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
+        let booted = st
+            .booted
+            .ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
         let other = booted.other();
-        let good = st.slots.iter().any(|s| s.slot == other && s.health == SlotHealth::Good);
+        let good = st
+            .slots
+            .iter()
+            .any(|s| s.slot == other && s.health == SlotHealth::Good);
         if !good {
-            return Err(WireError::Invalid(format!("slot {other} is not a good slot to roll back to")));
+            return Err(WireError::Invalid(format!(
+                "slot {other} is not a good slot to roll back to"
+            )));
         }
-        self.slots.rollback().map_err(|e| WireError::Device(e.to_string()))?;
+        self.slots
+            .rollback()
+            .map_err(|e| WireError::Device(e.to_string()))?;
         self.record(&format!("rolled back from {booted} to {other} on request"));
         Ok(())
     }
@@ -186,7 +241,10 @@ fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
 /// `/dev/vda1` (BOOT) → slot devices `/dev/vda2`, `/dev/vda3` (the image layout).
 pub fn slot_devices(boot_device: &str) -> Option<[PathBuf; 2]> {
     let base = boot_device.strip_suffix('1')?;
-    Some([PathBuf::from(format!("{base}2")), PathBuf::from(format!("{base}3"))])
+    Some([
+        PathBuf::from(format!("{base}2")),
+        PathBuf::from(format!("{base}3")),
+    ])
 }
 
 /// The answer to `Slots` when the A/B manager is unavailable.
@@ -201,7 +259,10 @@ mod tests {
     #[test]
     fn slot_devices_follow_the_layout() {
         let [a, b] = slot_devices("/dev/vda1").unwrap();
-        assert_eq!((a.to_str().unwrap(), b.to_str().unwrap()), ("/dev/vda2", "/dev/vda3"));
+        assert_eq!(
+            (a.to_str().unwrap(), b.to_str().unwrap()),
+            ("/dev/vda2", "/dev/vda3")
+        );
         let [a, _] = slot_devices("/dev/mmcblk0p1").unwrap();
         assert_eq!(a.to_str().unwrap(), "/dev/mmcblk0p2");
         assert!(slot_devices("/dev/vda4").is_none());

@@ -38,7 +38,11 @@ pub fn build(opts: &BundleOptions) -> Result<BundleReport> {
     let build_time = image::build_time()?;
     // The FAT volume id only has to be stable per release.
     let volume_id = u32::from_le_bytes(
-        ring::digest::digest(&ring::digest::SHA256, format!("{} {}", opts.board.name, opts.version).as_bytes()).as_ref()[..4]
+        ring::digest::digest(
+            &ring::digest::SHA256,
+            format!("{} {}", opts.board.name, opts.version).as_bytes(),
+        )
+        .as_ref()[..4]
             .try_into()
             .unwrap_or_default(),
     );
@@ -51,7 +55,12 @@ pub fn build(opts: &BundleOptions) -> Result<BundleReport> {
         volume_id,
     })?;
     let image = trim(&slot.image, DEFAULT_CHUNK as usize);
-    let release = Release { board: opts.board.name.clone(), version: opts.version.clone(), min_version: opts.min_version.clone(), build_time };
+    let release = Release {
+        board: opts.board.name.clone(),
+        version: opts.version.clone(),
+        min_version: opts.min_version.clone(),
+        build_time,
+    };
     sign_image(image, &release, &key, &opts.output)
 }
 
@@ -64,7 +73,12 @@ pub struct Release {
 }
 
 /// Compress, hash and sign a slot image into a bundle file.
-pub fn sign_image(image: &[u8], release: &Release, key: &ring::signature::Ed25519KeyPair, output: &Path) -> Result<BundleReport> {
+pub fn sign_image(
+    image: &[u8],
+    release: &Release,
+    key: &ring::signature::Ed25519KeyPair,
+    output: &Path,
+) -> Result<BundleReport> {
     let chunks: Vec<[u8; 32]> = image.chunks(DEFAULT_CHUNK as usize).map(sha256).collect();
     let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(image).context("compressing the slot image")?;
@@ -86,9 +100,11 @@ pub fn sign_image(image: &[u8], release: &Release, key: &ring::signature::Ed2551
     let signature = key.sign(&signed);
 
     let tmp = output.with_extension("bundle.tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     for part in [&signed[..], signature.as_ref(), &payload] {
-        file.write_all(part).with_context(|| format!("writing {}", tmp.display()))?;
+        file.write_all(part)
+            .with_context(|| format!("writing {}", tmp.display()))?;
     }
     file.sync_all()?;
     std::fs::rename(&tmp, output).with_context(|| format!("writing {}", output.display()))?;

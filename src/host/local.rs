@@ -61,9 +61,23 @@ pub enum BundleCommand {
 }
 
 pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
-    let BundleCommand::Build { board, site, version, min_version, out, init } = cmd;
+    let BundleCommand::Build {
+        board,
+        site,
+        version,
+        min_version,
+        out,
+        init,
+    } = cmd;
     let init_binary = init.unwrap_or_else(default_init);
-    let opts = super::bundle::BundleOptions { board: Board::load(&boards_dir(), &board)?, site_dir: site, init_binary, version, min_version, output: out };
+    let opts = super::bundle::BundleOptions {
+        board: Board::load(&boards_dir(), &board)?,
+        site_dir: site,
+        init_binary,
+        version,
+        min_version,
+        output: out,
+    };
     let report = super::bundle::build(&opts)?;
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&report)?);

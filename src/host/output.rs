@@ -165,7 +165,10 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
             println!("BOOTED    {}   PRIMARY {}", info.booted, info.primary);
             for slot in &info.slots {
                 let version = slot.version.as_deref().unwrap_or("-");
-                println!("SLOT {}    {:<7} attempts left {}   version {version}", slot.name, slot.state, slot.attempts_left);
+                println!(
+                    "SLOT {}    {:<7} attempts left {}   version {version}",
+                    slot.name, slot.state, slot.attempts_left
+                );
             }
             if let Some(event) = &info.last_event {
                 println!("LAST      {event}");

@@ -109,19 +109,39 @@ impl Site {
     fn create_release_key(&self) -> Result<()> {
         use ring::signature::KeyPair;
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("generating the release key"))?;
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("release key"))?;
-        write_secret(&self.dir.join("release.key"), &pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())))?;
-        let hex: String = pair.public_key().as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        write_file(&self.dir.join("release.pub"), &format!("# Outpost release key of site {}\n{hex}\n", self.name))
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| anyhow::anyhow!("generating the release key"))?;
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|_| anyhow::anyhow!("release key"))?;
+        write_secret(
+            &self.dir.join("release.key"),
+            &pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
+        )?;
+        let hex: String = pair
+            .public_key()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        write_file(
+            &self.dir.join("release.pub"),
+            &format!("# Outpost release key of site {}\n{hex}\n", self.name),
+        )
     }
 
     /// The release signing key.
     pub fn release_key(&self) -> Result<ring::signature::Ed25519KeyPair> {
         let path = self.dir.join("release.key");
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {} (sites made before release keys: see docs/upgrades.md)", path.display()))?;
-        let der = pem_decode(&text).with_context(|| format!("{} is not a PEM private key", path.display()))?;
-        ring::signature::Ed25519KeyPair::from_pkcs8(&der).map_err(|_| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (sites made before release keys: see docs/upgrades.md)",
+                path.display()
+            )
+        })?;
+        let der = pem_decode(&text)
+            .with_context(|| format!("{} is not a PEM private key", path.display()))?;
+        ring::signature::Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))
     }
 
     /// The release public keys file (hex lines) that images trust.
@@ -249,7 +269,8 @@ fn leaf_params(sans: Vec<String>) -> Result<CertificateParams> {
 
 fn pem_decode(text: &str) -> Result<Vec<u8>> {
     use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes()).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(der.secret_pkcs8_der().to_vec())
 }
 
@@ -299,10 +320,18 @@ mod tests {
         let key = site.release_key().unwrap();
         let pub_text = fs::read_to_string(site.release_pub()).unwrap();
         let hex = pub_text.lines().find(|l| !l.starts_with('#')).unwrap();
-        let raw: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let raw: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
         let sig = key.sign(b"bundle");
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &raw).verify(b"bundle", sig.as_ref()).unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(site.dir.join("release.key")).unwrap().permissions());
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &raw)
+            .verify(b"bundle", sig.as_ref())
+            .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(site.dir.join("release.key"))
+                .unwrap()
+                .permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
         assert!(Site::open(tmp.path()).is_err());
     }

@@ -161,8 +161,23 @@ pub fn run(
     if let DeviceCommand::Upload { file, format } = &cmd {
         return upload_file(connect, node, file, format.output.unwrap_or(top));
     }
-    if let DeviceCommand::Upgrade { bundle, stage, force, timeout, format } = &cmd {
-        return upgrade(connect, node, bundle, *stage, *force, *timeout, format.output.unwrap_or(top));
+    if let DeviceCommand::Upgrade {
+        bundle,
+        stage,
+        force,
+        timeout,
+        format,
+    } = &cmd
+    {
+        return upgrade(
+            connect,
+            node,
+            bundle,
+            *stage,
+            *force,
+            *timeout,
+            format.output.unwrap_or(top),
+        );
     }
     let mut client = connect()?;
     let client = &mut client;
@@ -319,12 +334,20 @@ fn upgrade(
         bar.set_length(total);
         bar.set_position(done);
     };
-    let report = upload::upload(connect, bundle, &mut progress).with_context(|| format!("uploading {} to {node}", bundle.display()))?;
+    let report = upload::upload(connect, bundle, &mut progress)
+        .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
     bar.finish_and_clear();
     let sha256 = super::bundle::file_sha256(bundle)?;
-    connect()?.call(Request::Upgrade { sha256, stage, force })?;
+    connect()?.call(Request::Upgrade {
+        sha256,
+        stage,
+        force,
+    })?;
     if format == Format::Text {
-        eprintln!("{node}: bundle uploaded ({} bytes sent); installing into the inactive slot", report.payload_bytes);
+        eprintln!(
+            "{node}: bundle uploaded ({} bytes sent); installing into the inactive slot",
+            report.payload_bytes
+        );
     }
     if stage {
         return output::print(node, &connect()?.call(Request::Slots)?, format);
@@ -336,13 +359,24 @@ fn upgrade(
         std::thread::sleep(std::time::Duration::from_secs(2));
         let now = connect().and_then(|mut c| c.call(Request::Slots));
         if let Ok(Response::Slots(s)) = &now {
-            let committed = s.booted != before.booted && s.slots.iter().any(|x| x.name == s.booted && x.state == "active");
+            let committed = s.booted != before.booted
+                && s.slots
+                    .iter()
+                    .any(|x| x.name == s.booted && x.state == "active");
             if committed {
                 return output::print(node, &Response::Slots(s.clone()), format);
             }
             let new_event = s.last_event != before.last_event;
-            if s.booted == before.booted && new_event && s.last_event.as_deref().is_some_and(|e| e.contains("failed")) {
-                bail!("{node}: upgrade failed: {}", s.last_event.clone().unwrap_or_default());
+            if s.booted == before.booted
+                && new_event
+                && s.last_event
+                    .as_deref()
+                    .is_some_and(|e| e.contains("failed"))
+            {
+                bail!(
+                    "{node}: upgrade failed: {}",
+                    s.last_event.clone().unwrap_or_default()
+                );
             }
         }
         if std::time::Instant::now() > deadline {

@@ -143,7 +143,7 @@ impl SerialTransport {
         let mut sent: Option<Instant> = None;
         let mut buf = [0u8; READ_CHUNK];
         while start.elapsed() < OPEN_TIMEOUT {
-            if sent.map_or(true, |at| at.elapsed() >= OPEN_RETRY) {
+            if sent.is_none_or(|at| at.elapsed() >= OPEN_RETRY) {
                 self.line.write_all(&open).context("sending Open")?;
                 self.line.flush()?;
                 sent = Some(Instant::now());

@@ -198,7 +198,10 @@ mod tests {
     #[test]
     fn non_minimal_length_is_refused() {
         let mut dec = FrameDecoder::<64>::default();
-        assert_eq!(frames_of(&mut dec, &[0x83, 0x00, 1, 2, 3]), Err(FrameError::BadLength));
+        assert_eq!(
+            frames_of(&mut dec, &[0x83, 0x00, 1, 2, 3]),
+            Err(FrameError::BadLength)
+        );
     }
 
     #[test]

@@ -125,7 +125,11 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             .map_err(WireError::from),
         // Upgrades and rollback arrive with the A/B slot manager.
         Request::Slots => Ok(Response::Slots(ab(ctx)?.info())),
-        Request::Upgrade { sha256, stage, force } => upgrade(ctx, sha256, *stage, *force),
+        Request::Upgrade {
+            sha256,
+            stage,
+            force,
+        } => upgrade(ctx, sha256, *stage, *force),
         Request::Rollback => {
             ab(ctx)?.rollback()?;
             power(ctx, PowerRequest::Reboot)
@@ -139,13 +143,21 @@ fn ab(ctx: &ApiContext) -> Result<&std::sync::Arc<crate::device::upgrade::Ab>, W
 
 /// Install an uploaded bundle: checked now, written on a thread, then (unless
 /// staged) a reboot into the new slot on trial.
-fn upgrade(ctx: &ApiContext, sha256: &[u8; 32], stage: bool, force: bool) -> Result<Response, WireError> {
+fn upgrade(
+    ctx: &ApiContext,
+    sha256: &[u8; 32],
+    stage: bool,
+    force: bool,
+) -> Result<Response, WireError> {
     let ab = ab(ctx)?;
-    let bundle = ctx
-        .uploads
-        .artifact(sha256)
-        .ok_or_else(|| WireError::Invalid("no uploaded bundle with that SHA-256: upload it first".into()))?;
-    let after = if stage { crate::device::upgrade::After::Stay } else { crate::device::upgrade::After::Reboot };
+    let bundle = ctx.uploads.artifact(sha256).ok_or_else(|| {
+        WireError::Invalid("no uploaded bundle with that SHA-256: upload it first".into())
+    })?;
+    let after = if stage {
+        crate::device::upgrade::After::Stay
+    } else {
+        crate::device::upgrade::After::Reboot
+    };
     let power = ctx.power.clone();
     ab.upgrade(bundle, force, after, move |after| {
         if after == crate::device::upgrade::After::Reboot {

@@ -694,7 +694,7 @@ mod tests {
             body: payload.to_vec(),
         }
         .encode(sequence);
-        out.extend(std::iter::repeat(0).take(padding(out.len())));
+        out.extend(std::iter::repeat_n(0, padding(out.len())));
         out
     }
 
@@ -705,7 +705,7 @@ mod tests {
             .to_vec();
         out.extend(kind.to_ne_bytes());
         out.extend(value);
-        out.extend(std::iter::repeat(0).take(padding(value.len())));
+        out.extend(std::iter::repeat_n(0, padding(value.len())));
         out
     }
 

@@ -93,7 +93,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         build_time,
         volume_id: fat::volume_id(&opts.hostname, layout.slot_a.label),
     })?;
-    let (kpkg, kern, modules, manifest, slot_a) = (slot.kernel_package, slot.kernel, slot.modules, slot.manifest, slot.image);
+    let (kpkg, kern, modules, manifest, slot_a) = (
+        slot.kernel_package,
+        slot.kernel,
+        slot.modules,
+        slot.manifest,
+        slot.image,
+    );
 
     let vol = |p: &Partition| fat::Volume {
         label: p.label,
@@ -202,7 +208,11 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     kernel::check_layout(&image, &board.uboot)?;
     let mut tree = kmod::Tree::open(&kern.modules_dir)?;
     let modules = tree.select(&board.modules)?;
-    let release = Release { board: board.name.clone(), version: inputs.version.to_owned(), build_time };
+    let release = Release {
+        board: board.name.clone(),
+        version: inputs.version.to_owned(),
+        build_time,
+    };
     let builtin = read_optional(&kern.modules_dir.join("modules.builtin"), 1 << 20)?;
     let initrd = initramfs::build(&initramfs::Inputs {
         init: &init,
@@ -213,7 +223,11 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         release_keys: release_keys.as_deref(),
     })?;
     let boot_env = boot_env(board, inputs.version);
-    let payload: [(&str, &[u8]); 3] = [(KERNEL_FILE, &image.gz), (INITRD_FILE, &initrd), (BOOT_ENV_FILE, boot_env.as_bytes())];
+    let payload: [(&str, &[u8]); 3] = [
+        (KERNEL_FILE, &image.gz),
+        (INITRD_FILE, &initrd),
+        (BOOT_ENV_FILE, boot_env.as_bytes()),
+    ];
     let manifest = Manifest {
         board: board.name.clone(),
         version: inputs.version.to_owned(),
@@ -221,7 +235,11 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         kernel_package: kpkg.label(),
         files: payload
             .iter()
-            .map(|(name, data)| FileEntry { name: (*name).into(), size: data.len() as u64, sha256: sha256_hex(data) })
+            .map(|(name, data)| FileEntry {
+                name: (*name).into(),
+                size: data.len() as u64,
+                sha256: sha256_hex(data),
+            })
             .collect(),
     };
     let manifest_text = manifest.to_toml();
@@ -236,7 +254,13 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         time: build_time,
     };
     let image = fat::build(&vol, &slot_files).context("building the slot filesystem")?;
-    Ok(SlotImage { image, manifest, kernel_package: kpkg, kernel: kern, modules })
+    Ok(SlotImage {
+        image,
+        manifest,
+        kernel_package: kpkg,
+        kernel: kern,
+        modules,
+    })
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
