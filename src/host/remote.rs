@@ -189,7 +189,7 @@ pub fn run(
             })?,
             pick(&f),
         ),
-        DeviceCommand::Status(f) => (client.call(Request::Status)?, pick(&f)),
+        DeviceCommand::Status(f) => return status(client, node, pick(&f)),
         DeviceCommand::Logs {
             service,
             lines,
@@ -269,6 +269,31 @@ pub fn run(
         DeviceCommand::Upload { .. } | DeviceCommand::Upgrade { .. } => return Ok(()),
     };
     output::print(node, &response, format)
+}
+
+/// `status` shows the A/B slots too: both requests go out at once (one round
+/// trip); a device without slots answers the second with an error, left out.
+fn status(client: &mut Client, node: &str, format: Format) -> Result<()> {
+    let mut answers = client
+        .pipeline(vec![Request::Status, Request::Slots])?
+        .into_iter();
+    let status = answers
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no answer to status"))??;
+    let slots = answers.next().and_then(Result::ok);
+    if format == Format::Json {
+        let mut v = serde_json::to_value(&status)?;
+        if let (Some(obj), Some(Response::Slots(info))) = (v.as_object_mut(), &slots) {
+            obj.insert("Slots".into(), serde_json::to_value(info)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    output::print(node, &status, format)?;
+    if let Some(slots) = slots {
+        output::print(node, &slots, format)?;
+    }
+    Ok(())
 }
 
 fn ping(client: &mut Client, node: &str, count: u16, format: Format) -> Result<()> {
