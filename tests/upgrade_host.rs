@@ -270,3 +270,55 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn an_upload_cut_at_half_resumes_and_the_install_matches() {
+    use outpost::host::linkemu::{LinkConfig, LinkEmu};
+    let dev = start();
+    // Put a link emulator between the CLI and the device: the first
+    // connection (the CLI's `slots` query) passes, the second (the upload)
+    // is cut half-way through the bundle, later ones pass.
+    let cli = std::fs::read_to_string(dev.path("cli.toml")).unwrap();
+    let port: u16 = cli
+        .split("address = \"127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let img = image(7);
+    let b = bundle(
+        &dev,
+        "v1.5.bundle",
+        "1.5.0",
+        &img,
+        &dev.site.release_key().unwrap(),
+    );
+    let half = std::fs::metadata(&b).unwrap().len() / 2;
+    let mut config = LinkConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    config.cut_up = vec![u64::MAX, half];
+    let emu = LinkEmu::start(config).unwrap();
+    std::fs::write(
+        dev.path("cli.toml"),
+        cli.replace(&format!("127.0.0.1:{port}"), &emu.addr().to_string()),
+    )
+    .unwrap();
+
+    let out = dev.outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conns = emu.connections();
+    assert!(conns.iter().any(|c| c.cut), "the link was cut: {conns:?}");
+    let s = dev.slots();
+    assert_eq!(
+        (s["booted"].as_str(), s["slots"][1]["version"].as_str()),
+        (Some("B"), Some("1.5.0")),
+        "{s}"
+    );
+    assert_eq!(&slot_file(&dev, "B")[..img.len()], &img[..]);
+}
