@@ -194,6 +194,11 @@ impl Ab {
         Ok(())
     }
 
+    /// An install is writing a slot now (a reboot would cut it short).
+    pub fn installing(&self) -> bool {
+        *self.busy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Make the other slot primary, if it is good.
     pub fn rollback(&self) -> Result<(), WireError> {
         let st = self.slots.state();

@@ -375,7 +375,29 @@ fn upgrade(
         );
     }
     if stage {
-        return output::print(node, &connect()?.call(Request::Slots)?, format);
+        // Wait for the install to finish: the other slot then carries the
+        // new version, on trial, for the next reboot.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            if let Ok(Response::Slots(s)) = connect().and_then(|mut c| c.call(Request::Slots)) {
+                if s.last_event != before.last_event {
+                    if s.last_event
+                        .as_deref()
+                        .is_some_and(|e| e.contains("failed"))
+                    {
+                        bail!(
+                            "{node}: upgrade failed: {}",
+                            s.last_event.clone().unwrap_or_default()
+                        );
+                    }
+                    return output::print(node, &Response::Slots(s), format);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("{node}: the install did not finish within {timeout} s");
+            }
+        }
     }
     // The device installs, switches and reboots; wait for it to come back on
     // the other slot, healthy (marked good by its own health checks).
@@ -396,7 +418,7 @@ fn upgrade(
                 && new_event
                 && s.last_event
                     .as_deref()
-                    .is_some_and(|e| e.contains("failed"))
+                    .is_some_and(|e| e.contains("failed") || e.contains("fell back"))
             {
                 bail!(
                     "{node}: upgrade failed: {}",

@@ -255,6 +255,12 @@ fn status(ctx: &ApiContext) -> Status {
 }
 
 fn power(ctx: &ApiContext, what: PowerRequest) -> Result<Response, WireError> {
+    if ctx.ab.get().is_some_and(|ab| ab.installing()) {
+        return Err(WireError::Invalid(
+            "an upgrade is being written to the inactive slot; retry when `slots` shows it done"
+                .into(),
+        ));
+    }
     ctx.power
         .try_send(what)
         .map(|()| Response::Accepted)
