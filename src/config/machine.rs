@@ -14,7 +14,7 @@ pub enum ConfigError {
     Field { field: &'static str, reason: String },
 }
 
-fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(super) fn field(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field,
         reason: reason.into(),
@@ -29,6 +29,9 @@ pub struct MachineConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Supervised services (`[[services]]`), see `services.rs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<super::services::ServiceConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +84,7 @@ impl MachineConfig {
             hostname: hostname.to_owned(),
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
+            services: Vec::new(),
         }
     }
 
@@ -110,6 +114,7 @@ impl MachineConfig {
                 "must be a Linux interface name (at most 15 characters, no '/' or spaces)",
             ));
         }
+        super::services::validate_services(&self.services)?;
         match self.network.mode {
             NetworkMode::Dhcp => {
                 if self.network.address.is_some() || self.network.gateway.is_some() {

@@ -5,6 +5,7 @@
 mod diff;
 mod machine;
 mod release;
+pub mod services;
 
 pub use diff::diff;
 pub use machine::{
@@ -12,6 +13,10 @@ pub use machine::{
     NetworkMode,
 };
 pub use release::{Release, RELEASE_PATH};
+pub use services::{
+    start_order, validate_services, HealthConfig, HealthKind, Limits, RestartPolicy, ServiceConfig,
+    MAX_SERVICES,
+};
 
 /// Largest machine config file accepted (bytes): a config is a few hundred bytes;
 /// anything near this is not one.

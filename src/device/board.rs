@@ -12,9 +12,11 @@ use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::mounts::DATA_MOUNT;
+use super::services::cgroup::{Cgroups, CGROUP_ROOT};
+use super::services::Supervisor;
 use super::slots::commit::{self, Committed, Health};
 use super::slots::{BlockBackend, Slots};
-use super::sys::{RealSys, RebootMode, Sys};
+use super::sys::{MsFlags, RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
 use super::{
@@ -130,7 +132,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     let healthy = start_commit_deadline(&ex, &sys, &args, watchdog.clone());
 
     let registry = reaper::ChildRegistry::new();
-    ex.spawn(reaper::run(sys.clone(), registry)).detach();
+    ex.spawn(reaper::run(sys.clone(), registry.clone()))
+        .detach();
 
     let release = read_release(&*sys);
     let data = args.data.clone().unwrap_or_default();
@@ -168,6 +171,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
         ab: std::sync::OnceLock::new(),
+        services: std::sync::OnceLock::new(),
     });
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
     let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
@@ -187,10 +191,12 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Some(tty) = &args.serial {
         start_serial(&ex, Path::new(tty), ctx.clone());
     }
+    let services_healthy = start_services(&ex, &*sys, &config, registry, &ctx, init_start).await;
     let health = Health {
         data_mounted: sys.is_mountpoint(DATA_MOUNT),
         config_loaded: true,
         api_listening,
+        services_healthy,
     };
     if let Some(slots) = commit_slot(&args, health, &healthy, watchdog.as_deref()) {
         attach_ab(&ctx, slots, &args);
@@ -214,6 +220,61 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
     }
+}
+
+/// How long before the commit deadline the boot stops waiting for services'
+/// health checks (the commit itself takes well under a second).
+const SERVICES_HEALTH_MARGIN: Duration = Duration::from_secs(5);
+
+/// Start the configured services (after the API, so a broken service never
+/// hides the board) and wait, until shortly before the commit deadline, for
+/// those with a health check to pass it. Returns whether they all did.
+async fn start_services(
+    ex: &Arc<Executor<'static>>,
+    sys: &dyn Sys,
+    config: &MachineConfig,
+    registry: reaper::ChildRegistry,
+    ctx: &ApiContext,
+    init_start: u64,
+) -> bool {
+    if config.services.is_empty() {
+        return true;
+    }
+    let cgroups = match mount_cgroup2(sys)
+        .map_err(|e| e.to_string())
+        .and_then(|()| Cgroups::open(Path::new(CGROUP_ROOT)).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("services: cgroups unavailable ({e}); limits are not applied");
+            Cgroups::disabled()
+        }
+    };
+    let sup = Supervisor::start(ex, config.services.clone(), cgroups, registry);
+    let _ = ctx.services.set(sup.clone());
+    let spent = Duration::from_millis(log::uptime_ms().saturating_sub(init_start));
+    let budget = commit::COMMIT_DEADLINE
+        .saturating_sub(spent)
+        .saturating_sub(SERVICES_HEALTH_MARGIN);
+    let unhealthy = sup.wait_healthy(budget).await;
+    if !unhealthy.is_empty() {
+        tracing::error!("services not healthy: {}", unhealthy.join(", "));
+    }
+    unhealthy.is_empty()
+}
+
+/// The cgroup v2 hierarchy at /sys/fs/cgroup (sysfs provides the directory).
+fn mount_cgroup2(sys: &dyn Sys) -> Result<(), super::sys::SysError> {
+    if sys.is_mountpoint(CGROUP_ROOT) {
+        return Ok(());
+    }
+    sys.mount(
+        Some("cgroup2"),
+        CGROUP_ROOT,
+        Some("cgroup2"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
 }
 
 /// Give the API the A/B manager: slot devices next to BOOT, release keys

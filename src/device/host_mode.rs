@@ -153,6 +153,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     {
         release.version = v.trim().to_owned();
     }
+    let services = config.services.clone();
     let (power_tx, power_rx) = smol::channel::bounded(1);
     let ctx = Arc::new(ApiContext {
         hostname: config.hostname.clone(),
@@ -167,6 +168,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         data_dir: opts.data_dir.clone(),
         uploads: Uploads::new(&opts.data_dir),
         ab: std::sync::OnceLock::new(),
+        services: std::sync::OnceLock::new(),
     });
     if let (Some((slots, booted)), Some(dir)) = (sim, &opts.slots) {
         // Host mode is healthy once the API is up: mark the slot good then.
@@ -199,8 +201,17 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     let result = smol::block_on(ex.run(async {
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
+        // After the API, as on a board. No cgroups here (unprivileged):
+        // limits are skipped with one warning.
+        let sup = super::services::Supervisor::start(
+            &ex,
+            services,
+            super::services::cgroup::Cgroups::disabled(),
+            super::reaper::ChildRegistry::new(),
+        );
+        let _ = ctx.services.set(sup);
         if let Some(tty) = &opts.serial {
-            super::serial::start(&ex, &opts.data_dir, tty.clone(), ctx)?;
+            super::serial::start(&ex, &opts.data_dir, tty.clone(), ctx.clone())?;
         }
         let what = power_rx
             .recv()

@@ -19,17 +19,32 @@ pub const RING_LINES: usize = 2000;
 /// at RING_LINES * MAX_LINE bytes in the worst case.
 pub const MAX_LINE: usize = 512;
 
+/// What one stored line costs besides its text (the `LogLine` and the
+/// allocator's overhead), counted against a ring's byte bound.
+pub const LINE_OVERHEAD: usize = 48;
+
 /// A bounded ring of log lines, shared between the logger and the API.
-#[derive(Clone, Default)]
+/// Bounded twice: by lines and by bytes (text + [`LINE_OVERHEAD`]); the
+/// oldest lines go first and are counted.
+#[derive(Clone)]
 pub struct LogRing {
     inner: Arc<Mutex<Ring>>,
 }
 
-#[derive(Default)]
+impl Default for LogRing {
+    fn default() -> Self {
+        Self::with_limits(RING_LINES, RING_LINES * (MAX_LINE + LINE_OVERHEAD))
+    }
+}
+
 struct Ring {
     lines: VecDeque<LogLine>,
     /// Lines ever pushed: the sequence number of the next line.
     pushed: u64,
+    /// Bytes held (text + overhead per line).
+    bytes: usize,
+    max_lines: usize,
+    max_bytes: usize,
 }
 
 impl LogRing {
@@ -37,15 +52,45 @@ impl LogRing {
         Self::default()
     }
 
+    /// A ring of at most `max_lines` lines and `max_bytes` bytes.
+    pub fn with_limits(max_lines: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Ring {
+                lines: VecDeque::new(),
+                pushed: 0,
+                bytes: 0,
+                max_lines: max_lines.max(1),
+                max_bytes,
+            })),
+        }
+    }
+
     pub fn push(&self, line: LogLine) {
         // A poisoned lock only means another thread panicked mid-push; the
         // deque itself is still valid, so keep logging.
         let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if ring.lines.len() >= RING_LINES {
-            ring.lines.pop_front();
+        let cost = line.text.len() + LINE_OVERHEAD;
+        while !ring.lines.is_empty()
+            && (ring.lines.len() >= ring.max_lines || ring.bytes + cost > ring.max_bytes)
+        {
+            if let Some(old) = ring.lines.pop_front() {
+                ring.bytes = ring.bytes.saturating_sub(old.text.len() + LINE_OVERHEAD);
+            }
         }
+        ring.bytes += cost;
         ring.lines.push_back(line);
         ring.pushed += 1;
+    }
+
+    /// Lines pushed that are no longer held (dropped to stay in bounds).
+    pub fn dropped(&self) -> u64 {
+        let ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        ring.pushed - ring.lines.len() as u64
+    }
+
+    /// Bytes held (text + per-line overhead).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).bytes
     }
 
     /// The newest `n` lines, oldest first.
@@ -204,6 +249,19 @@ mod tests {
         }
         let (new, _) = ring.since(seq, usize::MAX);
         assert_eq!(new.len(), RING_LINES);
+    }
+
+    #[test]
+    fn byte_bound_holds_under_a_flood() {
+        let ring = LogRing::with_limits(10_000, 4096);
+        for i in 0..100_000 {
+            ring.push(line(&format!("{i:0>100}")));
+            assert!(ring.bytes() <= 4096);
+        }
+        let kept = ring.tail(usize::MAX);
+        assert_eq!(kept.len(), 4096 / (100 + LINE_OVERHEAD));
+        assert_eq!(kept.last().unwrap().text, format!("{:0>100}", 99_999));
+        assert_eq!(ring.dropped(), 100_000 - kept.len() as u64);
     }
 
     #[test]

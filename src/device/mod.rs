@@ -18,6 +18,7 @@ pub mod power;
 pub mod reaper;
 pub mod runtime;
 pub mod serial;
+pub mod services;
 pub mod slots;
 pub mod status;
 pub mod sys;

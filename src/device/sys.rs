@@ -601,6 +601,35 @@ mod wdioc {
     }
 }
 
+/// Make the child of `command` join a cgroup before it execs: `procs` is
+/// that cgroup's `cgroup.procs`, opened by the parent. Writing "0" moves the
+/// writing process itself, so the program never runs outside its limits (not
+/// even for the instant a write from the parent after spawn would leave).
+pub fn join_cgroup_before_exec(command: &mut std::process::Command, procs: std::os::fd::OwnedFd) {
+    cgroup_exec::join_before_exec(command, procs);
+}
+
+#[allow(unsafe_code)]
+mod cgroup_exec {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::process::CommandExt as _;
+
+    pub(super) fn join_before_exec(command: &mut std::process::Command, procs: OwnedFd) {
+        let hook = move || {
+            rustix::io::write(procs.as_fd(), b"0")
+                .map(drop)
+                .map_err(std::io::Error::from)
+        };
+        // SAFETY: the hook runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes one write(2) on an
+        // fd that was opened before the fork, allocates nothing and takes no
+        // lock. A failed write fails the spawn (the error reaches the parent).
+        unsafe {
+            command.pre_exec(hook);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,8 @@ pub struct ApiContext {
     /// The A/B slot manager, once boot has opened the boot state (unset in
     /// host mode without slots, or when BOOT is unreadable).
     pub ab: std::sync::OnceLock<std::sync::Arc<crate::device::upgrade::Ab>>,
+    /// The service supervisor, once services have been started (after the API).
+    pub services: std::sync::OnceLock<std::sync::Arc<crate::device::services::Supervisor>>,
 }
 
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
@@ -72,12 +74,20 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
         Request::Version { protocol } => version(ctx, *protocol),
         Request::Status => Ok(Response::Status(status(ctx))),
         Request::Logs {
-            service: Some(_), ..
-        }
-        | Request::Services
-        | Request::Service { .. } => {
-            // The service supervisor (issue 5) is not in this build yet.
-            Err(WireError::NotSupported)
+            service: Some(name),
+            lines,
+            ..
+        } => service_log_tail(ctx, name, *lines).map(Response::Logs),
+        Request::Services => Ok(Response::Services(
+            ctx.services.get().map(|s| s.list()).unwrap_or_default(),
+        )),
+        Request::Service { name, action } => {
+            let sup = ctx
+                .services
+                .get()
+                .ok_or_else(|| crate::device::services::unknown(name))?;
+            sup.command(name, *action)?;
+            Ok(Response::Accepted)
         }
         Request::Logs {
             service: None,
@@ -170,6 +180,33 @@ fn upgrade(
 /// The newest `lines` system log lines that fit in one frame.
 pub fn log_tail(ctx: &ApiContext, lines: u16) -> Vec<wire::LogLine> {
     fit_to_frame(ctx.log.tail(usize::from(lines).min(MAX_LOG_LINES)))
+}
+
+/// The newest `lines` lines of one service's output that fit in one frame;
+/// a first line says how many older lines the bound dropped.
+pub fn service_log_tail(
+    ctx: &ApiContext,
+    name: &str,
+    lines: u16,
+) -> Result<Vec<wire::LogLine>, WireError> {
+    let ring = ctx
+        .services
+        .get()
+        .ok_or_else(|| crate::device::services::unknown(name))?
+        .log(name)?;
+    let mut tail = fit_to_frame(ring.tail(usize::from(lines).min(MAX_LOG_LINES)));
+    let dropped = ring.dropped();
+    if dropped > 0 && usize::from(lines) > tail.len() {
+        tail.insert(
+            0,
+            wire::LogLine {
+                at_ms: tail.first().map(|l| l.at_ms).unwrap_or(0),
+                level: wire::LogLevel::Warn,
+                text: format!("[{dropped} older lines dropped: log bound]"),
+            },
+        );
+    }
+    Ok(tail)
 }
 
 fn config_path(ctx: &ApiContext) -> PathBuf {
@@ -311,6 +348,7 @@ mod tests {
             data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
             uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
             ab: std::sync::OnceLock::new(),
+            services: std::sync::OnceLock::new(),
         };
         (ctx, rx)
     }

@@ -19,7 +19,8 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, Executor, Task, Timer};
 
 use super::auth;
-use super::handlers::{handle, log_tail, ApiContext};
+use super::handlers::{handle, log_tail, service_log_tail, ApiContext};
+use crate::device::log::LogRing;
 use crate::wire::{
     encode_frame, FeedResult, FrameDecoder, Request, RequestFrame, Response, ResponseFrame, Role,
     WireError, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME,
@@ -228,7 +229,7 @@ impl Session {
         let id = req.id;
         match req.body {
             Request::Logs {
-                service: None,
+                service,
                 lines,
                 follow: true,
             } if self.role >= req.body.required_role() => {
@@ -236,12 +237,32 @@ impl Session {
                 if self.streams.len() >= MAX_STREAMS || self.streams.contains_key(&id) {
                     return self.send(id, Err(WireError::Busy)).await;
                 }
-                let task = self.ex.spawn(follow_logs(
-                    self.ctx.clone(),
-                    self.outbox.clone(),
-                    id,
-                    lines,
-                ));
+                // The ring to follow; its position before the tail is taken,
+                // so no line falls between the tail and what follows.
+                let ring = match service {
+                    None => Ok(self.ctx.log.clone()),
+                    Some(name) => self
+                        .ctx
+                        .services
+                        .get()
+                        .ok_or_else(|| crate::device::services::unknown(name))
+                        .and_then(|s| s.log(name)),
+                };
+                let ring = match ring {
+                    Ok(ring) => ring,
+                    Err(e) => return self.send(id, Err(e)).await,
+                };
+                let (_, seq) = ring.tail_with_seq(0);
+                let first = match service {
+                    None => log_tail(&self.ctx, lines),
+                    Some(name) => match service_log_tail(&self.ctx, name, lines) {
+                        Ok(first) => first,
+                        Err(e) => return self.send(id, Err(e)).await,
+                    },
+                };
+                let task = self
+                    .ex
+                    .spawn(follow_logs(ring, seq, first, self.outbox.clone(), id));
                 self.streams.insert(id, task);
             }
             Request::Cancel { id: target } => match self.streams.remove(&target) {
@@ -307,10 +328,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     writer.close().await
 }
 
-/// `logs --follow`: the tail now, then new lines as they come, until cancelled.
-async fn follow_logs(ctx: Arc<ApiContext>, outbox: Sender<Vec<u8>>, id: u32, lines: u16) {
-    let (_, mut seq) = ctx.log.tail_with_seq(0);
-    let first = log_tail(&ctx, lines);
+/// `logs --follow`: the tail now, then new lines of `ring` as they come,
+/// until cancelled.
+async fn follow_logs(
+    ring: LogRing,
+    mut seq: u64,
+    first: Vec<crate::wire::LogLine>,
+    outbox: Sender<Vec<u8>>,
+    id: u32,
+) {
     if outbox
         .send(frame(id, Ok(Response::Logs(first))))
         .await
@@ -321,7 +347,7 @@ async fn follow_logs(ctx: Arc<ApiContext>, outbox: Sender<Vec<u8>>, id: u32, lin
     loop {
         Timer::after(FOLLOW_INTERVAL).await;
         // At most a frame's worth per tick; the rest follows next tick.
-        let (new, next) = ctx.log.since(seq, 100);
+        let (new, next) = ring.since(seq, 100);
         seq = next;
         if !new.is_empty()
             && outbox

@@ -1,5 +1,6 @@
 //! Commit or fall back: once this boot is healthy (API listening, DATA
-//! mounted, machine config loaded), mark the booted slot good, which gives
+//! mounted, machine config loaded, every service that has a health check
+//! healthy), mark the booted slot good, which gives
 //! its attempts back. Not healthy within [`COMMIT_DEADLINE`] of init's start:
 //! reboot, so U-Boot spends the next attempt and, when they run out, falls
 //! back to the other slot. Every boot also logs how it came about and leaves
@@ -16,12 +17,18 @@ use super::{BootRecord, Slots};
 /// ~5 s and a Pi on an SD card in ~10 s; DHCP backs off for at most ~20 s.
 pub const COMMIT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The health checks this build has (services arrive with the supervisor).
+/// The health checks this build has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Health {
     pub data_mounted: bool,
     pub config_loaded: bool,
     pub api_listening: bool,
+    /// Every configured service with a health check (tcp or exec) passed it
+    /// before the commit (boot waits for them until shortly before
+    /// [`COMMIT_DEADLINE`]). Services without a check do not count: a
+    /// crash-looping service is the operator's to fix, not a reason to
+    /// leave a slot that boots and answers.
+    pub services_healthy: bool,
 }
 
 impl Health {
@@ -36,6 +43,9 @@ impl Health {
         }
         if !self.api_listening {
             out.push("API not listening");
+        }
+        if !self.services_healthy {
+            out.push("services not healthy");
         }
         out
     }
@@ -142,6 +152,7 @@ mod tests {
         data_mounted: true,
         config_loaded: true,
         api_listening: true,
+        services_healthy: true,
     };
 
     #[test]
@@ -157,7 +168,7 @@ mod tests {
         assert_eq!(slots.read().state.a_left, 2);
         let text = std::fs::read_to_string(dir.path().join(LAST_BOOT_FILE)).unwrap();
         assert!(text.contains("marked_good = false"), "{text}");
-        assert_eq!(Health::default().failures().len(), 3);
+        assert_eq!(Health::default().failures().len(), 4);
     }
 
     #[test]
