@@ -48,9 +48,15 @@ pub enum DeviceCommand {
         #[command(flatten)]
         format: FormatArg,
     },
-    /// Supervised services.
-    #[command(subcommand)]
-    Services(ServicesCommand),
+    /// Supervised services: state, pid, restarts, last exit, uptime (the
+    /// default), or start/stop/restart one (`outpost service stop NAME`).
+    #[command(visible_alias = "service", args_conflicts_with_subcommands = true)]
+    Services {
+        #[command(subcommand)]
+        cmd: Option<ServicesCommand>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// The machine config.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -94,16 +100,19 @@ pub enum DeviceCommand {
 pub enum ServicesCommand {
     /// List services: state, pid, restarts, last exit, uptime.
     List(FormatArg),
+    /// Start a stopped or failed service (resets its back-off).
     Start {
         name: String,
         #[command(flatten)]
         format: FormatArg,
     },
+    /// SIGTERM, then SIGKILL after its grace period; stays stopped.
     Stop {
         name: String,
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Stop (as `stop`) and start again.
     Restart {
         name: String,
         #[command(flatten)]
@@ -214,24 +223,25 @@ pub fn run(
         DeviceCommand::Reboot(f) => (client.call(Request::Reboot)?, pick(&f)),
         DeviceCommand::Poweroff(f) => (client.call(Request::Poweroff)?, pick(&f)),
         DeviceCommand::Ping { count, format } => return ping(client, node, count, pick(&format)),
-        DeviceCommand::Services(cmd) => {
+        DeviceCommand::Services { cmd, format } => {
             let (request, f) = match &cmd {
-                ServicesCommand::List(f) => (Request::Services, f),
-                ServicesCommand::Start { name, format } => (
+                None => (Request::Services, &format),
+                Some(ServicesCommand::List(f)) => (Request::Services, f),
+                Some(ServicesCommand::Start { name, format }) => (
                     Request::Service {
                         name,
                         action: ServiceAction::Start,
                     },
                     format,
                 ),
-                ServicesCommand::Stop { name, format } => (
+                Some(ServicesCommand::Stop { name, format }) => (
                     Request::Service {
                         name,
                         action: ServiceAction::Stop,
                     },
                     format,
                 ),
-                ServicesCommand::Restart { name, format } => (
+                Some(ServicesCommand::Restart { name, format }) => (
                     Request::Service {
                         name,
                         action: ServiceAction::Restart,
