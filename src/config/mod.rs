@@ -15,7 +15,7 @@ pub use machine::{
 pub use release::{Release, RELEASE_PATH};
 pub use services::{
     start_order, validate_services, HealthConfig, HealthKind, Limits, RestartPolicy, ServiceConfig,
-    MAX_SERVICES,
+    EXTENSION_DIR, MAX_SERVICES,
 };
 
 /// Largest machine config file accepted (bytes): a config is a few hundred bytes;

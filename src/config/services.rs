@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::{field, ConfigError};
 
+/// Where `outpost image build --extension FILE` puts service binaries in
+/// the image (read-only, in the initramfs).
+pub const EXTENSION_DIR: &str = "/usr/lib/outpost/ext";
+
 /// Most services one board supervises: each costs a log ring (~64 KiB) and
 /// a few tasks in PID 1.
 pub const MAX_SERVICES: usize = 32;

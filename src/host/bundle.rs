@@ -16,6 +16,8 @@ pub struct BundleOptions {
     pub board: Board,
     pub site_dir: PathBuf,
     pub init_binary: PathBuf,
+    /// Service binaries for the extension directory (as `image build`).
+    pub extensions: Vec<PathBuf>,
     pub version: String,
     pub min_version: String,
     pub output: PathBuf,
@@ -53,6 +55,7 @@ pub fn build(opts: &BundleOptions) -> Result<BundleReport> {
         version: &opts.version,
         build_time,
         volume_id,
+        extensions: &opts.extensions,
     })?;
     let image = trim(&slot.image, DEFAULT_CHUNK as usize);
     let release = Release {

@@ -36,6 +36,11 @@ pub enum ImageCommand {
         /// OS version recorded in the image.
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         version: String,
+        /// A static binary for services, copied into the image's read-only
+        /// extension directory /usr/lib/outpost/ext under its file name
+        /// (repeat for more).
+        #[arg(long = "extension", value_name = "FILE")]
+        extensions: Vec<PathBuf>,
     },
 }
 
@@ -57,6 +62,10 @@ pub enum BundleCommand {
         /// The outpost-init binary (static aarch64).
         #[arg(long, env = "OUTPOST_INIT")]
         init: Option<PathBuf>,
+        /// A static binary for /usr/lib/outpost/ext (as `image build`; an
+        /// upgrade must carry the services' binaries too).
+        #[arg(long = "extension", value_name = "FILE")]
+        extensions: Vec<PathBuf>,
     },
 }
 
@@ -68,6 +77,7 @@ pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
         min_version,
         out,
         init,
+        extensions,
     } = cmd;
     let init_binary = init.unwrap_or_else(default_init);
     let opts = super::bundle::BundleOptions {
@@ -77,6 +87,7 @@ pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
         version,
         min_version,
         output: out,
+        extensions,
     };
     let report = super::bundle::build(&opts)?;
     if format == Format::Json {
@@ -145,6 +156,7 @@ pub fn image(cmd: ImageCommand, format: Format) -> Result<()> {
             out,
             init,
             version,
+            extensions,
         } => {
             let board = Board::load(&boards_dir(), &board)?;
             let init_binary = init.unwrap_or_else(default_init);
@@ -162,6 +174,7 @@ pub fn image(cmd: ImageCommand, format: Format) -> Result<()> {
                 init_binary,
                 version,
                 uboot_script: Path::new(REPO).join("uboot/boot.cmd"),
+                extensions,
             };
             let report = image::build(&opts)?;
             if format == Format::Json {

@@ -9,7 +9,7 @@ use flate2::{write::GzEncoder, Compression, GzBuilder};
 
 use super::cpio::Archive;
 use super::kmod::Selection;
-use crate::config::{Release, RELEASE_PATH};
+use crate::config::{Release, EXTENSION_DIR, RELEASE_PATH};
 
 /// Module files larger than this are not kernel modules we want at boot.
 const MAX_MODULE_BYTES: u64 = 64 << 20;
@@ -25,6 +25,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) modules_builtin: Option<&'a [u8]>,
     /// The site's release public keys (hex lines): bundles must be signed by one.
     pub(crate) release_keys: Option<&'a [u8]>,
+    /// Service binaries for `EXTENSION_DIR`: (file name, contents).
+    pub(crate) extensions: &'a [(String, Vec<u8>)],
 }
 
 /// The uncompressed archive.
@@ -47,6 +49,20 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     if let Some(keys) = inputs.release_keys {
         a.dir("etc/outpost", 0o755)?;
         a.file("etc/outpost/release-keys", 0o644, keys.to_vec())?;
+    }
+    if !inputs.extensions.is_empty() {
+        let ext = EXTENSION_DIR.trim_start_matches('/');
+        let mut path = String::new();
+        for part in ext.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            a.dir(&path, 0o755)?;
+        }
+        for (name, data) in inputs.extensions {
+            a.file(&format!("{ext}/{name}"), 0o555, data.clone())?;
+        }
     }
     let mod_dir = format!("lib/modules/{}", inputs.kernel_release);
     a.dir(&mod_dir, 0o755)?;
@@ -122,6 +138,7 @@ mod tests {
             modules: &sel,
             modules_builtin: Some(b"kernel/fs/fat/fat.ko\n"),
             release_keys: Some(b"00\n"),
+            extensions: &[("svc".into(), b"\x7fELF svc".to_vec())],
         };
         let gz = build(&inputs).unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
@@ -165,6 +182,13 @@ mod tests {
         assert!(text
             .lines()
             .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")));
+        // Extensions: read-only executables in the extension directory.
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("-r-xr-xr-x") && l.ends_with(" usr/lib/outpost/ext/svc")));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with('d') && l.ends_with(" usr/lib/outpost")));
 
         // Extract and compare the text files.
         let dir = tempfile::tempdir().unwrap();

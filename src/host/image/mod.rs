@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub version: String,
     /// The repository's `uboot/boot.cmd`.
     pub uboot_script: PathBuf,
+    /// Service binaries copied into the image's extension directory.
+    pub extensions: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +94,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         version: &opts.version,
         build_time,
         volume_id: fat::volume_id(&opts.hostname, layout.slot_a.label),
+        extensions: &opts.extensions,
     })?;
     let (kpkg, kern, modules, manifest, slot_a) = (
         slot.kernel_package,
@@ -180,6 +183,8 @@ pub struct SlotInputs<'a> {
     pub version: &'a str,
     pub build_time: u64,
     pub volume_id: u32,
+    /// Files for `EXTENSION_DIR` (static service binaries), by their name.
+    pub extensions: &'a [PathBuf],
 }
 
 /// A built slot: the FAT image (partition-sized) and what went into it.
@@ -203,6 +208,7 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     let kern = Kernel::find(&kpkg)?;
     let init = read_init(inputs.init_binary)?;
     let release_keys = read_optional(&inputs.site_dir.join("release.pub"), 16 << 10)?;
+    let extensions = read_extensions(inputs.extensions)?;
 
     let image = kernel::load(&kern.image)?;
     kernel::check_layout(&image, &board.uboot)?;
@@ -221,6 +227,7 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         modules: &modules,
         modules_builtin: builtin.as_deref(),
         release_keys: release_keys.as_deref(),
+        extensions: &extensions,
     })?;
     let boot_env = boot_env(board, inputs.version);
     let payload: [(&str, &[u8]); 3] = [
@@ -348,6 +355,34 @@ fn data_uuid(hostname: &str) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// Most extension files in one image, and the largest one: service binaries
+/// go into the initramfs, which is in RAM and must fit the slot.
+const MAX_EXTENSIONS: usize = 32;
+const MAX_EXTENSION_BYTES: u64 = 32 << 20;
+
+/// Read the extension files; each keeps its file name, which must be unique.
+fn read_extensions(paths: &[PathBuf]) -> Result<Vec<(String, Vec<u8>)>> {
+    if paths.len() > MAX_EXTENSIONS {
+        bail!("{} extension files, at most {MAX_EXTENSIONS}", paths.len());
+    }
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in paths {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .with_context(|| format!("extension {}: no usable file name", path.display()))?
+            .to_owned();
+        if out.iter().any(|(n, _)| *n == name) {
+            bail!("two extension files are named `{name}`");
+        }
+        let data = read_bounded(path, MAX_EXTENSION_BYTES)
+            .with_context(|| format!("extension {}", path.display()))?;
+        out.push((name, data));
+    }
+    Ok(out)
 }
 
 fn read_init(path: &Path) -> Result<Vec<u8>> {

@@ -112,6 +112,7 @@ fn build_once(site: &Path, out: &Path, init: &Path) -> BuildReport {
         init_binary: init.to_owned(),
         version: "0.1.0-test".into(),
         uboot_script: repo().join("uboot/boot.cmd"),
+        extensions: Vec::new(),
     })
     .unwrap()
 }
