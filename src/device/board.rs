@@ -209,6 +209,9 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         };
         // Give the `Accepted` answer time to leave before the network goes.
         smol::Timer::after(Duration::from_millis(300)).await;
+        if let Some(services) = ctx.services.get() {
+            services.stop_all().await;
+        }
         let mode = match request {
             PowerRequest::Reboot => RebootMode::Restart,
             PowerRequest::PowerOff => RebootMode::PowerOff,

@@ -219,6 +219,9 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             .map_err(|_| "power channel closed".to_owned())?;
         // Let the `Accepted` answer reach the client before we go.
         smol::Timer::after(std::time::Duration::from_millis(200)).await;
+        if let Some(services) = ctx.services.get() {
+            services.stop_all().await;
+        }
         Ok::<_, String>(what)
     }));
     match result {

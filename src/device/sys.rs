@@ -601,29 +601,34 @@ mod wdioc {
     }
 }
 
-/// Make the child of `command` join a cgroup before it execs: `procs` is
-/// that cgroup's `cgroup.procs`, opened by the parent. Writing "0" moves the
-/// writing process itself, so the program never runs outside its limits (not
-/// even for the instant a write from the parent after spawn would leave).
-pub fn join_cgroup_before_exec(command: &mut std::process::Command, procs: std::os::fd::OwnedFd) {
-    cgroup_exec::join_before_exec(command, procs);
+/// Prepare a service's child, in the child between fork and exec: it dies
+/// with its supervisor (PR_SET_PDEATHSIG: in host mode the daemon can be
+/// killed; a service must not outlive it), and, with `procs` (its cgroup's
+/// `cgroup.procs`, opened by the parent), it joins that cgroup by writing
+/// "0" — so the program never runs outside its limits, not even for the
+/// instant a write from the parent after the spawn would leave.
+pub fn service_pre_exec(command: &mut std::process::Command, procs: Option<std::os::fd::OwnedFd>) {
+    child_setup::pre_exec(command, procs);
 }
 
 #[allow(unsafe_code)]
-mod cgroup_exec {
+mod child_setup {
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::process::CommandExt as _;
 
-    pub(super) fn join_before_exec(command: &mut std::process::Command, procs: OwnedFd) {
+    pub(super) fn pre_exec(command: &mut std::process::Command, procs: Option<OwnedFd>) {
         let hook = move || {
-            rustix::io::write(procs.as_fd(), b"0")
-                .map(drop)
-                .map_err(std::io::Error::from)
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::Kill))?;
+            if let Some(fd) = &procs {
+                rustix::io::write(fd.as_fd(), b"0")?;
+            }
+            Ok(())
         };
         // SAFETY: the hook runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed: it makes one write(2) on an
-        // fd that was opened before the fork, allocates nothing and takes no
-        // lock. A failed write fails the spawn (the error reaches the parent).
+        // async-signal-safe calls are allowed: one prctl(2) and one write(2)
+        // on an fd opened before the fork; it allocates nothing and takes no
+        // lock (rustix's errno converts to io::Error without allocating). A
+        // failure fails the spawn; the error reaches the parent.
         unsafe {
             command.pre_exec(hook);
         }

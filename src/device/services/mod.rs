@@ -159,6 +159,30 @@ impl Supervisor {
         }
     }
 
+    /// Stop every service (SIGTERM, SIGKILL after its grace) and wait until
+    /// none runs, at most the longest grace period and a second: before a
+    /// reboot or power-off, so services can save their state.
+    pub async fn stop_all(&self) {
+        let (count, grace_ms) = {
+            let m = self.lock();
+            let grace = m.units.iter().map(|u| u.config.stop_grace_ms).max();
+            (m.units.len(), grace.unwrap_or(0))
+        };
+        for service in 0..count {
+            let _ = self
+                .events
+                .send(Event::Command {
+                    service,
+                    command: Command::Stop,
+                })
+                .await;
+        }
+        let deadline = Instant::now() + Duration::from_millis(grace_ms.saturating_add(1000));
+        while Instant::now() < deadline && self.lock().units.iter().any(|u| u.pid().is_some()) {
+            Timer::after(Duration::from_millis(50)).await;
+        }
+    }
+
     fn name(&self, i: usize) -> String {
         self.lock()
             .units

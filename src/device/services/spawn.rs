@@ -47,9 +47,8 @@ pub fn spawn(
     if let Some(uid) = config.user {
         command.uid(uid);
     }
-    if let Some(procs) = cgroups.prepare(&config.name, &config.limits)? {
-        sys::join_cgroup_before_exec(&mut command, procs);
-    }
+    let procs = cgroups.prepare(&config.name, &config.limits)?;
+    sys::service_pre_exec(&mut command, procs);
     let mut command = async_process::Command::from(command);
     command
         .stdin(Stdio::null())
