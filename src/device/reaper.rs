@@ -64,6 +64,21 @@ impl ChildRegistry {
         Ok(child)
     }
 
+    /// As [`Self::spawn`] for a `std` command: the supervisor waits for its
+    /// children with a pidfd (`services::child::wait`), which keeps
+    /// async-process's reaper thread and signal machinery out of PID 1.
+    pub fn spawn_std(
+        &self,
+        command: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        let mut pids = self.lock();
+        let child = command.spawn()?;
+        if let Ok(pid) = i32::try_from(child.id()) {
+            pids.insert(pid);
+        }
+        Ok(child)
+    }
+
     /// Register a pid spawned some other way (hold no other lock while calling).
     pub fn insert(&self, pid: i32) {
         self.lock().insert(pid);

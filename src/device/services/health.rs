@@ -37,27 +37,30 @@ async fn exec(check: &HealthConfig, registry: &ChildRegistry, timeout: Duration)
     let Some((program, args)) = check.command.split_first() else {
         return false;
     };
-    let mut command = async_process::Command::new(program);
+    let mut command = std::process::Command::new(program);
     command
         .args(args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(false);
-    let Ok(mut child) = registry.spawn(&mut command) else {
+        .stderr(Stdio::null());
+    let Ok(mut child) = registry.spawn_std(&mut command) else {
         return false;
     };
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let ok = {
-        let status = async { child.status().await.is_ok_and(|s| s.success()) };
+        let status = async {
+            super::child::wait(&mut child)
+                .await
+                .is_ok_and(|s| s.success())
+        };
         status.or(expire(timeout)).await
     };
     if !ok {
         let _ = child.kill();
     }
     // Collect it (it was killed if it overran) before the pid is forgotten.
-    let _ = child.status().await;
+    let _ = super::child::wait(&mut child).await;
     registry.forget(pid);
     ok
 }

@@ -5,6 +5,7 @@
 //! commands.
 
 pub mod cgroup;
+pub mod child;
 pub mod health;
 pub mod logs;
 pub mod machine;
@@ -303,15 +304,15 @@ fn watch(
     ex: &Arc<Executor<'static>>,
     service: usize,
     name: String,
-    mut child: async_process::Child,
+    mut child: std::process::Child,
     oom_before: u64,
 ) {
     if let Some(ring) = sup.logs.get(service) {
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = child.stdout.take().and_then(|o| smol::Async::new(o).ok()) {
             ex.spawn(logs::pump(out, ring.clone(), LogLevel::Info))
                 .detach();
         }
-        if let Some(err) = child.stderr.take() {
+        if let Some(err) = child.stderr.take().and_then(|e| smol::Async::new(e).ok()) {
             ex.spawn(logs::pump(err, ring.clone(), LogLevel::Warn))
                 .detach();
         }
@@ -319,7 +320,7 @@ fn watch(
     let sup = sup.clone();
     ex.spawn(async move {
         let pid = child.id();
-        let exit = match child.status().await {
+        let exit = match child::wait(&mut child).await {
             Ok(status) => exit_of(status),
             Err(e) => {
                 tracing::error!("service {name}: waiting for pid {pid}: {e}");

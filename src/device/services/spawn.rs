@@ -30,7 +30,7 @@ pub fn spawn(
     config: &ServiceConfig,
     cgroups: &Cgroups,
     registry: &ChildRegistry,
-) -> Result<async_process::Child, SpawnError> {
+) -> Result<std::process::Child, SpawnError> {
     let mut command = std::process::Command::new(&config.program);
     command
         .args(&config.args)
@@ -49,14 +49,12 @@ pub fn spawn(
     }
     let procs = cgroups.prepare(&config.name, &config.limits)?;
     sys::service_pre_exec(&mut command, procs);
-    let mut command = async_process::Command::from(command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+        .stderr(Stdio::piped());
     registry
-        .spawn(&mut command)
+        .spawn_std(&mut command)
         .map_err(|source| SpawnError::Exec {
             program: config.program.clone(),
             source,
@@ -87,17 +85,15 @@ mod tests {
         let pid = i32::try_from(child.id()).unwrap();
         assert!(registry.contains(pid));
         let mut out = String::new();
-        smol::block_on(async {
-            use smol::io::AsyncReadExt as _;
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .await
-                .unwrap();
-            assert!(child.status().await.unwrap().success());
-        });
+        use std::io::Read as _;
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = smol::block_on(super::super::child::wait(&mut child)).unwrap();
+        assert!(status.success());
         assert_eq!(out, "ONLY=this\n");
     }
 }
