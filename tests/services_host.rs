@@ -401,3 +401,35 @@ fn a_log_flood_keeps_memory_bounded() {
         Response::Status(_)
     ));
 }
+
+/// A log flood must not starve PID 1's other work: the API answers and a
+/// TCP health check stays healthy while another service floods.
+#[test]
+fn health_and_api_survive_a_flood() {
+    let port = outpost::host::qemu::free_port().unwrap();
+    let dev = start_device(&format!(
+        "[[services]]\nname = \"web\"\nprogram = \"TESTSVC\"\nargs = [\"listen\", \"{port}\", \"sleep\"]\n\
+         health = {{ kind = \"tcp\", port = {port}, interval_ms = 200, timeout_ms = 500 }}\n\
+         [[services]]\nname = \"flood\"\nprogram = \"TESTSVC\"\nargs = [\"wait\", \"500\", \"flood\", \"300000\", \"say\", \"flood over\", \"sleep\"]\n"
+    ));
+    let mut c = admin(&dev);
+    wait_for(&mut c, "web", 10, |s| s.state == "running");
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let web = service(&mut c, "web");
+        worst = worst.max(t.elapsed());
+        assert_eq!(web.state, "running", "{web:?}");
+        if logs(&mut c, Some("flood"), 2)
+            .iter()
+            .any(|l| l.text == "flood over")
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("slowest services answer during the flood: {worst:?}");
+    assert!(worst < Duration::from_millis(500), "{worst:?}");
+}

@@ -2,10 +2,16 @@
 //! how to restart it, what it needs first, how to tell it is healthy and the
 //! cgroup v2 limits it runs under. Validation names the field; the service's
 //! own name is in the reason.
+//!
+//! Read from and written to a `toml::Table` by hand rather than with serde
+//! derives: the derived visitors, monomorphized for toml's deserializer and
+//! serializer, cost PID 1 ~40 KB; the `Table` path is already in it (config
+//! diff).
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use toml::{Table, Value};
 
 use super::machine::{field, ConfigError};
 
@@ -36,8 +42,7 @@ pub const MAX_BACKOFF_MS: u64 = 3_600_000;
 pub const MAX_HEALTH_MS: u64 = 600_000;
 
 /// When a service that exited is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RestartPolicy {
     /// After any exit, clean or not.
     #[default]
@@ -49,8 +54,7 @@ pub enum RestartPolicy {
 }
 
 /// How health is judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthKind {
     /// Healthy while the process runs.
     Alive,
@@ -60,18 +64,13 @@ pub enum HealthKind {
     Exec,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
     pub kind: HealthKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Exec probe: absolute program path, then its arguments.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    #[serde(default = "default_probe_timeout")]
     pub timeout_ms: u64,
-    #[serde(default = "default_probe_interval")]
     pub interval_ms: u64,
 }
 
@@ -83,17 +82,13 @@ fn default_probe_interval() -> u64 {
 }
 
 /// cgroup v2 limits, written verbatim to the service's cgroup files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Limits {
     /// `memory.max`: bytes with an optional K/M/G suffix, or "max".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max: Option<String>,
     /// `cpu.max`: "QUOTA PERIOD" in µs ("50000 100000" = half a CPU), or "max".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_max: Option<String>,
     /// `pids.max`: most processes and threads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_max: Option<u64>,
 }
 
@@ -103,43 +98,30 @@ impl Limits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub name: String,
     /// Absolute path of a static binary: the image's extension directory
     /// (`/usr/lib/outpost/ext`) or DATA (`/data/...`).
     pub program: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// The whole environment (nothing is inherited from PID 1).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Numeric uid/gid to run as (default: root's, as PID 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    #[serde(default)]
     pub restart: RestartPolicy,
     /// Delay before the second restart in a row (the first is immediate);
     /// it doubles with each further one up to `backoff_max_ms`.
-    #[serde(default = "default_backoff_initial")]
     pub backoff_initial_ms: u64,
-    #[serde(default = "default_backoff_max")]
     pub backoff_max_ms: u64,
     /// Services that must be up (running, and healthy if they have a
     /// check) or have finished cleanly before this one starts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthConfig>,
-    #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
     /// SIGTERM, then SIGKILL after this long.
-    #[serde(default = "default_stop_grace")]
     pub stop_grace_ms: u64,
 }
 
@@ -447,6 +429,275 @@ fn validate_limits(n: &str, l: &Limits) -> Result<(), ConfigError> {
     Ok(())
 }
 
+impl RestartPolicy {
+    fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+impl HealthKind {
+    fn name(self) -> &'static str {
+        match self {
+            HealthKind::Alive => "alive",
+            HealthKind::Tcp => "tcp",
+            HealthKind::Exec => "exec",
+        }
+    }
+}
+
+/// Reads typed fields of one TOML table; errors name `services.<key>`.
+struct Fields<'a> {
+    table: &'a Table,
+    prefix: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a Table, prefix: &'static str, known: &[&str]) -> Result<Self, String> {
+        if let Some(k) = table.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(format!("unknown field `{prefix}.{k}`"));
+        }
+        Ok(Self { table, prefix })
+    }
+    fn wrong(&self, key: &str, what: &str) -> String {
+        format!("`{}.{key}` must be {what}", self.prefix)
+    }
+    fn string(&self, key: &str) -> Result<Option<String>, String> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.wrong(key, "a string")),
+        }
+    }
+    fn required(&self, key: &str) -> Result<String, String> {
+        self.string(key)?
+            .ok_or_else(|| format!("missing field `{}.{key}`", self.prefix))
+    }
+    fn number(&self, key: &str, max: u64) -> Result<Option<u64>, String> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(Value::Integer(i)) => u64::try_from(*i)
+                .ok()
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, &format!("an integer from 0 to {max}"))),
+            Some(_) => Err(self.wrong(key, "an integer")),
+        }
+    }
+    fn strings(&self, key: &str) -> Result<Vec<String>, String> {
+        match self.table.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| self.wrong(key, "an array of strings")),
+            Some(_) => Err(self.wrong(key, "an array of strings")),
+        }
+    }
+    fn table(&self, key: &str) -> Result<Option<&'a Table>, String> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(Value::Table(t)) => Ok(Some(t)),
+            Some(_) => Err(self.wrong(key, "a table")),
+        }
+    }
+}
+
+fn u32_field(f: &Fields<'_>, key: &str) -> Result<Option<u32>, String> {
+    Ok(f.number(key, u64::from(u32::MAX))?
+        .and_then(|n| u32::try_from(n).ok()))
+}
+
+impl ServiceConfig {
+    /// One `[[services]]` table.
+    pub fn from_table(table: &Table) -> Result<Self, String> {
+        let f = Fields::new(
+            table,
+            "services",
+            &[
+                "name",
+                "program",
+                "args",
+                "env",
+                "user",
+                "group",
+                "working_dir",
+                "restart",
+                "backoff_initial_ms",
+                "backoff_max_ms",
+                "after",
+                "health",
+                "limits",
+                "stop_grace_ms",
+            ],
+        )?;
+        let mut env = BTreeMap::new();
+        if let Some(t) = f.table("env")? {
+            for (k, v) in t {
+                let v = v
+                    .as_str()
+                    .ok_or_else(|| format!("`services.env.{k}` must be a string"))?;
+                env.insert(k.clone(), v.to_owned());
+            }
+        }
+        let restart = match f.string("restart")?.as_deref() {
+            None | Some("always") => RestartPolicy::Always,
+            Some("on-failure") => RestartPolicy::OnFailure,
+            Some("never") => RestartPolicy::Never,
+            Some(other) => {
+                return Err(format!(
+                    "`services.restart` is `{other}`: must be always, on-failure or never"
+                ))
+            }
+        };
+        let health = f.table("health")?.map(health_from_table).transpose()?;
+        let limits = match f.table("limits")? {
+            None => Limits::default(),
+            Some(t) => {
+                let l = Fields::new(t, "services.limits", &["memory_max", "cpu_max", "pids_max"])?;
+                Limits {
+                    memory_max: l.string("memory_max")?,
+                    cpu_max: l.string("cpu_max")?,
+                    pids_max: l.number("pids_max", u64::MAX)?,
+                }
+            }
+        };
+        Ok(Self {
+            name: f.required("name")?,
+            program: f.required("program")?,
+            args: f.strings("args")?,
+            env,
+            user: u32_field(&f, "user")?,
+            group: u32_field(&f, "group")?,
+            working_dir: f.string("working_dir")?,
+            restart,
+            backoff_initial_ms: f
+                .number("backoff_initial_ms", u64::MAX)?
+                .unwrap_or_else(default_backoff_initial),
+            backoff_max_ms: f
+                .number("backoff_max_ms", u64::MAX)?
+                .unwrap_or_else(default_backoff_max),
+            after: f.strings("after")?,
+            health,
+            limits,
+            stop_grace_ms: f
+                .number("stop_grace_ms", u64::MAX)?
+                .unwrap_or_else(default_stop_grace),
+        })
+    }
+
+    /// The table `from_table` reads back (defaults left out where optional).
+    pub fn to_table(&self) -> Table {
+        let mut t = Table::new();
+        let int = |n: u64| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        t.insert("name".into(), Value::String(self.name.clone()));
+        t.insert("program".into(), Value::String(self.program.clone()));
+        if !self.args.is_empty() {
+            t.insert("args".into(), strings(&self.args));
+        }
+        if !self.env.is_empty() {
+            let env = self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            t.insert("env".into(), Value::Table(env));
+        }
+        if let Some(u) = self.user {
+            t.insert("user".into(), int(u64::from(u)));
+        }
+        if let Some(g) = self.group {
+            t.insert("group".into(), int(u64::from(g)));
+        }
+        if let Some(d) = &self.working_dir {
+            t.insert("working_dir".into(), Value::String(d.clone()));
+        }
+        t.insert("restart".into(), Value::String(self.restart.name().into()));
+        t.insert("backoff_initial_ms".into(), int(self.backoff_initial_ms));
+        t.insert("backoff_max_ms".into(), int(self.backoff_max_ms));
+        if !self.after.is_empty() {
+            t.insert("after".into(), strings(&self.after));
+        }
+        t.insert("stop_grace_ms".into(), int(self.stop_grace_ms));
+        if let Some(h) = &self.health {
+            let mut ht = Table::new();
+            ht.insert("kind".into(), Value::String(h.kind.name().into()));
+            if let Some(p) = h.port {
+                ht.insert("port".into(), int(u64::from(p)));
+            }
+            if !h.command.is_empty() {
+                ht.insert("command".into(), strings(&h.command));
+            }
+            ht.insert("timeout_ms".into(), int(h.timeout_ms));
+            ht.insert("interval_ms".into(), int(h.interval_ms));
+            t.insert("health".into(), Value::Table(ht));
+        }
+        if !self.limits.is_empty() {
+            let mut lt = Table::new();
+            if let Some(m) = &self.limits.memory_max {
+                lt.insert("memory_max".into(), Value::String(m.clone()));
+            }
+            if let Some(c) = &self.limits.cpu_max {
+                lt.insert("cpu_max".into(), Value::String(c.clone()));
+            }
+            if let Some(p) = self.limits.pids_max {
+                lt.insert("pids_max".into(), int(p));
+            }
+            t.insert("limits".into(), Value::Table(lt));
+        }
+        t
+    }
+}
+
+fn health_from_table(t: &Table) -> Result<HealthConfig, String> {
+    let f = Fields::new(
+        t,
+        "services.health",
+        &["kind", "port", "command", "timeout_ms", "interval_ms"],
+    )?;
+    let kind = match f.required("kind")?.as_str() {
+        "alive" => HealthKind::Alive,
+        "tcp" => HealthKind::Tcp,
+        "exec" => HealthKind::Exec,
+        other => {
+            return Err(format!(
+                "`services.health.kind` is `{other}`: must be alive, tcp or exec"
+            ))
+        }
+    };
+    Ok(HealthConfig {
+        kind,
+        port: f
+            .number("port", u64::from(u16::MAX))?
+            .and_then(|p| u16::try_from(p).ok()),
+        command: f.strings("command")?,
+        timeout_ms: f
+            .number("timeout_ms", u64::MAX)?
+            .unwrap_or_else(default_probe_timeout),
+        interval_ms: f
+            .number("interval_ms", u64::MAX)?
+            .unwrap_or_else(default_probe_interval),
+    })
+}
+
+impl<'de> Deserialize<'de> for ServiceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let table = Table::deserialize(d)?;
+        Self::from_table(&table).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ServiceConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_table().serialize(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +791,28 @@ mod tests {
             .map(|i| format!("[[services]]\nname = \"s{i}\"\nprogram = \"/x\"\n"))
             .collect();
         assert_eq!(err_field(&too_many).0, "services");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        for (text, key) in [
+            ("args = \"x\"", "services.args"),
+            ("user = -1", "services.user"),
+            ("env = { A = 1 }", "services.env.A"),
+            ("health = { kind = \"maybe\" }", "services.health.kind"),
+            (
+                "health = { kind = \"tcp\", port = 70000 }",
+                "services.health.port",
+            ),
+            ("limits = { memory = \"1M\" }", "services.limits.memory"),
+        ] {
+            let err =
+                MachineConfig::from_toml(&format!("hostname = \"x\"\n{OK}{text}")).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err =
+            MachineConfig::from_toml("hostname = \"x\"\n[[services]]\nname = \"a\"").unwrap_err();
+        assert!(err.to_string().contains("services.program"), "{err}");
     }
 
     #[test]

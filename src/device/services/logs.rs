@@ -91,6 +91,9 @@ pub async fn pump(mut pipe: impl AsyncRead + Unpin, ring: LogRing, level: LogLev
             Ok(0) | Err(_) => break,
             Ok(n) => splitter.feed(buf.get(..n).unwrap_or_default(), |l| push(&ring, level, l)),
         }
+        // A pipe that always has data never makes `read` wait: yield, so a
+        // flood cannot starve the API or the health probes (one executor).
+        smol::future::yield_now().await;
     }
     splitter.finish(|l| push(&ring, level, l));
 }

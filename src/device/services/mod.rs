@@ -33,6 +33,9 @@ const EVENT_QUEUE: usize = 64;
 /// of its run), probe this often: dependants and the boot's commit wait for it.
 const FIRST_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 const FAST_PROBE_FOR_MS: u64 = 10_000;
+/// A healthy service turns unhealthy after this many failed probes in a row
+/// (one slow answer on a busy board is not an outage).
+const HEALTH_RETRIES: u32 = 3;
 /// The driver wakes at least this often even with no timer due.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
@@ -355,8 +358,9 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
 /// Probe a checked service while it runs; report each answer.
 async fn probe_loop(sup: Arc<Supervisor>, service: usize, check: crate::config::HealthConfig) {
     let interval = Duration::from_millis(check.interval_ms);
+    let mut failures = 0u32;
     loop {
-        let (pid, fast) = {
+        let (pid, fast, was_healthy) = {
             let m = sup.lock();
             match m.units.get(service).map(|u| &u.state) {
                 Some(machine::State::Running {
@@ -367,16 +371,21 @@ async fn probe_loop(sup: Arc<Supervisor>, service: usize, check: crate::config::
                     Some(*pid),
                     *healthy != Some(true)
                         && now_ms().saturating_sub(*since_ms) < FAST_PROBE_FOR_MS,
+                    *healthy == Some(true),
                 ),
-                _ => (None, false),
+                _ => (None, false, false),
             }
         };
         let Some(pid) = pid else {
+            failures = 0;
             Timer::after(FIRST_PROBE_INTERVAL).await;
             continue;
         };
         let ok = health::probe(&check, &sup.registry).await;
-        let _ = sup.events.send(Event::Health { service, pid, ok }).await;
+        failures = if ok { 0 } else { failures.saturating_add(1) };
+        if ok || !was_healthy || failures >= HEALTH_RETRIES {
+            let _ = sup.events.send(Event::Health { service, pid, ok }).await;
+        }
         Timer::after(if fast && !ok {
             FIRST_PROBE_INTERVAL.min(interval)
         } else {
