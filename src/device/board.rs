@@ -191,7 +191,17 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Some(tty) = &args.serial {
         start_serial(&ex, Path::new(tty), ctx.clone());
     }
-    let services_healthy = start_services(&ex, &*sys, &config, registry, &ctx, init_start).await;
+    // Only a boot that commits a slot waits for services' health checks.
+    let services_healthy = start_services(
+        &ex,
+        &*sys,
+        &config,
+        registry,
+        &ctx,
+        init_start,
+        args.slot.is_some(),
+    )
+    .await;
     let health = Health {
         data_mounted: sys.is_mountpoint(DATA_MOUNT),
         config_loaded: true,
@@ -239,6 +249,7 @@ async fn start_services(
     registry: reaper::ChildRegistry,
     ctx: &ApiContext,
     init_start: u64,
+    wait_for_health: bool,
 ) -> bool {
     if config.services.is_empty() {
         return true;
@@ -255,6 +266,9 @@ async fn start_services(
     };
     let sup = Supervisor::start(ex, config.services.clone(), cgroups, registry);
     let _ = ctx.services.set(sup.clone());
+    if !wait_for_health {
+        return true;
+    }
     let spent = Duration::from_millis(log::uptime_ms().saturating_sub(init_start));
     let budget = commit::COMMIT_DEADLINE
         .saturating_sub(spent)

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod machine;
 pub mod spawn;
 
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -311,13 +312,15 @@ fn watch(
     oom_before: u64,
 ) {
     if let Some(ring) = sup.logs.get(service) {
-        if let Some(out) = child.stdout.take().and_then(|o| smol::Async::new(o).ok()) {
-            ex.spawn(logs::pump(out, ring.clone(), LogLevel::Info))
-                .detach();
-        }
-        if let Some(err) = child.stderr.take().and_then(|e| smol::Async::new(e).ok()) {
-            ex.spawn(logs::pump(err, ring.clone(), LogLevel::Warn))
-                .detach();
+        // Both pipes as plain files: one `pump` in the binary, not two.
+        let pipes = [
+            (child.stdout.take().map(OwnedFd::from), LogLevel::Info),
+            (child.stderr.take().map(OwnedFd::from), LogLevel::Warn),
+        ];
+        for (fd, level) in pipes {
+            if let Some(pipe) = fd.and_then(|fd| smol::Async::new(std::fs::File::from(fd)).ok()) {
+                ex.spawn(logs::pump(pipe, ring.clone(), level)).detach();
+            }
         }
     }
     let sup = sup.clone();
