@@ -285,29 +285,7 @@ fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
         admin(&dev).call(Request::Reboot).unwrap(),
         Response::Accepted
     );
-    let start = Instant::now();
-    let after = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "device did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        if let Ok(mut c) = Client::connect_with(
-            client_config(
-                &dev.site.ca_cert(),
-                &dev.site.client_paths("admin").0,
-                &dev.site.client_paths("admin").1,
-            )
-            .unwrap(),
-            &dev.node,
-        ) {
-            match c.call(Request::Status) {
-                // The old process answers until its 200 ms grace period ends.
-                Ok(Response::Status(s)) if s.boot_id != before => break s.boot_id,
-                _ => {}
-            }
-        }
-    };
+    let after = status_after_reboot(&dev, &before).boot_id;
     assert_ne!(before, after);
     assert_eq!(
         admin(&dev).call(Request::Poweroff).unwrap(),
@@ -503,4 +481,111 @@ fn config_time_metrics_network_and_not_yet_supported() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"));
+}
+
+/// Wait for the device to answer `Status` with a boot id other than `before`.
+fn status_after_reboot(dev: &Device, before: &str) -> wire::Status {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "device did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut c) = Client::connect_with(
+            client_config(
+                &dev.site.ca_cert(),
+                &dev.site.client_paths("admin").0,
+                &dev.site.client_paths("admin").1,
+            )
+            .unwrap(),
+            &dev.node,
+        ) else {
+            continue;
+        };
+        if let Ok(Response::Status(s)) = c.call(Request::Status) {
+            if s.boot_id != before {
+                return s;
+            }
+        }
+    }
+}
+
+#[test]
+fn config_apply_modes_no_reboot_try_staged_reboot() {
+    use outpost::wire::{ApplyMode, ConfigPlan};
+    let dev = start_device();
+    let mut c = admin(&dev);
+    let apply = |c: &mut Client, text: &str, mode, try_secs| {
+        c.call(Request::ConfigApplyOpts {
+            config: text,
+            mode,
+            dry_run: false,
+            force: false,
+            try_secs,
+        })
+        .map(|r| match r {
+            Response::ConfigPlan(p) => p,
+            other => panic!("{other:?}"),
+        })
+    };
+    let get = |c: &mut Client| match c.call(Request::ConfigGet).unwrap() {
+        Response::Config(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let base = get(&mut c);
+    let named = |n: &str| base.replace("\"edge-1\"", &format!("\"{n}\""));
+    assert!(base.contains("mode = \"dhcp\""), "{base}");
+    let static_net = |n: &str| {
+        named(n).replace(
+            "mode = \"dhcp\"",
+            "mode = \"static\"\naddress = \"192.0.2.7/24\"",
+        )
+    };
+
+    // no-reboot: the hostname changes live and is kept on DATA.
+    let plan: ConfigPlan = apply(&mut c, &named("edge-live"), ApplyMode::NoReboot, 0).unwrap();
+    assert!(plan.applied && !plan.needs_reboot, "{plan:?}");
+    assert_eq!(status(&mut c).hostname, "edge-live");
+    assert!(get(&mut c).contains("edge-live"));
+    // ... but fields read at boot are refused, by name, with the way out.
+    let err = apply(&mut c, &static_net("edge-live"), ApplyMode::NoReboot, 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("network.address") && msg.contains("--mode reboot"),
+        "{msg}"
+    );
+    assert!(!get(&mut c).contains("static"));
+
+    // try: live at once, reverted when not confirmed in time.
+    apply(&mut c, &named("edge-try"), ApplyMode::Try, 2).unwrap();
+    assert_eq!(status(&mut c).hostname, "edge-try");
+    assert!(get(&mut c).contains("edge-try"));
+    let err = apply(&mut c, &named("edge-other"), ApplyMode::NoReboot, 0).unwrap_err();
+    assert!(err.to_string().contains("try is pending"), "{err:#}");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(status(&mut c).hostname, "edge-live");
+    // ... and kept when confirmed.
+    apply(&mut c, &named("edge-kept"), ApplyMode::Try, 30).unwrap();
+    assert_eq!(c.call(Request::ConfigConfirm).unwrap(), Response::Accepted);
+    let err = c.call(Request::ConfigConfirm).unwrap_err();
+    assert!(err.to_string().contains("no config try"), "{err:#}");
+    assert!(get(&mut c).contains("edge-kept"));
+
+    // staged: written now, in force after the next boot.
+    let plan = apply(&mut c, &static_net("edge-staged"), ApplyMode::Staged, 0).unwrap();
+    assert!(plan.applied && plan.needs_reboot, "{plan:?}");
+    assert!(!get(&mut c).contains("static"));
+    let before = status(&mut c).boot_id;
+    assert_eq!(c.call(Request::Reboot).unwrap(), Response::Accepted);
+    let s = status_after_reboot(&dev, &before);
+    assert_eq!(s.hostname, "edge-staged");
+    let mut c = admin(&dev);
+    assert!(get(&mut c).contains("192.0.2.7/24"));
+
+    // reboot: written, and the board reboots into it by itself.
+    let plan = apply(&mut c, &named("edge-rebooted"), ApplyMode::Reboot, 0).unwrap();
+    assert!(plan.applied, "{plan:?}");
+    let s = status_after_reboot(&dev, &s.boot_id);
+    assert_eq!(s.hostname, "edge-rebooted");
 }

@@ -2,14 +2,16 @@
 //! from TOML on DATA by the device and written by the CLI; validated here so
 //! both sides agree on what is acceptable.
 
+mod apply;
 mod diff;
 mod machine;
 mod release;
 
+pub use apply::{cut_off, plan, ApplyPlan, LIVE_FIELDS};
 pub use diff::diff;
 pub use machine::{
     parse_cidr, validate_hostname, ApiConfig, ConfigError, MachineConfig, NetworkConfig,
-    NetworkMode,
+    NetworkMode, WatchdogConfig, MAX_WATCHDOG_SECS, MIN_WATCHDOG_SECS,
 };
 pub use release::{Release, RELEASE_PATH};
 

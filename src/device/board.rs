@@ -11,6 +11,7 @@ use std::time::Duration;
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
+use super::config_apply::{ConfigManager, LiveApply};
 use super::mounts::DATA_MOUNT;
 use super::slots::commit::{self, Committed, Health};
 use super::slots::{BlockBackend, Slots};
@@ -45,6 +46,27 @@ impl Platform for BoardPlatform {
     }
     fn clock_source(&self) -> &'static str {
         "rtc"
+    }
+}
+
+/// Live config changes on a board: the kernel's hostname, the watchdog.
+struct BoardLive {
+    sys: Arc<dyn Sys>,
+    watchdog: Option<Arc<Watchdog>>,
+    /// The board's own timeout (`outpost.watchdog=` or the default), for a
+    /// config that unsets `watchdog.timeout_secs`.
+    default_secs: u32,
+}
+
+impl LiveApply for BoardLive {
+    fn hostname(&self, name: &str) -> Result<(), String> {
+        hostname::set_hostname(&*self.sys, name).map_err(|e| e.to_string())
+    }
+    fn watchdog_timeout(&self, secs: Option<u32>) -> Result<(), String> {
+        if let Some(wd) = &self.watchdog {
+            wd.set_timeout(secs.unwrap_or(self.default_secs));
+        }
+        Ok(())
     }
 }
 
@@ -153,12 +175,26 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Err(e) = hostname::set_hostname(&*sys, &config.hostname) {
         tracing::error!("hostname: {e}");
     }
+    let board_watchdog_secs = args.watchdog.unwrap_or(watchdog::DEFAULT_TIMEOUT_SECS);
+    if let (Some(wd), Some(secs)) = (&watchdog, config.watchdog.timeout_secs) {
+        wd.set_timeout(secs);
+    }
 
     bring_up_network(&ex, &config).await;
 
     let (power_tx, power_rx) = smol::channel::bounded(1);
+    let config = Arc::new(ConfigManager::new(
+        Path::new(DATA_MOUNT),
+        config,
+        Box::new(BoardLive {
+            sys: sys.clone(),
+            watchdog: watchdog.clone(),
+            default_secs: board_watchdog_secs,
+        }),
+    ));
+    ex.spawn(config.clone().watch_tries()).detach();
     let ctx = Arc::new(ApiContext {
-        hostname: config.hostname.clone(),
+        config: config.clone(),
         slot,
         release,
         boot_id: boot_id(&*sys),
@@ -169,7 +205,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
         ab: std::sync::OnceLock::new(),
     });
-    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
+    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.current().api.port));
     let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
         Ok(addr) => {
             tracing::info!(

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
+use super::config_apply::{self, ConfigManager};
 use super::install;
 use super::runtime;
 use super::slots::{FileBackend, Slots};
@@ -154,8 +155,14 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         release.version = v.trim().to_owned();
     }
     let (power_tx, power_rx) = smol::channel::bounded(1);
+    let config = Arc::new(ConfigManager::new(
+        &opts.data_dir,
+        config,
+        Box::new(config_apply::NoLive),
+    ));
+    ex.spawn(config.clone().watch_tries()).detach();
     let ctx = Arc::new(ApiContext {
-        hostname: config.hostname.clone(),
+        config,
         slot,
         release,
         boot_id: runtime::random_boot_id(),

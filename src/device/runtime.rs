@@ -11,9 +11,11 @@ use super::api::{self, tls, ApiContext};
 use crate::config::{MachineConfig, MAX_CONFIG_BYTES};
 
 /// Read and validate `config/machine.toml` on DATA.
+/// A config staged for this boot (`config apply --mode staged`) takes over first.
 pub fn load_machine_config(data: &Path) -> Result<MachineConfig, String> {
     use std::io::Read;
-    let path = data.join("config/machine.toml");
+    super::config_apply::promote_staged(data);
+    let path = data.join(super::config_apply::MACHINE_PATH);
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES as u64 + 1)
