@@ -3,85 +3,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::HostDevice;
 use outpost::host::client::{client_config, Client};
-use outpost::host::context::Node;
 use outpost::host::pki::Site;
 use outpost::wire::{self, Request, Response, WireError};
 
-struct Device {
-    child: Child,
-    node: Node,
-    site: Site,
-    _tmp: tempfile::TempDir,
+/// Device `edge-1` in host mode, booted from slot B.
+fn start_device() -> HostDevice {
+    HostDevice::new("test").args(&["--slot", "B"]).start()
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Arrange DATA as the image builder does: identity/ and config/.
-fn stage_data(site: &Site, hostname: &str, data: &Path) {
-    let dev = site.device_dir(hostname);
-    std::fs::create_dir_all(data.join("identity")).unwrap();
-    std::fs::create_dir_all(data.join("config")).unwrap();
-    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
-    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
-}
-
-fn start_device() -> Device {
-    let tmp = tempfile::tempdir().unwrap();
-    let site = Site::create(&tmp.path().join("site"), "test").unwrap();
-    site.issue_device("edge-1", 50000).unwrap();
-    let data = tmp.path().join("data");
-    stage_data(&site, "edge-1", &data);
-    let port = outpost::host::qemu::free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args(["--host-mode", "--data"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--slot", "B"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = Node {
-        address: format!("127.0.0.1:{port}"),
-        server_name: "edge-1".into(),
-    };
-    let dev = Device {
-        child,
-        node,
-        site,
-        _tmp: tmp,
-    };
-    let start = Instant::now();
-    while TcpStream::connect(&dev.node.address).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "device did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    dev
-}
-
-fn admin(dev: &Device) -> Client {
-    let (crt, key) = dev.site.client_paths("admin");
-    Client::connect_with(
-        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
-        &dev.node,
-    )
-    .unwrap()
+fn admin(dev: &HostDevice) -> Client {
+    Client::connect_with(dev.tls("admin"), &dev.node).unwrap()
 }
 
 fn status(client: &mut Client) -> wire::Status {
@@ -183,9 +124,8 @@ fn clients_outside_the_site_are_refused() {
 }
 
 /// Raw TLS stream to send hand-made bytes.
-fn raw_tls(dev: &Device) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let (crt, key) = dev.site.client_paths("admin");
-    let config = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+fn raw_tls(dev: &HostDevice) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let config = dev.tls("admin");
     let tcp = TcpStream::connect(&dev.node.address).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let conn = rustls::ClientConnection::new(config, "edge-1".try_into().unwrap()).unwrap();
@@ -293,7 +233,7 @@ fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
     );
     let start = Instant::now();
     loop {
-        if let Some(code) = dev.child.try_wait().unwrap() {
+        if let Some(code) = dev.try_wait() {
             assert!(code.success());
             break;
         }
@@ -484,7 +424,7 @@ fn config_time_metrics_network_and_not_yet_supported() {
 }
 
 /// Wait for the device to answer `Status` with a boot id other than `before`.
-fn status_after_reboot(dev: &Device, before: &str) -> wire::Status {
+fn status_after_reboot(dev: &HostDevice, before: &str) -> wire::Status {
     let start = Instant::now();
     loop {
         assert!(
@@ -492,15 +432,7 @@ fn status_after_reboot(dev: &Device, before: &str) -> wire::Status {
             "device did not come back"
         );
         std::thread::sleep(Duration::from_millis(100));
-        let Ok(mut c) = Client::connect_with(
-            client_config(
-                &dev.site.ca_cert(),
-                &dev.site.client_paths("admin").0,
-                &dev.site.client_paths("admin").1,
-            )
-            .unwrap(),
-            &dev.node,
-        ) else {
+        let Ok(mut c) = Client::connect_with(dev.tls("admin"), &dev.node) else {
             continue;
         };
         if let Ok(Response::Status(s)) = c.call(Request::Status) {

@@ -286,7 +286,7 @@ impl ConfigManager {
 
     fn persist(&self, rel: &str, text: &str) -> Result<(), ApplyError> {
         let path = self.data_dir.join(rel);
-        super::upgrade::write_durably(&path, text)
+        super::durable::write_durably(&path, text.as_bytes())
             .map_err(|source| ApplyError::Storage { path, source })
     }
 }

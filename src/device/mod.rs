@@ -4,6 +4,7 @@ pub mod api;
 pub mod board;
 pub mod cmdline;
 pub mod config_apply;
+pub mod durable;
 #[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;

@@ -117,12 +117,7 @@ impl Site {
             &self.dir.join("release.key"),
             &pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
         )?;
-        let hex: String = pair
-            .public_key()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::bundle::hex(pair.public_key().as_ref());
         write_file(
             &self.dir.join("release.pub"),
             &format!("# Outpost release key of site {}\n{hex}\n", self.name),
