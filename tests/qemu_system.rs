@@ -99,6 +99,53 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
         other => panic!("{other:?}"),
     }
 
+    // Config apply on a real board: a config that would move the board off
+    // the address it is managed at is refused by name; a try applies the
+    // hostname and watchdog live, and once confirmed it survives a reboot.
+    let current = env.ok(&["config", "get"]);
+    let moved = current.replace(
+        "mode = \"dhcp\"",
+        "mode = \"static\"\naddress = \"192.0.2.9/24\"",
+    );
+    let moved_file = env.path("moved.toml");
+    std::fs::write(&moved_file, &moved).unwrap();
+    let out = env.outpost(&[
+        "config",
+        "apply",
+        moved_file.to_str().unwrap(),
+        "--mode",
+        "reboot",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a cut-off config was applied");
+    assert!(
+        err.contains("network.address") && err.contains("10.0.2.15") && err.contains("--force"),
+        "{err}"
+    );
+    let renamed = current.replace("\"edge-sys\"", "\"edge-tried\"");
+    let tried = if renamed.contains("[watchdog]") {
+        renamed.replace("[watchdog]", "[watchdog]\ntimeout_secs = 21")
+    } else {
+        format!("{renamed}\n[watchdog]\ntimeout_secs = 21\n")
+    };
+    let tried_file = env.path("tried.toml");
+    std::fs::write(&tried_file, &tried).unwrap();
+    let out = env.ok(&[
+        "config",
+        "apply",
+        tried_file.to_str().unwrap(),
+        "--mode",
+        "try",
+        "--timeout",
+        "600",
+    ]);
+    assert!(out.contains("reverts in 600 s"), "{out}");
+    assert_eq!(status_of(&env)["hostname"], "edge-tried");
+    env.ok(&["config", "confirm"]);
+    let logs = env.ok(&["logs", "--lines", "50"]);
+    assert!(logs.contains("watchdog timeout set to 21 s"), "{logs}");
+    assert!(logs.contains("config try confirmed"), "{logs}");
+
     // reboot: the device comes back with a new boot id.
     env.ok(&["reboot"]);
     let start = Instant::now();
@@ -118,6 +165,7 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
         }
     };
     assert_ne!(new_id, boot_id);
+    assert_eq!(status_of(&env)["hostname"], "edge-tried");
 
     // poweroff ends QEMU by itself (clean shutdown, not a kill).
     let down = env.ok(&["qemu", "down", "--name", "sys"]);
