@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
+use super::time::TimeConfig;
 use super::MAX_CONFIG_BYTES;
 
 /// A configuration error that names the field and says what is wrong with it.
@@ -29,6 +30,9 @@ pub struct MachineConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Clock sync (SNTP servers); absent = restore the clock only.
+    #[serde(default, skip_serializing_if = "TimeConfig::is_default")]
+    pub time: TimeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +85,7 @@ impl MachineConfig {
             hostname: hostname.to_owned(),
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
+            time: TimeConfig::default(),
         }
     }
 
@@ -101,6 +106,7 @@ impl MachineConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_hostname(&self.hostname)?;
+        self.time.validate()?;
         if self.api.port == 0 {
             return Err(field("api.port", "must be between 1 and 65535"));
         }

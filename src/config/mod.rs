@@ -5,6 +5,7 @@
 mod diff;
 mod machine;
 mod release;
+mod time;
 
 pub use diff::diff;
 pub use machine::{
@@ -12,6 +13,7 @@ pub use machine::{
     NetworkMode,
 };
 pub use release::{Release, RELEASE_PATH};
+pub use time::{parse_server, TimeConfig, MAX_TIME_SERVERS, NTP_PORT};
 
 /// Largest machine config file accepted (bytes): a config is a few hundred bytes;
 /// anything near this is not one.

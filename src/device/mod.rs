@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod board;
+pub mod clock;
 pub mod cmdline;
 #[cfg(feature = "sim")]
 pub mod host_mode;

@@ -230,8 +230,9 @@ impl Ab {
     }
 }
 
-/// Write a small file: temporary file, fsync, rename.
-fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
+/// Write a small file: temporary file, fsync, rename (also the clock file's
+/// writer, `clock::store`).
+pub(crate) fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
