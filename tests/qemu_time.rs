@@ -95,7 +95,14 @@ fn a_board_booted_at_1970_serves_valid_clients_and_restores_its_clock() {
     let site_s = site.to_str().unwrap();
     env.ok_env(&["gen", "site", site_s, "--name", "clocktest"], &[]);
     env.ok_env(
-        &["gen", "device", "--site", site_s, "--hostname", "edge-clock"],
+        &[
+            "gen",
+            "device",
+            "--site",
+            site_s,
+            "--hostname",
+            "edge-clock",
+        ],
         &[],
     );
     // A pinned build time (reproducible builds set it the same way).
@@ -142,10 +149,14 @@ fn a_board_booted_at_1970_serves_valid_clients_and_restores_its_clock() {
         .to_owned();
 
     let (ms, source, synced) = time_of(&env);
-    assert!(ms / 1000 >= build_time, "{ms} ms is before the build time {build_time}");
+    assert!(
+        ms / 1000 >= build_time,
+        "{ms} ms is before the build time {build_time}"
+    );
     assert_eq!(source, "build-time");
     assert!(!synced);
-    let logs = String::from_utf8_lossy(&env.outpost(&["logs", "--lines", "300"]).stdout).into_owned();
+    let logs =
+        String::from_utf8_lossy(&env.outpost(&["logs", "--lines", "300"]).stdout).into_owned();
     assert!(logs.contains("(build-time)"), "{logs}");
 
     // A client certificate issued a month after the image: valid on the
@@ -161,7 +172,10 @@ fn a_board_booted_at_1970_serves_valid_clients_and_restores_its_clock() {
         let (crt, key) = site_h
             .client_pem(name, "reader", not_before, later + month * 120)
             .unwrap();
-        let (c, k) = (env.path(&format!("{name}.crt")), env.path(&format!("{name}.key")));
+        let (c, k) = (
+            env.path(&format!("{name}.crt")),
+            env.path(&format!("{name}.key")),
+        );
         std::fs::write(&c, crt).unwrap();
         std::fs::write(&k, key).unwrap();
         let config = client_config(&site.join("ca.crt"), &c, &k).unwrap();

@@ -2,7 +2,7 @@
 //! clock with, and how often.
 
 use serde::{Deserialize, Serialize};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::ConfigError;
 
@@ -20,9 +20,10 @@ const MAX_INTERVAL_SECS: u32 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
-    /// SNTP servers: IP address with an optional port ("192.0.2.1",
-    /// "192.0.2.1:123", "[2001:db8::1]:123"). Names are refused: the device
-    /// has no DNS resolver. Empty: no SNTP (the clock is restored only).
+    /// SNTP servers: IPv4 address with an optional port ("192.0.2.1",
+    /// "192.0.2.1:123"). Names are refused: the device has no DNS resolver;
+    /// IPv6 too: its network is IPv4 only (DHCPv4). Empty: no SNTP (the
+    /// clock is restored only).
     #[serde(default)]
     pub servers: Vec<String>,
     /// Seconds between syncs once synced.
@@ -97,21 +98,20 @@ impl TimeConfig {
     }
 }
 
-/// "IP" or "IP:PORT" ("[IPv6]:PORT") → a socket address.
+/// "A.B.C.D" or "A.B.C.D:PORT" → a socket address.
 pub fn parse_server(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        if addr.port() == 0 {
-            return Err(format!("`{text}`: port 0"));
-        }
-        return Ok(addr);
+    let (ip, port) = match text.rsplit_once(':') {
+        Some((ip, port)) => (ip, port.parse::<u16>().ok().filter(|&p| p != 0)),
+        None => (text, Some(NTP_PORT)),
+    };
+    match (ip.parse::<Ipv4Addr>(), port) {
+        (Ok(ip), Some(port)) => Ok(SocketAddrV4::new(ip, port).into()),
+        (Ok(_), None) => Err(format!("`{text}`: the port must be 1 to 65535")),
+        (Err(_), _) => Err(format!(
+            "`{text}` is not an IPv4 address (optionally with :port); host names are \
+             not supported because the device has no DNS resolver"
+        )),
     }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, NTP_PORT));
-    }
-    Err(format!(
-        "`{text}` is not an IP address (optionally with :port); host names are not \
-         supported because the device has no DNS resolver"
-    ))
 }
 
 #[cfg(test)]
@@ -153,7 +153,8 @@ mod tests {
             parse_server("127.0.0.1:1123").unwrap(),
             "127.0.0.1:1123".parse().unwrap()
         );
-        assert_eq!(parse_server("[::1]:9").unwrap(), "[::1]:9".parse().unwrap());
-        assert_eq!(parse_server("2001:db8::1").unwrap().port(), NTP_PORT);
+        assert!(parse_server("[::1]:9").is_err());
+        assert!(parse_server("192.0.2.1:x").is_err());
+        assert!(parse_server("192.0.2.1:70000").is_err());
     }
 }

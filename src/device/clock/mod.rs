@@ -198,9 +198,9 @@ impl TimeKeeper {
         let first = self.source() != Source::Sntp;
         let off = sample.offset_ns.unsigned_abs();
         let stepped = if first || u128::from(off) > step_threshold.as_nanos() {
-            let now = i128::try_from(self.clock.now().as_nanos()).unwrap_or(i128::MAX);
-            let to = (now + i128::from(sample.offset_ns)).max(0);
-            let to = Duration::from_nanos(u64::try_from(to).unwrap_or(u64::MAX));
+            let now = i64::try_from(self.clock.now().as_nanos()).unwrap_or(i64::MAX);
+            let to = now.saturating_add(sample.offset_ns).max(0);
+            let to = Duration::from_nanos(u64::try_from(to).unwrap_or(0));
             self.clock.set(to)?;
             true
         } else {

@@ -165,14 +165,19 @@ pub struct Sample {
 /// T1 + `round_trip` (measured on the monotonic clock, so a clock step in
 /// between does not matter), offset = ((T2 - T1) + (T3 - T4)) / 2 and
 /// delay = (T4 - T1) - (T3 - T2).
+///
+/// Saturating i64 nanoseconds: every timestamp is within 1968..2104 (under
+/// 2^62 ns), so only absurd round trips saturate.
 pub fn sample(sent_ns: i64, round_trip: Duration, reply: &Reply) -> Sample {
-    let t1 = i128::from(sent_ns);
-    let t4 = t1 + i128::try_from(round_trip.as_nanos()).unwrap_or(i128::MAX / 4);
-    let (t2, t3) = (i128::from(reply.receive_ns), i128::from(reply.transmit_ns));
-    let offset = ((t2 - t1) + (t3 - t4)) / 2;
-    let delay = (t4 - t1) - (t3 - t2);
+    let rtt = i64::try_from(round_trip.as_nanos()).unwrap_or(i64::MAX);
+    let t1 = sent_ns;
+    let t4 = t1.saturating_add(rtt);
+    let (t2, t3) = (reply.receive_ns, reply.transmit_ns);
+    // Halve each term first: their sum cannot overflow then.
+    let offset = (t2.saturating_sub(t1) / 2).saturating_add(t3.saturating_sub(t4) / 2);
+    let delay = rtt.saturating_sub(t3.saturating_sub(t2));
     Sample {
-        offset_ns: i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX }),
+        offset_ns: offset,
         // A negative delay is clock granularity (or a lying server): zero.
         delay: Duration::from_nanos(u64::try_from(delay).unwrap_or(0)),
     }
