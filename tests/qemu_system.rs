@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{skip_qemu, Cli, QemuGuard};
 use outpost::host::client::{client_config, Client};
@@ -148,24 +148,11 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
 
     // reboot: the device comes back with a new boot id.
     env.ok(&["reboot"]);
-    let start = Instant::now();
-    let new_id = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "device did not come back after reboot"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-        let out = env.outpost(&["-o", "json", "status"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let id = v["Status"]["boot_id"].as_str().unwrap().to_owned();
-            if id != boot_id {
-                break id;
-            }
-        }
-    };
+    let after = env.status_after_reboot(&boot_id, Duration::from_secs(240));
+    let new_id = after["boot_id"].as_str().unwrap();
     assert_ne!(new_id, boot_id);
-    assert_eq!(status_of(&env)["hostname"], "edge-tried");
+    assert_eq!(after["hostname"], "edge-tried");
+    assert_eq!(after["hostname"], "edge-tried");
 
     // poweroff ends QEMU by itself (clean shutdown, not a kill).
     let down = env.ok(&["qemu", "down", "--name", "sys"]);

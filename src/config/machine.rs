@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
+use super::time::TimeConfig;
 use super::MAX_CONFIG_BYTES;
 
 /// A configuration error that names the field and says what is wrong with it.
@@ -31,6 +32,9 @@ pub struct MachineConfig {
     pub network: NetworkConfig,
     #[serde(default)]
     pub watchdog: WatchdogConfig,
+    /// Clock sync (SNTP servers); absent = restore the clock only.
+    #[serde(default, skip_serializing_if = "TimeConfig::is_default")]
+    pub time: TimeConfig,
 }
 
 /// Watchdog limits: below 3 s a busy SD card can starve the petting task;
@@ -98,6 +102,7 @@ impl MachineConfig {
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
             watchdog: WatchdogConfig::default(),
+            time: TimeConfig::default(),
         }
     }
 
@@ -118,6 +123,7 @@ impl MachineConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_hostname(&self.hostname)?;
+        self.time.validate()?;
         if self.api.port == 0 {
             return Err(field("api.port", "must be between 1 and 65535"));
         }

@@ -6,6 +6,7 @@ mod apply;
 mod diff;
 mod machine;
 mod release;
+mod time;
 
 pub use apply::{cut_off, plan, ApplyPlan, LIVE_FIELDS};
 pub use diff::diff;
@@ -14,6 +15,7 @@ pub use machine::{
     NetworkMode, WatchdogConfig, MAX_WATCHDOG_SECS, MIN_WATCHDOG_SECS,
 };
 pub use release::{Release, RELEASE_PATH};
+pub use time::{parse_server, TimeConfig, MAX_TIME_SERVERS, NTP_PORT};
 
 /// Largest machine config file accepted (bytes): a config is a few hundred bytes;
 /// anything near this is not one.

@@ -19,8 +19,8 @@ use super::sys::{RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
 use super::{
-    cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper, runtime,
-    serial,
+    clock, cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper,
+    runtime, serial,
 };
 use super::{install, upgrade};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
@@ -43,9 +43,6 @@ impl Platform for BoardPlatform {
     }
     fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
         metrics::net_counters()
-    }
-    fn clock_source(&self) -> &'static str {
-        "rtc"
     }
 }
 
@@ -161,6 +158,9 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     } else if let Err(e) = mounts::mount_data(&*sys, &data, DATA_MOUNT).await {
         tracing::error!("DATA: {e}");
     }
+    // Right after DATA: the clock file is there, and nothing below (TLS,
+    // DHCP leases, logs) should see 1970.
+    let time = restore_clock(&ex, &*sys, &release);
 
     let config = match runtime::load_machine_config(Path::new(DATA_MOUNT)) {
         Ok(c) => c,
@@ -181,6 +181,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     }
 
     bring_up_network(&ex, &config).await;
+    ex.spawn(clock::sync::run(time.clone(), config.time.clone()))
+        .detach();
 
     let (power_tx, power_rx) = smol::channel::bounded(1);
     let config = Arc::new(ConfigManager::new(
@@ -201,6 +203,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         log: ring,
         power: power_tx,
         platform: Box::new(BoardPlatform),
+        time: time.clone(),
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
         ab: std::sync::OnceLock::new(),
@@ -243,6 +246,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
             PowerRequest::Reboot => RebootMode::Restart,
             PowerRequest::PowerOff => RebootMode::PowerOff,
         };
+        // The next boot starts from here (a board without an RTC).
+        time.save();
         if let (RebootMode::PowerOff, Some(wd)) = (mode, &watchdog) {
             // A halted board must not be reset back to life.
             wd.disarm();
@@ -250,6 +255,24 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
     }
+}
+
+/// Set the clock from DATA and the image build time; save it periodically.
+fn restore_clock(
+    ex: &Arc<Executor<'static>>,
+    sys: &dyn Sys,
+    release: &Release,
+) -> Arc<clock::TimeKeeper> {
+    let data = sys
+        .is_mountpoint(DATA_MOUNT)
+        .then_some(Path::new(DATA_MOUNT));
+    let time = Arc::new(clock::TimeKeeper::boot(
+        Arc::new(clock::RealClock),
+        data,
+        Duration::from_secs(release.build_time),
+    ));
+    ex.spawn(clock::save_periodically(time.clone())).detach();
+    time
 }
 
 /// Give the API the A/B manager: slot devices next to BOOT, release keys

@@ -112,9 +112,6 @@ impl Platform for HostPlatform {
     fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
         Vec::new()
     }
-    fn clock_source(&self) -> &'static str {
-        "system"
-    }
 }
 
 pub fn run(opts: HostOptions) -> std::process::ExitCode {
@@ -154,6 +151,12 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     {
         release.version = v.trim().to_owned();
     }
+    // The host's clock is the "RTC"; steps are a process-local offset.
+    let time = Arc::new(super::clock::TimeKeeper::boot(
+        Arc::new(super::clock::OffsetClock::default()),
+        Some(&opts.data_dir),
+        std::time::Duration::from_secs(release.build_time),
+    ));
     let (power_tx, power_rx) = smol::channel::bounded(1);
     let config = Arc::new(ConfigManager::new(
         &opts.data_dir,
@@ -172,6 +175,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             listen: opts.listen,
         }),
         data_dir: opts.data_dir.clone(),
+        time: time.clone(),
         uploads: Uploads::new(&opts.data_dir),
         ab: std::sync::OnceLock::new(),
     });
@@ -204,6 +208,13 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         }
     }
     let result = smol::block_on(ex.run(async {
+        ex.spawn(super::clock::save_periodically(time.clone()))
+            .detach();
+        ex.spawn(super::clock::sync::run(
+            time.clone(),
+            ctx.config.current().time,
+        ))
+        .detach();
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
         if let Some(tty) = &opts.serial {
@@ -217,6 +228,8 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         smol::Timer::after(std::time::Duration::from_millis(200)).await;
         Ok::<_, String>(what)
     }));
+    // As a board does before reboot or power-off.
+    time.save();
     match result {
         Ok(PowerRequest::PowerOff) => {
             tracing::info!("host mode: power off");

@@ -125,6 +125,30 @@ impl Cli {
         serde_json::from_str(&self.ok(&full)).unwrap()
     }
 
+    /// `status` once the device answers with a boot id other than
+    /// `boot_id` (after a reboot), polling every 2 s up to `limit`.
+    pub(crate) fn status_after_reboot(&self, boot_id: &str, limit: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < limit,
+                "device did not come back after reboot{}",
+                self.consoles()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            let out = self.outpost(&["-o", "json", "status"]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if v["Status"]["boot_id"]
+                    .as_str()
+                    .is_some_and(|id| id != boot_id)
+                {
+                    return v["Status"].clone();
+                }
+            }
+        }
+    }
+
     /// Site `site_name` (made on first use), device `hostname` in it, and
     /// its image `HOSTNAME.img` for the QEMU board: an operator's steps.
     pub(crate) fn qemu_image(&self, site_name: &str, hostname: &str) -> PathBuf {

@@ -10,7 +10,7 @@ use crate::device::log::LogRing;
 use crate::device::upload::Uploads;
 use crate::device::{metrics, status};
 use crate::wire::{
-    self, ApplyMode, NetworkInfo, Request, Response, Role, Status, TimeInfo, VersionInfo, WireError,
+    self, ApplyMode, NetworkInfo, Request, Response, Role, Status, VersionInfo, WireError,
 };
 
 /// Most log lines one `logs` answer carries (the frame cap bounds bytes too).
@@ -34,8 +34,6 @@ pub trait Platform: Send + Sync {
     fn network(&self) -> NetworkInfo;
     /// Per-interface byte and packet counters.
     fn net_counters(&self) -> Vec<wire::NetCounters>;
-    /// Where the clock came from ("rtc", "system", ...).
-    fn clock_source(&self) -> &'static str;
 }
 
 /// Everything a handler may read or trigger.
@@ -48,6 +46,8 @@ pub struct ApiContext {
     pub log: LogRing,
     pub power: Sender<PowerRequest>,
     pub platform: Box<dyn Platform>,
+    /// The clock (restored, SNTP-synced); TLS certificate checks read it too.
+    pub time: std::sync::Arc<crate::device::clock::TimeKeeper>,
     /// Where DATA is (machine config, staging for uploads).
     pub data_dir: PathBuf,
     /// Uploads in progress, shared by every connection.
@@ -118,7 +118,7 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             .confirm()
             .map(|()| Response::Accepted)
             .map_err(WireError::from),
-        Request::Time => Ok(Response::Time(time(ctx))),
+        Request::Time => Ok(Response::Time(ctx.time.info())),
         Request::Metrics => Ok(Response::Metrics(metrics::collect(
             &ctx.data_dir,
             ctx.platform.as_ref(),
@@ -227,18 +227,6 @@ fn config_apply(
     Ok(Response::ConfigPlan(plan))
 }
 
-fn time(ctx: &ApiContext) -> TimeInfo {
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    TimeInfo {
-        unix_ms,
-        source: ctx.platform.clock_source().into(),
-        synced: false,
-    }
-}
-
 /// Drop the oldest lines until the answer fits in one response frame.
 fn fit_to_frame(mut lines: Vec<wire::LogLine>) -> Vec<wire::LogLine> {
     // Per line: text + its length varint + timestamp varint + level tag.
@@ -320,9 +308,6 @@ mod tests {
         fn net_counters(&self) -> Vec<wire::NetCounters> {
             vec![]
         }
-        fn clock_source(&self) -> &'static str {
-            "test"
-        }
     }
 
     fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
@@ -343,6 +328,13 @@ mod tests {
             log: LogRing::new(),
             power: tx,
             platform: Box::new(FakePlatform),
+            time: std::sync::Arc::new(crate::device::clock::TimeKeeper::boot(
+                std::sync::Arc::new(crate::device::clock::FakeClock::at(
+                    std::time::Duration::from_secs(1_700_000_000),
+                )),
+                None,
+                std::time::Duration::ZERO,
+            )),
             data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
             uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
             ab: std::sync::OnceLock::new(),
