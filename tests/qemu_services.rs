@@ -8,59 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&full)).unwrap()
-    }
-}
-
-/// Kill QEMU if the test fails half-way.
-struct Guard<'a>(&'a Env);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let pidfile = self.0.path("state/qemu/svc/qemu.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
-    }
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use common::{image_build, init_binary, repo, skip_qemu, Cli, QemuGuard};
 
 /// testsvc, static aarch64-musl. Built with rustc directly (it is std
 /// only): a nested `cargo build` would wait for the lock of the cargo that
@@ -137,7 +91,7 @@ fn service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
         .unwrap_or_else(|| panic!("no {name} in {list}"))
 }
 
-fn wait_until(env: &Env, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+fn wait_until(env: &Cli, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
     let start = Instant::now();
     loop {
         let list = env.json(&["services"]);
@@ -154,16 +108,12 @@ fn wait_until(env: &Env, secs: u64, what: &str, pred: impl Fn(&serde_json::Value
 
 #[test]
 fn services_on_the_board_memory_limit_and_api() {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: left out");
+    if skip_qemu() {
         return;
     }
-    let init = repo().join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(init.exists(), "run scripts/build-init first");
-    let env = Env {
-        tmp: tempfile::tempdir().unwrap(),
-    };
-    let testsvc = testsvc_aarch64(env.tmp.path());
+    let init = init_binary();
+    let env = Cli::new();
+    let testsvc = testsvc_aarch64(&env.path(""));
     let site = env.path("site");
     let site_s = site.to_str().unwrap();
     env.ok(&["gen", "site", site_s, "--name", "svctest"]);
@@ -173,20 +123,14 @@ fn services_on_the_board_memory_limit_and_api() {
     text.push_str(&services_toml(8080));
     std::fs::write(&machine, text).unwrap();
     let img = env.path("edge.img");
-    env.ok(&[
-        "image",
-        "build",
-        "--site",
+    let mut build = image_build(
         site_s,
-        "--hostname",
         "edge-svc",
-        "-o",
         img.to_str().unwrap(),
-        "--init",
         init.to_str().unwrap(),
-        "--extension",
-        testsvc.to_str().unwrap(),
-    ]);
+    );
+    build.extend(["--extension", testsvc.to_str().unwrap()]);
+    env.ok(&build);
     env.json(&[
         "qemu",
         "up",
@@ -196,7 +140,7 @@ fn services_on_the_board_memory_limit_and_api() {
         "--timeout",
         "240",
     ]);
-    let _guard = Guard(&env);
+    let _guard = QemuGuard::new(&env, "svc");
 
     // The hog is killed by the kernel in its cgroup, and reported so.
     wait_until(&env, 60, "hog killed", |l| {

@@ -89,7 +89,11 @@ fn bytes_on_the_wire_meet_the_design_targets() {
     std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
     std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
     std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    let server_cfg = server_config(&Identity::in_data_dir(&data)).unwrap();
+    let server_cfg = server_config(
+        &Identity::in_data_dir(&data),
+        std::sync::Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+    .unwrap();
     let (crt, key) = site.client_paths("admin");
     let client_cfg = client_config(&site.ca_cert(), &crt, &key).unwrap();
 

@@ -81,6 +81,19 @@ pub enum Request<'a> {
     Rollback,
     /// Tag 19: The A/B slots: which booted, which is primary, attempts, last event.
     Slots,
+    /// Tag 20: `ConfigApply` with options: `force` applies a config that would
+    /// cut the board off its management network; `try_secs` is how long a
+    /// `Try` waits for `ConfigConfirm` before it reverts (0 = the default, 60 s).
+    ConfigApplyOpts {
+        #[serde(borrow)]
+        config: &'a str,
+        mode: ApplyMode,
+        dry_run: bool,
+        force: bool,
+        try_secs: u16,
+    },
+    /// Tag 21: Keep the config applied with `Try` (answered `Accepted`).
+    ConfigConfirm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +179,8 @@ impl Request<'_> {
             | Network => Role::Reader,
             Reboot | Poweroff | Service { .. } => Role::Operator,
             ConfigApply { .. }
+            | ConfigApplyOpts { .. }
+            | ConfigConfirm
             | UploadBegin { .. }
             | UploadChunk { .. }
             | Upgrade { .. }
@@ -197,6 +212,8 @@ impl Request<'_> {
             Upgrade { .. } => "upgrade",
             Rollback => "rollback",
             Slots => "slots",
+            ConfigApplyOpts { .. } => "config apply",
+            ConfigConfirm => "config confirm",
         }
     }
 }
@@ -275,6 +292,17 @@ mod tests {
             ),
             (Request::Rollback, &[5, 18]),
             (Request::Slots, &[5, 19]),
+            (
+                Request::ConfigApplyOpts {
+                    config: "x",
+                    mode: ApplyMode::Staged,
+                    dry_run: false,
+                    force: true,
+                    try_secs: 300,
+                },
+                &[5, 20, 1, b'x', 2, 0, 1, 0xac, 0x02],
+            ),
+            (Request::ConfigConfirm, &[5, 21]),
         ];
         for (req, bytes) in cases {
             let frame = RequestFrame {
