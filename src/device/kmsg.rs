@@ -67,6 +67,57 @@ pub fn tail(max_bytes: usize) -> Result<String, String> {
     Ok(out)
 }
 
+/// Whether a record's priority is error or worse (`prio` is facility << 3 | level).
+pub fn is_error(record: &str) -> bool {
+    record
+        .split(|c| c == ',' || c == ';')
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p & 7 <= 3)
+}
+
+/// Reads /dev/kmsg from the first record still in the kernel's buffer on,
+/// then each new record once: the kernel log persisted to DATA.
+pub struct KmsgReader {
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl KmsgReader {
+    pub fn open() -> Result<Self, String> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_nonblock())
+            .open("/dev/kmsg")
+            .map_err(|e| format!("/dev/kmsg: {e}"))?;
+        Ok(Self {
+            file,
+            buf: vec![0u8; MAX_RECORD],
+        })
+    }
+}
+
+impl super::persistlog::KernelSource for KmsgReader {
+    fn read_new(&mut self, max: usize, out: &mut Vec<(String, bool)>) {
+        for _ in 0..max {
+            match self.file.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let text = String::from_utf8_lossy(self.buf.get(..n).unwrap_or(&[]));
+                    if let Some(line) = format_record(&text) {
+                        out.push((line, is_error(&text)));
+                    }
+                }
+                // EPIPE: records were overwritten before we read them.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => {
+                    out.push(("[kernel records lost: overwritten before they were saved]".into(), false));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 fn libc_nonblock() -> i32 {
     rustix::fs::OFlags::NONBLOCK.bits() as i32
 }
@@ -84,5 +135,16 @@ mod tests {
         assert_eq!(format_record("no header"), None);
         assert_eq!(format_record("6,1,notanumber,-;x"), None);
         assert_eq!(format_record(";"), None);
+    }
+
+    #[test]
+    fn error_priorities_are_urgent() {
+        assert!(is_error("3,1,2,-;disk error"));
+        assert!(is_error("0,1,2,-;emerg"));
+        // facility 1 (user), level 3
+        assert!(is_error("11,1,2,-;x"));
+        assert!(!is_error("4,1,2,-;warning"));
+        assert!(!is_error("6,1,2,-;info"));
+        assert!(!is_error("garbage"));
     }
 }

@@ -23,6 +23,9 @@ pub const MAX_LINE: usize = 512;
 #[derive(Clone, Default)]
 pub struct LogRing {
     inner: Arc<Mutex<Ring>>,
+    /// Told (without blocking) when a warning or error is pushed, so the
+    /// persisted log is flushed at once rather than at the next batch.
+    urgent: Arc<std::sync::OnceLock<smol::channel::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -37,7 +40,19 @@ impl LogRing {
         Self::default()
     }
 
+    /// Ask to be told when a warning or error is pushed. Set once; a second
+    /// call is ignored.
+    pub fn on_urgent(&self, tx: smol::channel::Sender<()>) {
+        let _ = self.urgent.set(tx);
+    }
+
     pub fn push(&self, line: LogLine) {
+        if matches!(line.level, LogLevel::Warn | LogLevel::Error) {
+            if let Some(tx) = self.urgent.get() {
+                // Full: a flush is already pending, which covers this line.
+                let _ = tx.try_send(());
+            }
+        }
         // A poisoned lock only means another thread panicked mid-push; the
         // deque itself is still valid, so keep logging.
         let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod netinfo;
+pub mod persistlog;
 pub mod power;
 pub mod reaper;
 pub mod runtime;

@@ -81,6 +81,23 @@ pub enum Request<'a> {
     Rollback,
     /// Tag 19: The A/B slots: which booted, which is primary, attempts, last event.
     Slots,
+    /// Tag 20: The persisted system or kernel log of an earlier boot (`boot`:
+    /// 1 = the previous boot, 0 = this boot as written to DATA), at most
+    /// `max_bytes` from its end; answered with `BootLog`.
+    BootLogs {
+        source: LogSource,
+        boot: u8,
+        max_bytes: u32,
+    },
+}
+
+/// Which persisted log `BootLogs` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogSource {
+    /// outpost-init's own log (tracing).
+    System,
+    /// The kernel log (/dev/kmsg).
+    Kernel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +178,7 @@ impl Request<'_> {
             | Services
             | ConfigGet
             | Slots
+            | BootLogs { .. }
             | Time
             | Metrics
             | Network => Role::Reader,
@@ -197,6 +215,7 @@ impl Request<'_> {
             Upgrade { .. } => "upgrade",
             Rollback => "rollback",
             Slots => "slots",
+            BootLogs { .. } => "boot logs",
         }
     }
 }
