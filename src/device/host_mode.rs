@@ -153,12 +153,20 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     {
         release.version = v.trim().to_owned();
     }
+    let boot_id = runtime::random_boot_id();
+    tracing::info!("boot id {boot_id}");
+    // The system log of each "boot" (each re-exec) is kept under DATA/logs
+    // as on a board; host mode has no kernel log of its own.
+    let persist = super::persistlog::PersistHandle::new();
+    if let Err(e) = super::persistlog::start(&ex, &opts.data_dir, &log, None, &persist) {
+        tracing::error!("host mode: logs not persisted: {e}");
+    }
     let (power_tx, power_rx) = smol::channel::bounded(1);
     let ctx = Arc::new(ApiContext {
         hostname: config.hostname.clone(),
         slot,
         release,
-        boot_id: runtime::random_boot_id(),
+        boot_id,
         log,
         power: power_tx,
         platform: Box::new(HostPlatform {
@@ -210,20 +218,23 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         smol::Timer::after(std::time::Duration::from_millis(200)).await;
         Ok::<_, String>(what)
     }));
-    match result {
+    let code = match result {
         Ok(PowerRequest::PowerOff) => {
             tracing::info!("host mode: power off");
             std::process::ExitCode::SUCCESS
         }
         Ok(PowerRequest::Reboot) => {
             tracing::info!("host mode: reboot (re-exec)");
-            reexec()
+            persist.flush();
+            return reexec();
         }
         Err(e) => {
             tracing::error!("host mode: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    persist.flush();
+    code
 }
 
 /// Open a simulated card in `dir` and boot it as U-Boot would.

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod board;
 pub mod cmdline;
+pub mod grow;
 #[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;
