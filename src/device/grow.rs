@@ -334,22 +334,16 @@ pub fn grow(sys: &dyn Sys, device: &str, mountpoint: &str) -> Result<Grown, Grow
     let before = sizes.fs_blocks * sizes.block_size;
     for step in &steps {
         match step {
-            Step::RewriteTable { sectors, mbr } => {
-                tracing::info!(
-                    "DATA: partition 4 grows to {} MiB in the partition table",
-                    u64::from(*sectors) * SECTOR >> 20
-                );
+            Step::RewriteTable { mbr, .. } => {
+                tracing::info!("DATA: partition 4 grown to the disk's end in the MBR");
                 sys.write_at_sync(&disk_dev, 0, mbr)?;
             }
             Step::TellKernel { start, length } => {
-                tracing::info!("DATA: telling the kernel ({} MiB)", length >> 20);
+                tracing::info!("DATA: telling the kernel the new partition size");
                 sys.resize_partition(&disk_dev, i32::from(DATA_PARTITION), *start, *length)?;
             }
             Step::ResizeFs { blocks } => {
-                tracing::info!(
-                    "DATA: resizing ext4 online to {blocks} blocks ({} MiB)",
-                    blocks * sizes.block_size >> 20
-                );
+                tracing::info!("DATA: resizing ext4 online to {blocks} blocks");
                 sys.resize_ext4(mountpoint, *blocks)?;
             }
         }

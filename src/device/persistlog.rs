@@ -123,9 +123,16 @@ pub fn rotate(logs: &Path) -> Result<PathBuf, PersistError> {
     Ok(current)
 }
 
+/// Remove a boot directory (it holds only files) or a stray file.
+/// Shallow on purpose: std's recursive `remove_dir_all` costs PID 1 ~KBs.
 fn remove(path: &Path) -> Result<(), PersistError> {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.take(MAX_DIR_ENTRIES).flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let r = if path.is_dir() {
-        std::fs::remove_dir_all(path)
+        std::fs::remove_dir(path)
     } else {
         std::fs::remove_file(path)
     };
