@@ -125,12 +125,18 @@ fn previous_boot_log_is_readable_after_a_reboot() {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "boot-0 not written");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "boot-0 not written"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // An operator reboots; the new process is a new boot.
-    client(&dev, "admin").unwrap().call(Request::Reboot).unwrap();
+    client(&dev, "admin")
+        .unwrap()
+        .call(Request::Reboot)
+        .unwrap();
     let start = Instant::now();
     let (mut c, second) = loop {
         assert!(start.elapsed() < Duration::from_secs(15), "no reboot");

@@ -61,7 +61,9 @@ const GROW: u64 = 512 << 20;
 /// (DATA total KiB, boot id) from `status -o json`.
 fn status(env: &Env) -> (u64, String) {
     let v = env.json(&["status"]);
-    let total = v["Data"]["total_kib"].as_u64().unwrap_or_else(|| panic!("{v}"));
+    let total = v["Data"]["total_kib"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{v}"));
     (total, v["Status"]["boot_id"].as_str().unwrap().to_owned())
 }
 
@@ -83,8 +85,18 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
     env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-st"]);
     let img = env.path("edge.img");
     env.ok(&[
-        "image", "build", "--board", "qemu-virt", "--site", site_s, "--hostname", "edge-st",
-        "-o", img.to_str().unwrap(), "--init", init.to_str().unwrap(),
+        "image",
+        "build",
+        "--board",
+        "qemu-virt",
+        "--site",
+        site_s,
+        "--hostname",
+        "edge-st",
+        "-o",
+        img.to_str().unwrap(),
+        "--init",
+        init.to_str().unwrap(),
     ]);
     // A bigger card than the image: 512 MiB more after DATA.
     let built = std::fs::metadata(&img).unwrap().len();
@@ -93,7 +105,13 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
     drop(f);
 
     let up = env.json(&[
-        "qemu", "up", img.to_str().unwrap(), "--name", "storage", "--timeout", "240",
+        "qemu",
+        "up",
+        img.to_str().unwrap(),
+        "--name",
+        "storage",
+        "--timeout",
+        "240",
     ]);
     eprintln!("qemu up: {up}");
     let _guard = Guard(&env);
@@ -105,7 +123,10 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
         "DATA is {total} KiB after the first boot"
     );
     let text = env.ok(&["status"]);
-    assert!(text.contains("DATA") && text.contains("MiB used of"), "{text}");
+    assert!(
+        text.contains("DATA") && text.contains("MiB used of"),
+        "{text}"
+    );
     let logs = env.ok(&["logs", "--lines", "500"]);
     assert!(logs.contains("DATA grown from 64 MiB to 576 MiB"), "{logs}");
     assert!(logs.contains("root filesystem is read-only"), "{logs}");
@@ -121,7 +142,10 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
         let out = env.outpost(&["-o", "json", "status"]);
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let id = v["Status"]["boot_id"].as_str().unwrap_or_default().to_owned();
+            let id = v["Status"]["boot_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if id != first_id {
                 break (v["Data"]["total_kib"].as_u64().unwrap(), id);
             }
@@ -135,7 +159,10 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
 
     // The previous boot's logs: its boot id, and what only it did.
     let previous = env.ok(&["logs", "--boot", "-1", "--lines", "2000"]);
-    assert!(previous.contains(&format!("boot id {first_id}")), "{previous}");
+    assert!(
+        previous.contains(&format!("boot id {first_id}")),
+        "{previous}"
+    );
     assert!(previous.contains("DATA grown from 64 MiB"), "{previous}");
     assert!(previous.contains("Reboot requested"), "{previous}");
     assert!(!previous.contains(&second_id), "{previous}");

@@ -12,12 +12,12 @@ use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::mounts::DATA_MOUNT;
+use super::persistlog::{self, PersistHandle};
 use super::slots::commit::{self, Committed, Health};
 use super::slots::{BlockBackend, Slots};
 use super::sys::{RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
-use super::persistlog::{self, PersistHandle};
 use super::{
     cmdline, grow, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper,
     runtime, serial,

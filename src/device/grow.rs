@@ -229,7 +229,10 @@ pub struct Sizes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Write this MBR (partition 4 grown) to sector 0.
-    RewriteTable { sectors: u32, mbr: [u8; MBR_LEN] },
+    RewriteTable {
+        sectors: u32,
+        mbr: Box<[u8; MBR_LEN]>,
+    },
     /// Tell the kernel partition 4's new length (bytes).
     TellKernel { start: u64, length: u64 },
     /// Resize the filesystem to this many blocks.
@@ -251,7 +254,7 @@ pub fn plan(mbr: &Mbr, s: &Sizes) -> Result<Vec<Step>, GrowError> {
         Some(sectors) => {
             steps.push(Step::RewriteTable {
                 sectors,
-                mbr: mbr.with_data_sectors(sectors),
+                mbr: Box::new(mbr.with_data_sectors(sectors)),
             });
             u64::from(sectors)
         }
@@ -336,7 +339,7 @@ pub fn grow(sys: &dyn Sys, device: &str, mountpoint: &str) -> Result<Grown, Grow
         match step {
             Step::RewriteTable { mbr, .. } => {
                 tracing::info!("DATA: partition 4 grown to the disk's end in the MBR");
-                sys.write_at_sync(&disk_dev, 0, mbr)?;
+                sys.write_at_sync(&disk_dev, 0, &mbr[..])?;
             }
             Step::TellKernel { start, length } => {
                 tracing::info!("DATA: telling the kernel the new partition size");
@@ -439,7 +442,12 @@ mod tests {
         let no_data = table(&[(0x0c, MIB_S, 64 * MIB_S)]);
         assert_eq!(Mbr::parse(&no_data, disk), Err(GrowError::NoData));
         // Entries near u32::MAX do not overflow.
-        let huge = table(&[(0x83, 0, 0), (0, 0, 0), (0, 0, 0), (0x83, u32::MAX, u32::MAX)]);
+        let huge = table(&[
+            (0x83, 0, 0),
+            (0, 0, 0),
+            (0, 0, 0),
+            (0x83, u32::MAX, u32::MAX),
+        ]);
         assert!(matches!(
             Mbr::parse(&huge, disk),
             Err(GrowError::BeyondDisk { .. })
@@ -459,7 +467,9 @@ mod tests {
         assert_eq!(again.data().start, mbr.data().start);
         assert_eq!(again.entries[..3], mbr.entries[..3]);
         let differ: Vec<usize> = (0..512).filter(|&i| new[i] != standard()[i]).collect();
-        assert!(differ.iter().all(|&i| (TABLE_OFFSET + 48..TABLE_OFFSET + 64).contains(&i)));
+        assert!(differ
+            .iter()
+            .all(|&i| (TABLE_OFFSET + 48..TABLE_OFFSET + 64).contains(&i)));
         // Not aligned disk end: rounded down to 1 MiB; tiny gains are not worth it.
         assert_eq!(grown_sectors(mbr.data(), disk + 7), Some(sectors));
         assert_eq!(grown_sectors(mbr.data(), IMAGE_SECTORS + 4000), None);
@@ -502,10 +512,14 @@ mod tests {
             [Step::ResizeFs { blocks: 147456 }]
         );
         // Already grown: nothing.
-        assert!(plan(&written, &sizes(big, grown, 147456)).unwrap().is_empty());
+        assert!(plan(&written, &sizes(big, grown, 147456))
+            .unwrap()
+            .is_empty());
         // An image on a disk of its own size: nothing.
         let exact = Mbr::parse(&standard(), IMAGE_SECTORS).unwrap();
-        assert!(plan(&exact, &sizes(IMAGE_SECTORS, small, 16384)).unwrap().is_empty());
+        assert!(plan(&exact, &sizes(IMAGE_SECTORS, small, 16384))
+            .unwrap()
+            .is_empty());
         // A filesystem larger than its partition is not touched.
         assert!(matches!(
             plan(&exact, &sizes(IMAGE_SECTORS, small, 20000)),

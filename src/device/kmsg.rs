@@ -70,7 +70,7 @@ pub fn tail(max_bytes: usize) -> Result<String, String> {
 /// Whether a record's priority is error or worse (`prio` is facility << 3 | level).
 pub fn is_error(record: &str) -> bool {
     record
-        .split(|c| c == ',' || c == ';')
+        .split([',', ';'])
         .next()
         .and_then(|p| p.parse::<u32>().ok())
         .is_some_and(|p| p & 7 <= 3)
@@ -110,7 +110,10 @@ impl super::persistlog::KernelSource for KmsgReader {
                 }
                 // EPIPE: records were overwritten before we read them.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => {
-                    out.push(("[kernel records lost: overwritten before they were saved]".into(), false));
+                    out.push((
+                        "[kernel records lost: overwritten before they were saved]".into(),
+                        false,
+                    ));
                 }
                 Err(_) => break,
             }

@@ -23,9 +23,9 @@ pub const MAX_LINE: usize = 512;
 #[derive(Clone, Default)]
 pub struct LogRing {
     inner: Arc<Mutex<Ring>>,
-    /// Told (without blocking) when a warning or error is pushed, so the
-    /// persisted log is flushed at once rather than at the next batch.
-    urgent: Arc<std::sync::OnceLock<smol::channel::Sender<()>>>,
+    /// Raised when a warning or error is pushed, so the persisted log is
+    /// flushed within a second rather than at the next batch.
+    urgent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -40,18 +40,15 @@ impl LogRing {
         Self::default()
     }
 
-    /// Ask to be told when a warning or error is pushed. Set once; a second
-    /// call is ignored.
-    pub fn on_urgent(&self, tx: smol::channel::Sender<()>) {
-        let _ = self.urgent.set(tx);
+    /// Whether a warning or error was pushed since the last call.
+    pub fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     pub fn push(&self, line: LogLine) {
         if matches!(line.level, LogLevel::Warn | LogLevel::Error) {
-            if let Some(tx) = self.urgent.get() {
-                // Full: a flush is already pending, which covers this line.
-                let _ = tx.try_send(());
-            }
+            self.urgent
+                .store(true, std::sync::atomic::Ordering::Release);
         }
         // A poisoned lock only means another thread panicked mid-push; the
         // deque itself is still valid, so keep logging.

@@ -157,12 +157,18 @@ pub async fn mount_data_with(
     wait_for_device(sys, device, wait, poll).await?;
     sys.mkdir_p(target, 0o755).map_err(MountError::MountPoint)?;
     let flags = MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    sys.mount(Some(device), target, Some("ext4"), flags, Some(DATA_OPTIONS))
-        .map_err(|source| MountError::Data {
-            device: device.to_owned(),
-            target: target.to_owned(),
-            source,
-        })?;
+    sys.mount(
+        Some(device),
+        target,
+        Some("ext4"),
+        flags,
+        Some(DATA_OPTIONS),
+    )
+    .map_err(|source| MountError::Data {
+        device: device.to_owned(),
+        target: target.to_owned(),
+        source,
+    })?;
     tracing::info!(device, target, "DATA mounted");
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::log::LogRing;
 use crate::wire::{LogLevel, LogLine, LogSource};
@@ -248,7 +248,6 @@ pub struct Persister {
     kernel_log: Sink,
     /// Written since the last sync.
     dirty: bool,
-    last_sync: Option<Instant>,
 }
 
 impl Persister {
@@ -267,7 +266,6 @@ impl Persister {
             system: Sink::new(dir.join(SYSTEM_FILE)),
             kernel_log: Sink::new(dir.join(KERNEL_FILE)),
             dirty: false,
-            last_sync: None,
         })
     }
 
@@ -311,14 +309,7 @@ impl Persister {
         let a = self.system.flush();
         let b = self.kernel_log.flush();
         self.dirty = false;
-        self.last_sync = Some(Instant::now());
         a.and(b)
-    }
-
-    /// Whether an urgent flush may run now (rate limit).
-    fn may_sync_now(&self) -> bool {
-        self.last_sync
-            .is_none_or(|t| t.elapsed() >= URGENT_MIN_GAP)
     }
 }
 
@@ -360,15 +351,11 @@ impl PersistHandle {
             }
         }
     }
-
-    fn urgent_allowed(&self) -> bool {
-        let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.as_ref().is_some_and(Persister::may_sync_now)
-    }
 }
 
 /// Start persisting this boot's logs under `data/logs`: rotate, then a task
-/// that flushes every [`BATCH_INTERVAL`] and soon after each warning.
+/// that flushes every [`BATCH_INTERVAL`], and within [`URGENT_MIN_GAP`] of
+/// a warning or error.
 pub fn start(
     ex: &smol::Executor<'static>,
     data: &Path,
@@ -379,22 +366,17 @@ pub fn start(
     let logs = data.join(LOG_DIR);
     let p = Persister::open(&logs, ring.clone(), kernel)?;
     handle.set(p);
-    let (tx, rx) = smol::channel::bounded(1);
-    ring.on_urgent(tx);
-    let handle = handle.clone();
+    let (ring, handle) = (ring.clone(), handle.clone());
     ex.spawn(async move {
-        use smol::future::FutureExt as _;
+        // A tick per URGENT_MIN_GAP: one atomic load when nothing happened.
+        let mut since_flush = Duration::ZERO;
         loop {
-            let urgent = async { rx.recv().await.is_ok() }
-                .or(async {
-                    smol::Timer::after(BATCH_INTERVAL).await;
-                    false
-                })
-                .await;
-            if urgent && !handle.urgent_allowed() {
-                smol::Timer::after(URGENT_MIN_GAP).await;
+            smol::Timer::after(URGENT_MIN_GAP).await;
+            since_flush += URGENT_MIN_GAP;
+            if ring.take_urgent() || since_flush >= BATCH_INTERVAL {
+                handle.flush();
+                since_flush = Duration::ZERO;
             }
-            handle.flush();
         }
     })
     .detach();
@@ -609,12 +591,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let logs = tmp.path().join("logs");
         let ring = LogRing::new();
-        let flood = FakeKernel((0..20_000).map(|i| (format!("k{i:06} {}", "x".repeat(200)), i % 7 == 0)).collect());
+        let flood = FakeKernel(
+            (0..20_000)
+                .map(|i| (format!("k{i:06} {}", "x".repeat(200)), i % 7 == 0))
+                .collect(),
+        );
         let mut p = Persister::open(&logs, ring.clone(), Some(Box::new(flood))).unwrap();
         // ~10 MB of system log, batches of a few thousand lines: some are
         // lost from the ring between batches and said so.
         for i in 0..40_000u32 {
-            ring.push(line(LogLevel::Info, &format!("s{i:06} {}", "y".repeat(100))));
+            ring.push(line(
+                LogLevel::Info,
+                &format!("s{i:06} {}", "y".repeat(100)),
+            ));
             if i % 3000 == 2999 {
                 p.flush().unwrap();
             }
@@ -631,7 +620,11 @@ mod tests {
         }
         assert!(dir_size(&logs.join("boot-0")) <= 4 * FILE_CAP);
         let text = read_boot(&logs, 0, LogSource::System, 1 << 20).unwrap();
-        assert!(text.ends_with("ERROR the very last line\n"), "{}", &text[text.len() - 100..]);
+        assert!(
+            text.ends_with("ERROR the very last line\n"),
+            "{}",
+            &text[text.len() - 100..]
+        );
         assert!(text.len() as u64 > FILE_CAP, "the .old file is read too");
         let k = read_boot(&logs, 0, LogSource::Kernel, 1 << 20).unwrap();
         assert!(k.contains("k019999 "));

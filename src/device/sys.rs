@@ -315,15 +315,19 @@ impl Sys for RealSys {
     ) -> Result<(), SysError> {
         let file = File::open(disk).map_err(|e| SysError::call("open", disk, io_errno(&e)))?;
         let (Ok(start), Ok(length)) = (i64::try_from(start), i64::try_from(length)) else {
-            return Err(SysError::call("BLKPG_RESIZE_PARTITION", disk, Errno::EINVAL));
+            return Err(SysError::call(
+                "BLKPG_RESIZE_PARTITION",
+                disk,
+                Errno::EINVAL,
+            ));
         };
         blk::resize_partition(&file, number, start, length)
             .map_err(|e| SysError::call("BLKPG_RESIZE_PARTITION", disk, e))
     }
 
     fn resize_ext4(&self, mountpoint: &str, blocks: u64) -> Result<(), SysError> {
-        let dir = File::open(mountpoint)
-            .map_err(|e| SysError::call("open", mountpoint, io_errno(&e)))?;
+        let dir =
+            File::open(mountpoint).map_err(|e| SysError::call("open", mountpoint, io_errno(&e)))?;
         blk::resize_ext4(&dir, blocks)
             .map_err(|e| SysError::call("EXT4_IOC_RESIZE_FS", mountpoint, e))
     }

@@ -215,7 +215,9 @@ pub fn run(
                 max_bytes: u32::MAX,
             };
             match client.call(request)? {
-                Response::BootLog(text) => (Response::BootLog(last_lines(&text, lines)), pick(&format)),
+                Response::BootLog(text) => {
+                    (Response::BootLog(last_lines(&text, lines)), pick(&format))
+                }
                 other => (other, pick(&format)),
             }
         }
