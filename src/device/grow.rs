@@ -282,7 +282,10 @@ pub fn plan(mbr: &Mbr, s: &Sizes) -> Result<Vec<Step>, GrowError> {
 /// `/dev/vda4` -> ("vda", "vda4"); `/dev/mmcblk0p4` -> ("mmcblk0", "mmcblk0p4").
 pub fn disk_of(device: &str) -> Result<(String, String), GrowError> {
     let bad = || GrowError::NotPartition4(device.to_owned());
-    let name = device.rsplit('/').next().ok_or_else(bad)?;
+    let name = device
+        .bytes()
+        .rposition(|b| b == b'/')
+        .map_or(device, |i| device.get(i + 1..).unwrap_or(""));
     let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
     let (base, number) = name.split_at(name.len() - digits);
     if number.parse::<u8>().ok() != Some(DATA_PARTITION) || base.is_empty() {
@@ -317,10 +320,11 @@ fn sysfs_number(sys: &dyn Sys, path: &str) -> Result<u64, GrowError> {
 /// disk: the steps still missing, in order. Run after DATA is mounted.
 pub fn grow(sys: &dyn Sys, device: &str, mountpoint: &str) -> Result<Grown, GrowError> {
     let (disk, part) = disk_of(device)?;
-    let disk_dev = match device.rsplit_once('/') {
-        Some((dir, _)) => format!("{dir}/{disk}"),
-        None => disk.clone(),
-    };
+    // The disk's node sits beside the partition's (`/dev/vda4` -> `/dev/vda`).
+    let disk_dev = format!(
+        "{}{disk}",
+        device.get(..device.len() - part.len()).unwrap_or("")
+    );
     let sizes_now = |sys: &dyn Sys| -> Result<Sizes, GrowError> {
         let (fs_blocks, block_size) = parse_superblock(&sys.read_at(device, SB_OFFSET, SB_LEN)?)?;
         Ok(Sizes {

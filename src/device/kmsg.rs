@@ -29,34 +29,27 @@ pub fn format_record(record: &str) -> Option<String> {
 
 /// The last `max_bytes` of the kernel log.
 pub fn tail(max_bytes: usize) -> Result<String, String> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_nonblock())
-        .open("/dev/kmsg")
-        .map_err(|e| format!("/dev/kmsg: {e}"))?;
+    use super::persistlog::KernelSource as _;
+    /// Records read per round: bounds the batch in memory (~1 KiB each).
+    const ROUND: usize = 256;
+    let mut reader = KmsgReader::open()?;
     let mut lines: VecDeque<String> = VecDeque::new();
     let mut total = 0usize;
-    let mut buf = vec![0u8; MAX_RECORD];
-    for _ in 0..MAX_RECORDS {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&buf[..n]);
-                if let Some(line) = format_record(&text) {
-                    total += line.len() + 1;
-                    lines.push_back(line);
-                    while total > max_bytes {
-                        match lines.pop_front() {
-                            Some(old) => total -= old.len() + 1,
-                            None => break,
-                        }
-                    }
+    let mut batch = Vec::with_capacity(ROUND);
+    for _ in 0..MAX_RECORDS / ROUND {
+        reader.read_new(ROUND, &mut batch);
+        if batch.is_empty() {
+            break;
+        }
+        for (line, _) in batch.drain(..) {
+            total += line.len() + 1;
+            lines.push_back(line);
+            while total > max_bytes {
+                match lines.pop_front() {
+                    Some(old) => total -= old.len() + 1,
+                    None => break,
                 }
             }
-            // EPIPE: records were overwritten while we read; carry on.
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PIPE.raw_os_error()) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(format!("/dev/kmsg: {e}")),
         }
     }
     let mut out = String::with_capacity(total);

@@ -345,9 +345,8 @@ impl PersistHandle {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(p) = guard.as_mut() {
             if let Err(e) = p.flush() {
-                // Console only: the ring line would be persisted at the next
-                // flush, which fails the same way.
-                eprintln!("outpost-init: persisted log: {e}");
+                // The ring has its own lock: logging here cannot deadlock.
+                tracing::error!("persisted log: {e}");
             }
         }
     }
