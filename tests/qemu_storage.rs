@@ -173,6 +173,68 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
     let kernel_now = env.ok(&["dmesg", "--bytes", "200000"]);
     assert!(!kernel_now.contains("resizing filesystem"), "{kernel_now}");
 
+    // A power cut: a warning is flushed within a second; then QEMU is
+    // killed (the guest's unsynced page cache is lost, as in a real cut).
+    env.ok(&[
+        "gen", "client", "--site", site_s, "--name", "watcher", "--role", "reader",
+    ]);
+    let (crt, key) = (
+        env.path("site/clients/watcher.crt"),
+        env.path("site/clients/watcher.key"),
+    );
+    let node = outpost::host::context::Node {
+        address: up["address"].as_str().unwrap().to_owned(),
+        server_name: "edge-st".into(),
+    };
+    let reader = outpost::host::client::client_config(&site.join("ca.crt"), &crt, &key).unwrap();
+    let refused = outpost::host::client::Client::connect_with(reader, &node)
+        .unwrap()
+        .call(outpost::wire::Request::Reboot);
+    assert!(refused.is_err());
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = std::fs::read_to_string(env.path("state/qemu/storage/qemu.pid")).unwrap();
+    let pid = pid.trim();
+    Command::new("kill").args(["-9", pid]).status().unwrap();
+    // Gone, or a zombie (daemonized QEMU is reaped by whoever adopted it).
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "QEMU did not die"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `qemu up` takes a live pid file's process for a running device.
+    let _ = std::fs::remove_file(env.path("state/qemu/storage/qemu.pid"));
+    env.json(&[
+        "qemu",
+        "up",
+        img.to_str().unwrap(),
+        "--name",
+        "storage",
+        "--timeout",
+        "240",
+    ]);
+    let (after_cut, third_id) = status(&env);
+    assert_eq!(after_cut, total, "DATA size changed across a power cut");
+    assert_ne!(third_id, second_id);
+    let cut = env.ok(&["logs", "--boot", "-1", "--lines", "2000"]);
+    assert!(cut.contains(&format!("boot id {second_id}")), "{cut}");
+    assert!(cut.contains("reboot refused to a reader client"), "{cut}");
+    let two_back = env.ok(&["logs", "--boot", "-2", "--lines", "2000"]);
+    assert!(
+        two_back.contains(&format!("boot id {first_id}")),
+        "{two_back}"
+    );
+    eprintln!(
+        "DATA {total} KiB after growing; first boot's grow lines:\n{}",
+        previous
+            .lines()
+            .filter(|l| l.contains("DATA") || l.contains("read-only"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     let down = env.ok(&["qemu", "down", "--name", "storage"]);
     assert!(down.contains("powered off"), "{down}");
 }
