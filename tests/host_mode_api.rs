@@ -3,85 +3,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::HostDevice;
 use outpost::host::client::{client_config, Client};
-use outpost::host::context::Node;
 use outpost::host::pki::Site;
 use outpost::wire::{self, Request, Response, WireError};
 
-struct Device {
-    child: Child,
-    node: Node,
-    site: Site,
-    _tmp: tempfile::TempDir,
+/// Device `edge-1` in host mode, booted from slot B.
+fn start_device() -> HostDevice {
+    HostDevice::new("test").args(&["--slot", "B"]).start()
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Arrange DATA as the image builder does: identity/ and config/.
-fn stage_data(site: &Site, hostname: &str, data: &Path) {
-    let dev = site.device_dir(hostname);
-    std::fs::create_dir_all(data.join("identity")).unwrap();
-    std::fs::create_dir_all(data.join("config")).unwrap();
-    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
-    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
-}
-
-fn start_device() -> Device {
-    let tmp = tempfile::tempdir().unwrap();
-    let site = Site::create(&tmp.path().join("site"), "test").unwrap();
-    site.issue_device("edge-1", 50000).unwrap();
-    let data = tmp.path().join("data");
-    stage_data(&site, "edge-1", &data);
-    let port = outpost::host::qemu::free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args(["--host-mode", "--data"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--slot", "B"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = Node {
-        address: format!("127.0.0.1:{port}"),
-        server_name: "edge-1".into(),
-    };
-    let dev = Device {
-        child,
-        node,
-        site,
-        _tmp: tmp,
-    };
-    let start = Instant::now();
-    while TcpStream::connect(&dev.node.address).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "device did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    dev
-}
-
-fn admin(dev: &Device) -> Client {
-    let (crt, key) = dev.site.client_paths("admin");
-    Client::connect_with(
-        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
-        &dev.node,
-    )
-    .unwrap()
+fn admin(dev: &HostDevice) -> Client {
+    Client::connect_with(dev.tls("admin"), &dev.node).unwrap()
 }
 
 fn status(client: &mut Client) -> wire::Status {
@@ -183,9 +124,8 @@ fn clients_outside_the_site_are_refused() {
 }
 
 /// Raw TLS stream to send hand-made bytes.
-fn raw_tls(dev: &Device) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let (crt, key) = dev.site.client_paths("admin");
-    let config = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+fn raw_tls(dev: &HostDevice) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let config = dev.tls("admin");
     let tcp = TcpStream::connect(&dev.node.address).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let conn = rustls::ClientConnection::new(config, "edge-1".try_into().unwrap()).unwrap();
@@ -285,29 +225,7 @@ fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
         admin(&dev).call(Request::Reboot).unwrap(),
         Response::Accepted
     );
-    let start = Instant::now();
-    let after = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "device did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        if let Ok(mut c) = Client::connect_with(
-            client_config(
-                &dev.site.ca_cert(),
-                &dev.site.client_paths("admin").0,
-                &dev.site.client_paths("admin").1,
-            )
-            .unwrap(),
-            &dev.node,
-        ) {
-            match c.call(Request::Status) {
-                // The old process answers until its 200 ms grace period ends.
-                Ok(Response::Status(s)) if s.boot_id != before => break s.boot_id,
-                _ => {}
-            }
-        }
-    };
+    let after = status_after_reboot(&dev, &before).boot_id;
     assert_ne!(before, after);
     assert_eq!(
         admin(&dev).call(Request::Poweroff).unwrap(),
@@ -315,7 +233,7 @@ fn reboot_gives_a_new_boot_id_and_poweroff_exits() {
     );
     let start = Instant::now();
     loop {
-        if let Some(code) = dev.child.try_wait().unwrap() {
+        if let Some(code) = dev.try_wait() {
             assert!(code.success());
             break;
         }
@@ -503,4 +421,103 @@ fn config_time_metrics_network_and_not_yet_supported() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"));
+}
+
+/// Wait for the device to answer `Status` with a boot id other than `before`.
+fn status_after_reboot(dev: &HostDevice, before: &str) -> wire::Status {
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "device did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut c) = Client::connect_with(dev.tls("admin"), &dev.node) else {
+            continue;
+        };
+        if let Ok(Response::Status(s)) = c.call(Request::Status) {
+            if s.boot_id != before {
+                return s;
+            }
+        }
+    }
+}
+
+#[test]
+fn config_apply_modes_no_reboot_try_staged_reboot() {
+    use outpost::wire::{ApplyMode, ConfigPlan};
+    let dev = start_device();
+    let mut c = admin(&dev);
+    let apply = |c: &mut Client, text: &str, mode, try_secs| {
+        c.call(Request::ConfigApplyOpts {
+            config: text,
+            mode,
+            dry_run: false,
+            force: false,
+            try_secs,
+        })
+        .map(|r| match r {
+            Response::ConfigPlan(p) => p,
+            other => panic!("{other:?}"),
+        })
+    };
+    let get = |c: &mut Client| match c.call(Request::ConfigGet).unwrap() {
+        Response::Config(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let base = get(&mut c);
+    let named = |n: &str| base.replace("\"edge-1\"", &format!("\"{n}\""));
+    assert!(base.contains("mode = \"dhcp\""), "{base}");
+    let static_net = |n: &str| {
+        named(n).replace(
+            "mode = \"dhcp\"",
+            "mode = \"static\"\naddress = \"192.0.2.7/24\"",
+        )
+    };
+
+    // no-reboot: the hostname changes live and is kept on DATA.
+    let plan: ConfigPlan = apply(&mut c, &named("edge-live"), ApplyMode::NoReboot, 0).unwrap();
+    assert!(plan.applied && !plan.needs_reboot, "{plan:?}");
+    assert_eq!(status(&mut c).hostname, "edge-live");
+    assert!(get(&mut c).contains("edge-live"));
+    // ... but fields read at boot are refused, by name, with the way out.
+    let err = apply(&mut c, &static_net("edge-live"), ApplyMode::NoReboot, 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("network.address") && msg.contains("--mode reboot"),
+        "{msg}"
+    );
+    assert!(!get(&mut c).contains("static"));
+
+    // try: live at once, reverted when not confirmed in time.
+    apply(&mut c, &named("edge-try"), ApplyMode::Try, 2).unwrap();
+    assert_eq!(status(&mut c).hostname, "edge-try");
+    assert!(get(&mut c).contains("edge-try"));
+    let err = apply(&mut c, &named("edge-other"), ApplyMode::NoReboot, 0).unwrap_err();
+    assert!(err.to_string().contains("try is pending"), "{err:#}");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(status(&mut c).hostname, "edge-live");
+    // ... and kept when confirmed.
+    apply(&mut c, &named("edge-kept"), ApplyMode::Try, 30).unwrap();
+    assert_eq!(c.call(Request::ConfigConfirm).unwrap(), Response::Accepted);
+    let err = c.call(Request::ConfigConfirm).unwrap_err();
+    assert!(err.to_string().contains("no config try"), "{err:#}");
+    assert!(get(&mut c).contains("edge-kept"));
+
+    // staged: written now, in force after the next boot.
+    let plan = apply(&mut c, &static_net("edge-staged"), ApplyMode::Staged, 0).unwrap();
+    assert!(plan.applied && plan.needs_reboot, "{plan:?}");
+    assert!(!get(&mut c).contains("static"));
+    let before = status(&mut c).boot_id;
+    assert_eq!(c.call(Request::Reboot).unwrap(), Response::Accepted);
+    let s = status_after_reboot(&dev, &before);
+    assert_eq!(s.hostname, "edge-staged");
+    let mut c = admin(&dev);
+    assert!(get(&mut c).contains("192.0.2.7/24"));
+
+    // reboot: written, and the board reboots into it by itself.
+    let plan = apply(&mut c, &named("edge-rebooted"), ApplyMode::Reboot, 0).unwrap();
+    assert!(plan.applied, "{plan:?}");
+    let s = status_after_reboot(&dev, &s.boot_id);
+    assert_eq!(s.hostname, "edge-rebooted");
 }

@@ -1,78 +1,19 @@
 //! Logs that survive a reboot, in host mode: the real outpost-init binary
 //! (DATA in a temp dir) "reboots" by re-executing itself; the previous
-//! boot's system log is then readable with `BootLogs`.
+//! boot's system log is then readable with `BootLogs` and `logs --boot -1`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use outpost::host::client::{client_config, Client};
-use outpost::host::context::Node;
-use outpost::host::pki::Site;
+use common::HostDevice;
+use outpost::host::client::Client;
 use outpost::wire::{LogSource, Request, Response, WireError};
 
-struct Device {
-    child: Child,
-    node: Node,
-    site: Site,
-    tmp: tempfile::TempDir,
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_device() -> Device {
-    let tmp = tempfile::tempdir().unwrap();
-    let site = Site::create(&tmp.path().join("site"), "test").unwrap();
-    site.issue_device("edge-1", 50000).unwrap();
-    site.issue_client("watcher", "reader").unwrap();
-    let data = tmp.path().join("data");
-    let dev = site.device_dir("edge-1");
-    std::fs::create_dir_all(data.join("identity")).unwrap();
-    std::fs::create_dir_all(data.join("config")).unwrap();
-    for f in ["device.crt", "device.key"] {
-        std::fs::copy(dev.join(f), data.join("identity").join(f)).unwrap();
-    }
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
-    let port = outpost::host::qemu::free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args(["--host-mode", "--data"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let node = Node {
-        address: format!("127.0.0.1:{port}"),
-        server_name: "edge-1".into(),
-    };
-    let start = Instant::now();
-    while TcpStream::connect(&node.address).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no listener");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Device {
-        child,
-        node,
-        site,
-        tmp,
-    }
-}
-
-fn client(dev: &Device, name: &str) -> Option<Client> {
-    let (crt, key) = dev.site.client_paths(name);
-    Client::connect_with(
-        client_config(&dev.site.ca_cert(), &crt, &key).unwrap(),
-        &dev.node,
-    )
-    .ok()
+fn client(dev: &HostDevice, name: &str) -> Option<Client> {
+    Client::connect_with(dev.tls(name), &dev.node).ok()
 }
 
 fn boot_id(c: &mut Client) -> Option<String> {
@@ -82,6 +23,7 @@ fn boot_id(c: &mut Client) -> Option<String> {
     }
 }
 
+/// The raw answer: the wire error itself, not the CLI's text of it.
 fn boot_log(c: &mut Client, source: LogSource, boot: u8) -> Result<String, WireError> {
     let id = c
         .send(Request::BootLogs {
@@ -105,7 +47,10 @@ fn boot_log(c: &mut Client, source: LogSource, boot: u8) -> Result<String, WireE
 
 #[test]
 fn previous_boot_log_is_readable_after_a_reboot() {
-    let dev = start_device();
+    let dev = HostDevice::new("test");
+    dev.site.issue_client("watcher", "reader").unwrap();
+    let dev = dev.start();
+    dev.write_cli_config();
     let mut c = client(&dev, "watcher").unwrap();
     let first = boot_id(&mut c).unwrap();
     // No earlier boot yet; boots past the kept ones are refused by name.
@@ -157,6 +102,21 @@ fn previous_boot_log_is_readable_after_a_reboot() {
         boot_log(&mut c, LogSource::Kernel, 1),
         Err(WireError::Device(_))
     ));
-    let logs = dev.tmp.path().join("data/logs");
-    assert!(logs.join("boot-0").is_dir() && logs.join("boot-1/system.log").is_file());
+    assert!(dev.data.join("logs/boot-1/system.log").is_file());
+
+    // The CLI: `logs --boot -1`, text and JSON; `dmesg --boot -1` names the error.
+    let text = dev.cli.ok(&["logs", "--boot", "-1", "--lines", "1000"]);
+    assert!(text.contains(&format!("boot id {first}")), "{text}");
+    let json = dev.cli.json(&["logs", "--boot", "-1", "--lines", "2"]);
+    let lines = json["BootLog"].as_str().unwrap();
+    assert_eq!(lines.lines().count(), 2, "{json}");
+    assert!(lines.ends_with("reboot (re-exec)\n"), "{json}");
+    let out = dev.cli.outpost(&["dmesg", "--boot", "-1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no kernel log of boot -1"));
+    let out = dev.cli.outpost(&["logs", "web", "--boot", "-1"]);
+    assert!(
+        !out.status.success(),
+        "a service's log is not persisted here"
+    );
 }

@@ -11,106 +11,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::FileExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{read_lossy, repo, skip_qemu, Cli, QemuGuard};
 use outpost::bootstate::{
     encode_copy, initial_copies, BootState, CopyId, Current, Env, Event, Layout, Slot, STATE_SIZE,
     VAR_A_LEFT, VAR_B_LEFT, VAR_GOOD, VAR_ORDER, VAR_SEQ,
 };
 use outpost::device::slots::{Backend, BlockBackend, PartitionFile, Slots};
 use outpost::host::image::{read_boot_copies, read_boot_state, DiskLayout};
-
-struct Harness {
-    tmp: tempfile::TempDir,
-}
-
-impl Harness {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn console(&self, name: &str) -> String {
-        let bytes =
-            std::fs::read(self.path(&format!("state/qemu/{name}/console.log"))).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-
-    /// Site, device identity, image: the same steps as an operator.
-    fn build_image(&self, hostname: &str) -> PathBuf {
-        let init = init_binary();
-        let site = self.path("site");
-        let site_s = site.to_str().unwrap();
-        if !site.exists() {
-            self.ok(&["gen", "site", site_s, "--name", "abtest"]);
-        }
-        self.ok(&["gen", "device", "--site", site_s, "--hostname", hostname]);
-        let img = self.path(&format!("{hostname}.img"));
-        self.ok(&[
-            "image",
-            "build",
-            "--board",
-            "qemu-virt",
-            "--site",
-            site_s,
-            "--hostname",
-            hostname,
-            "-o",
-            img.to_str().unwrap(),
-            "--init",
-            init.to_str().unwrap(),
-        ]);
-        img
-    }
-}
-
-fn skip() -> bool {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU A/B test left out");
-        return true;
-    }
-    false
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn init_binary() -> PathBuf {
-    let p = repo().join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-init (or set OUTPOST_SKIP_QEMU=1)",
-        p.display()
-    );
-    p
-}
 
 /// The boot-state copies of `img`, through the device's own in-place writer.
 fn boot_slots(img: &Path) -> (Slots, BlockBackend) {
@@ -119,33 +34,21 @@ fn boot_slots(img: &Path) -> (Slots, BlockBackend) {
     (Slots::new(Box::new(open()), None), open())
 }
 
-/// Kill QEMU if a test fails half-way.
-struct Guard<'a>(&'a Harness, &'static str);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let pidfile = self.0.path(&format!("state/qemu/{}/qemu.pid", self.1));
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
-    }
-}
-
 /// Boot the image, check A is marked good; then a B that hangs falls back to A.
 #[test]
 fn boot_marks_a_good_and_a_hanging_b_falls_back() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
-    let env = Harness::new();
-    let img = env.build_image("edge-ab");
+    let env = Cli::new();
+    let img = env.qemu_image("abtest", "edge-ab");
     let img_s = img.to_str().unwrap();
     let fresh = read_boot_copies(&img).unwrap();
 
     // 1. Boot: U-Boot spends one attempt of A, outpost-init gives it back.
     let started = Instant::now();
     env.ok(&["qemu", "up", img_s, "--name", "ab", "--timeout", "120"]);
-    let guard = Guard(&env, "ab");
+    let guard = QemuGuard::new(&env, "ab");
     assert_eq!(slot_of(&env.ok(&["-o", "json", "status"])), "A");
     wait_for_log(&env, "ab", "slot A marked good", Duration::from_secs(30));
     let down = env.ok(&["qemu", "down", "--name", "ab"]);
@@ -202,7 +105,7 @@ fn boot_marks_a_good_and_a_hanging_b_falls_back() {
     let started = Instant::now();
     // `qemu up` returns when B's API answers, before it hangs.
     env.ok(&["qemu", "up", img_s, "--name", "hang", "--timeout", "120"]);
-    let guard = Guard(&env, "hang");
+    let guard = QemuGuard::new(&env, "hang");
     wait_for_log(
         &env,
         "hang",
@@ -241,11 +144,11 @@ fn boot_marks_a_good_and_a_hanging_b_falls_back() {
 /// model's planned write, byte for byte.
 #[test]
 fn boot_script_matches_the_model() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
-    let env = Harness::new();
-    let img = env.build_image("edge-model");
+    let env = Cli::new();
+    let img = env.qemu_image("abtest", "edge-model");
     // Wipe both slots' boot sectors: U-Boot cannot load a kernel.
     let layout = DiskLayout::standard();
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -345,7 +248,7 @@ fn boot_script_matches_the_model() {
 }
 
 /// Run U-Boot on `img` until boot.scr resets (QEMU exits with -no-reboot).
-fn uboot_once(env: &Harness, bios: &Path, img: &Path) -> String {
+fn uboot_once(env: &Cli, bios: &Path, img: &Path) -> String {
     let log = env.path("uboot.log");
     let _ = std::fs::remove_file(&log);
     let mut child = Command::new("qemu-system-aarch64")
@@ -383,11 +286,7 @@ fn uboot_once(env: &Harness, bios: &Path, img: &Path) -> String {
     read_lossy(&log)
 }
 
-fn read_lossy(p: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
-}
-
-fn wait_for_log(env: &Harness, name: &str, needle: &str, timeout: Duration) {
+fn wait_for_log(env: &Cli, name: &str, needle: &str, timeout: Duration) {
     let start = Instant::now();
     while !env.console(name).contains(needle) {
         assert!(
@@ -407,7 +306,7 @@ fn slot_of(json: &str) -> String {
         .unwrap_or_default()
 }
 
-fn poll_status(env: &Harness, ok: impl Fn(&str) -> bool, timeout: Duration) -> String {
+fn poll_status(env: &Cli, ok: impl Fn(&str) -> bool, timeout: Duration) -> String {
     let start = Instant::now();
     loop {
         let out = env.outpost(&["-o", "json", "status"]);
@@ -448,7 +347,7 @@ fn append_boot_args(slot: &mut [u8], extra: &str) {
 }
 
 /// Debian's fw_printenv reads the copy (when libubootenv-tool is installed).
-fn fw_printenv_agrees(env: &Harness, blob: &[u8], lines: &[&str]) {
+fn fw_printenv_agrees(env: &Cli, blob: &[u8], lines: &[&str]) {
     let file = env.path("copy.env");
     std::fs::write(&file, blob).unwrap();
     let cfg = env.path("fw_env.config");

@@ -22,16 +22,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
+
+use common::{image_build, init_binary, repo, skip_qemu, Cli, QemuGuard};
 
 /// The name of the local device in each case's own state directory.
 const NAME: &str = "rb";
 
 struct Env {
-    tmp: tempfile::TempDir,
+    /// First, so QEMU is killed before the CLI's temp dir goes.
+    _qemu: QemuGuard,
+    cli: Cli,
     /// The `outpost upgrade` run in the background.
     upgrade: Option<Child>,
     /// The site (the CLI's client certificate) and the image this came from.
@@ -39,45 +45,15 @@ struct Env {
 }
 
 impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
-        cmd.args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .env_remove("OUTPOST_BOARDS");
-        cmd
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}\nconsole:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.console_tail(40)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
     fn console(&self) -> String {
-        let text =
-            std::fs::read(self.path(&format!("state/qemu/{NAME}/console.log"))).unwrap_or_default();
-        String::from_utf8_lossy(&text).into_owned()
+        self.cli.console(NAME)
     }
     fn console_tail(&self, n: usize) -> String {
-        let text = self.console();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        self.cli.console_tail(NAME, n)
     }
     /// `outpost slots -o json`, if the device answers.
     fn slots(&self) -> Option<serde_json::Value> {
-        let out = self.outpost(&["slots", "-o", "json"]);
+        let out = self.cli.outpost(&["slots", "-o", "json"]);
         if !out.status.success() {
             return None;
         }
@@ -92,23 +68,7 @@ impl Drop for Env {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Ok(pid) = std::fs::read_to_string(self.path(&format!("state/qemu/{NAME}/qemu.pid")))
-        {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
     }
-}
-
-fn skip() -> bool {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU rollback test left out");
-        return true;
-    }
-    false
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// `boards/qemu-virt.toml` with `extra` appended to its kernel command line,
@@ -142,7 +102,7 @@ fn faulty_board(dir: &Path, extra: &str) {
 /// Site, device identity and the 0.1.0 image, built once for the tests that
 /// run at the same time (each boots its own copy).
 struct Base {
-    tmp: tempfile::TempDir,
+    cli: Cli,
 }
 
 impl Base {
@@ -157,25 +117,11 @@ impl Base {
         base
     }
     fn build() -> Base {
-        let base = Base {
-            tmp: tempfile::tempdir().unwrap(),
-        };
-        let p = |s: &str| base.tmp.path().join(s).to_str().unwrap().to_owned();
-        let run = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
-                .args(args)
-                .env("OUTPOST_CONFIG", p("cli.toml"))
-                .env_remove("OUTPOST_BOARDS")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "outpost {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["gen", "site", &p("site"), "--name", "rbtest"]);
-        run(&[
+        let cli = Cli::new();
+        let p = |s: &str| cli.path(s).to_str().unwrap().to_owned();
+        let init = init_binary();
+        cli.ok(&["gen", "site", &p("site"), "--name", "rbtest"]);
+        cli.ok(&[
             "gen",
             "device",
             "--site",
@@ -183,35 +129,12 @@ impl Base {
             "--hostname",
             "edge-rb",
         ]);
-        run(&[
-            "image",
-            "build",
-            "--site",
-            &p("site"),
-            "--hostname",
-            "edge-rb",
-            "--version",
-            "0.1.0",
-            "-o",
-            &p("edge.img"),
-            "--init",
-            &init_binary(),
-        ]);
-        base
+        let (site, img) = (p("site"), p("edge.img"));
+        let mut build = image_build(&site, "edge-rb", &img, init.to_str().unwrap());
+        build.extend(["--version", "0.1.0"]);
+        cli.ok(&build);
+        Base { cli }
     }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-}
-
-fn init_binary() -> String {
-    let init = repo().join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(
-        init.exists(),
-        "{} is missing: run scripts/build-init",
-        init.display()
-    );
-    init.to_str().unwrap().to_owned()
 }
 
 /// A copy of the 0.1.0 image and a faulty 0.2.0 bundle (the board's kernel
@@ -219,27 +142,30 @@ fn init_binary() -> String {
 fn boot_fresh(extra: &str) -> (Env, PathBuf) {
     let base = Base::get();
     let init = init_binary();
+    let cli = Cli::new();
     let env = Env {
-        tmp: tempfile::tempdir().unwrap(),
+        _qemu: QemuGuard::new(&cli, NAME),
+        cli,
         upgrade: None,
         _base: base.clone(),
     };
-    std::fs::copy(base.path("cli.toml"), env.path("cli.toml")).unwrap();
-    let img = env.path("edge.img");
+    std::fs::copy(base.cli.path("cli.toml"), env.cli.path("cli.toml")).unwrap();
+    let img = env.cli.path("edge.img");
     let img = img.to_str().unwrap();
     // Sparse copy: 385 MiB long, ~13 MiB of data.
     let cp = Command::new("cp")
         .arg("--sparse=always")
-        .arg(base.path("edge.img"))
+        .arg(base.cli.path("edge.img"))
         .arg(img)
         .status()
         .unwrap();
     assert!(cp.success());
-    let boards = env.path("boards");
+    let boards = env.cli.path("boards");
     faulty_board(&boards, extra);
-    let bundle = env.path("faulty-0.2.0.bundle");
-    let site = base.path("site");
+    let bundle = env.cli.path("faulty-0.2.0.bundle");
+    let site = base.cli.path("site");
     let out = env
+        .cli
         .command(&[
             "bundle",
             "build",
@@ -250,7 +176,7 @@ fn boot_fresh(extra: &str) -> (Env, PathBuf) {
             "-o",
             bundle.to_str().unwrap(),
             "--init",
-            &init,
+            init.to_str().unwrap(),
         ])
         .env("OUTPOST_BOARDS", &boards)
         .output()
@@ -261,7 +187,7 @@ fn boot_fresh(extra: &str) -> (Env, PathBuf) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    env.ok(&[
+    env.cli.ok(&[
         "qemu",
         "up",
         img,
@@ -291,8 +217,9 @@ fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Durat
     let start = Instant::now();
     // A plain upgrade: install, switch, reboot. The CLI waits for a commit on
     // B that never comes; it is stopped once the board is back on A.
-    let log = std::fs::File::create(env.path("upgrade.log")).unwrap();
+    let log = std::fs::File::create(env.cli.path("upgrade.log")).unwrap();
     let child = env
+        .cli
         .command(&[
             "upgrade",
             bundle.to_str().unwrap(),
@@ -318,14 +245,14 @@ fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Durat
             assert!(
                 !status.success(),
                 "`outpost upgrade` of a faulty bundle reported success:\n{}",
-                std::fs::read_to_string(env.path("upgrade.log")).unwrap_or_default()
+                std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default()
             );
         }
         assert!(
             start.elapsed() < limit,
             "not back on A within {} s; upgrade:\n{}\nconsole:\n{}",
             limit.as_secs(),
-            std::fs::read_to_string(env.path("upgrade.log")).unwrap_or_default(),
+            std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default(),
             env.console_tail(60)
         );
     };
@@ -358,7 +285,7 @@ fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Durat
         "{event}"
     );
     let status: serde_json::Value =
-        serde_json::from_str(&env.ok(&["status", "-o", "json"])).unwrap();
+        serde_json::from_str(&env.cli.ok(&["status", "-o", "json"])).unwrap();
     assert_eq!(status["Status"]["slot"], "A", "{status}");
     assert_eq!(status["Status"]["os_version"], "0.1.0", "{status}");
 
@@ -389,7 +316,7 @@ fn finish(env: &Env, case: &str, took: Duration) {
         "rollback ({case}): upgrade -> back on A in {:.1} s",
         took.as_secs_f64()
     );
-    let down = env.ok(&["qemu", "down", "--name", NAME]);
+    let down = env.cli.ok(&["qemu", "down", "--name", NAME]);
     assert!(down.contains("stopped"), "{down}");
 }
 
@@ -397,7 +324,7 @@ fn finish(env: &Env, case: &str, took: Duration) {
 
 #[test]
 fn rollback_after_failed_health_check() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
     let (mut env, bundle) = boot_fresh("outpost.fault=unhealthy");
@@ -425,7 +352,7 @@ fn rollback_after_failed_health_check() {
 
 #[test]
 fn rollback_after_kernel_panic() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
     // rdinit names a directory: the kernel finds it but cannot execute it,
@@ -449,7 +376,7 @@ fn rollback_after_kernel_panic() {
 
 #[test]
 fn rollback_after_watchdog_reset() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
     let (mut env, bundle) = boot_fresh("outpost.fault=hang outpost.watchdog=5");

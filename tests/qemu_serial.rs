@@ -8,98 +8,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{skip_qemu, Cli, QemuGuard};
 use outpost::host::client::{client_config, Client};
 use outpost::host::pki::Site;
 use outpost::host::serial::SerialTransport;
 use outpost::wire::{Request, Response};
 use serialport::{SerialPort as _, TTYPort};
-
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&full)).unwrap()
-    }
-}
-
-fn skip() -> bool {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU system test left out");
-        return true;
-    }
-    false
-}
-
-fn init_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-init (or set OUTPOST_SKIP_QEMU=1)",
-        p.display()
-    );
-    p
-}
-
-/// Kill QEMU if the test fails half-way.
-struct Guard<'a>(&'a Env);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let pidfile = self.0.path("state/qemu/ser/qemu.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
-        if std::thread::panicking() {
-            let console = std::fs::read_to_string(self.0.path("state/qemu/ser/console.log"))
-                .unwrap_or_default();
-            let tail: Vec<&str> = console.lines().rev().take(40).collect();
-            eprintln!("--- console (last lines) ---");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
 
 /// A pseudo-terminal whose other end is QEMU's UART socket: what a USB serial
 /// adapter is to an operator. Counts the bytes that cross it.
@@ -170,30 +93,12 @@ impl Drop for PtyBridge {
 
 #[test]
 fn api_over_the_second_uart_in_qemu() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
-    let env = Env::new();
-    let init = init_binary();
+    let env = Cli::new();
+    let img = env.qemu_image("sertest", "edge-ser");
     let site = env.path("site");
-    let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "sertest"]);
-    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-ser"]);
-    let img = env.path("edge.img");
-    env.ok(&[
-        "image",
-        "build",
-        "--board",
-        "qemu-virt",
-        "--site",
-        site_s,
-        "--hostname",
-        "edge-ser",
-        "-o",
-        img.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-    ]);
 
     let sock = env.path("mgmt.sock");
     let chardev = format!(
@@ -214,7 +119,7 @@ fn api_over_the_second_uart_in_qemu() {
         "--qemu-arg=pci-serial,chardev=mgmt",
     ]);
     eprintln!("qemu up: {up}");
-    let _guard = Guard(&env);
+    let _guard = QemuGuard::new(&env, "ser");
     let sock_s = sock.to_str().unwrap();
 
     // Straight into QEMU's socket: status names our device and slot A (the

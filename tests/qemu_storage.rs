@@ -6,60 +6,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&full)).unwrap()
-    }
-}
-
-/// Kill QEMU if the test fails half-way.
-struct Guard<'a>(&'a Env);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let pidfile = self.0.path("state/qemu/storage/qemu.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
-    }
-}
+use common::{Cli, QemuGuard};
 
 const GROW: u64 = 512 << 20;
 
 /// (DATA total KiB, boot id) from `status -o json`.
-fn status(env: &Env) -> (u64, String) {
+fn status(env: &Cli) -> (u64, String) {
     let v = env.json(&["status"]);
     let total = v["Data"]["total_kib"]
         .as_u64()
@@ -69,35 +26,13 @@ fn status(env: &Env) -> (u64, String) {
 
 #[test]
 fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU storage test left out");
+    if common::skip_qemu() {
         return;
     }
-    let init = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(init.exists(), "run scripts/build-init first");
-    let env = Env {
-        tmp: tempfile::tempdir().unwrap(),
-    };
+    let env = Cli::new();
+    let img = env.qemu_image("storage", "edge-st");
     let site = env.path("site");
     let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "storage"]);
-    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-st"]);
-    let img = env.path("edge.img");
-    env.ok(&[
-        "image",
-        "build",
-        "--board",
-        "qemu-virt",
-        "--site",
-        site_s,
-        "--hostname",
-        "edge-st",
-        "-o",
-        img.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-    ]);
     // A bigger card than the image: 512 MiB more after DATA.
     let built = std::fs::metadata(&img).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
@@ -114,7 +49,7 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
         "240",
     ]);
     eprintln!("qemu up: {up}");
-    let _guard = Guard(&env);
+    let _guard = QemuGuard::new(&env, "storage");
 
     // First boot: DATA (64 MiB in the image) now fills the disk.
     let (total, first_id) = status(&env);
@@ -135,22 +70,8 @@ fn data_grows_to_the_disk_and_logs_survive_a_reboot() {
 
     // Reboot: DATA stays grown, and its content (identity, config) is intact.
     env.ok(&["reboot"]);
-    let start = Instant::now();
-    let (after, second_id) = loop {
-        assert!(start.elapsed() < Duration::from_secs(240), "no reboot");
-        std::thread::sleep(Duration::from_secs(2));
-        let out = env.outpost(&["-o", "json", "status"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let id = v["Status"]["boot_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if id != first_id {
-                break (v["Data"]["total_kib"].as_u64().unwrap(), id);
-            }
-        }
-    };
+    env.status_after_reboot(&first_id, Duration::from_secs(240));
+    let (after, second_id) = status(&env);
     assert_eq!(after, total, "DATA size changed across a reboot");
     let config = env.ok(&["config", "get"]);
     assert!(config.contains("edge-st"), "{config}");

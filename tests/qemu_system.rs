@@ -5,103 +5,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{skip_qemu, Cli, QemuGuard};
 use outpost::host::client::{client_config, Client};
 use outpost::host::context::Node;
 use outpost::host::pki::Site;
 use outpost::wire::{self, Request, Response};
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self {
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut full = vec!["-o", "json"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&full)).unwrap()
-    }
-}
-
-fn skip() -> bool {
-    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
-        eprintln!("OUTPOST_SKIP_QEMU is set: QEMU system test left out");
-        return true;
-    }
-    false
-}
-
-fn init_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/aarch64-unknown-linux-musl/release/outpost-init");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/build-init (or set OUTPOST_SKIP_QEMU=1)",
-        p.display()
-    );
-    p
-}
-
-fn status_of(env: &Env) -> serde_json::Value {
+fn status_of(env: &Cli) -> serde_json::Value {
     env.json(&["status"])["Status"].clone()
 }
 
 #[test]
 fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
-    if skip() {
+    if skip_qemu() {
         return;
     }
-    let env = Env::new();
-    let init = init_binary();
+    let env = Cli::new();
+    let img = env.qemu_image("systest", "edge-sys");
     let site = env.path("site");
-    let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "systest"]);
-    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-sys"]);
-    let img = env.path("edge.img");
-    env.ok(&[
-        "image",
-        "build",
-        "--board",
-        "qemu-virt",
-        "--site",
-        site_s,
-        "--hostname",
-        "edge-sys",
-        "-o",
-        img.to_str().unwrap(),
-        "--init",
-        init.to_str().unwrap(),
-    ]);
 
     let up = env.json(&[
         "qemu",
@@ -113,7 +38,7 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
         "240",
     ]);
     eprintln!("qemu up: {up}");
-    let _guard = Guard(&env);
+    let _guard = QemuGuard::new(&env, "sys");
 
     // status over mutual TLS: slot A, our hostname, a DHCP address.
     let s = status_of(&env);
@@ -174,39 +99,62 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
         other => panic!("{other:?}"),
     }
 
+    // Config apply on a real board: a config that would move the board off
+    // the address it is managed at is refused by name; a try applies the
+    // hostname and watchdog live, and once confirmed it survives a reboot.
+    let current = env.ok(&["config", "get"]);
+    let moved = current.replace(
+        "mode = \"dhcp\"",
+        "mode = \"static\"\naddress = \"192.0.2.9/24\"",
+    );
+    let moved_file = env.path("moved.toml");
+    std::fs::write(&moved_file, &moved).unwrap();
+    let out = env.outpost(&[
+        "config",
+        "apply",
+        moved_file.to_str().unwrap(),
+        "--mode",
+        "reboot",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a cut-off config was applied");
+    assert!(
+        err.contains("network.address") && err.contains("10.0.2.15") && err.contains("--force"),
+        "{err}"
+    );
+    let renamed = current.replace("\"edge-sys\"", "\"edge-tried\"");
+    let tried = if renamed.contains("[watchdog]") {
+        renamed.replace("[watchdog]", "[watchdog]\ntimeout_secs = 21")
+    } else {
+        format!("{renamed}\n[watchdog]\ntimeout_secs = 21\n")
+    };
+    let tried_file = env.path("tried.toml");
+    std::fs::write(&tried_file, &tried).unwrap();
+    let out = env.ok(&[
+        "config",
+        "apply",
+        tried_file.to_str().unwrap(),
+        "--mode",
+        "try",
+        "--timeout",
+        "600",
+    ]);
+    assert!(out.contains("reverts in 600 s"), "{out}");
+    assert_eq!(status_of(&env)["hostname"], "edge-tried");
+    env.ok(&["config", "confirm"]);
+    let logs = env.ok(&["logs", "--lines", "50"]);
+    assert!(logs.contains("watchdog timeout set to 21 s"), "{logs}");
+    assert!(logs.contains("config try confirmed"), "{logs}");
+
     // reboot: the device comes back with a new boot id.
     env.ok(&["reboot"]);
-    let start = Instant::now();
-    let new_id = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "device did not come back after reboot"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-        let out = env.outpost(&["-o", "json", "status"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let id = v["Status"]["boot_id"].as_str().unwrap().to_owned();
-            if id != boot_id {
-                break id;
-            }
-        }
-    };
+    let after = env.status_after_reboot(&boot_id, Duration::from_secs(240));
+    let new_id = after["boot_id"].as_str().unwrap();
     assert_ne!(new_id, boot_id);
+    assert_eq!(after["hostname"], "edge-tried");
+    assert_eq!(after["hostname"], "edge-tried");
 
     // poweroff ends QEMU by itself (clean shutdown, not a kill).
     let down = env.ok(&["qemu", "down", "--name", "sys"]);
     assert!(down.contains("powered off"), "{down}");
-}
-
-/// Kill QEMU if the test fails half-way.
-struct Guard<'a>(&'a Env);
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let pidfile = self.0.path("state/qemu/sys/qemu.pid");
-        if let Ok(pid) = std::fs::read_to_string(pidfile) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
-        }
-    }
 }

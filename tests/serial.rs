@@ -5,15 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outpost::host::client::{client_config, Client};
+use common::{Cli, HostDevice};
+use outpost::host::client::Client;
 use outpost::host::pki::Site;
 use outpost::host::serial::SerialTransport;
 use outpost::wire::{Request, Response};
@@ -94,110 +97,20 @@ fn pump(mut from: TTYPort, mut to: TTYPort, wire: Arc<Wire>, stop: Arc<AtomicBoo
     });
 }
 
-struct Device {
-    child: Child,
-    tmp: tempfile::TempDir,
-    site: Site,
-    port: u16,
-}
-
-impl Device {
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .env("OUTPOST_STATE", self.path("state"))
-            .env_remove("OUTPOST_NODE")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "outpost {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn tls(&self) -> Arc<rustls::ClientConfig> {
-        let (crt, key) = self.site.client_paths("admin");
-        client_config(&self.site.ca_cert(), &crt, &key).unwrap()
-    }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.path("device.log")).unwrap_or_default();
-            eprintln!("--- device log ---\n{log}");
-        }
-    }
-}
-
 /// A site made with the CLI (so its context is the current one), the device
 /// `edge-1` in host mode with DATA staged as the image builder does, serving
 /// the API on TCP and on `tty`.
-fn start_device(tty: &str) -> Device {
-    let tmp = tempfile::tempdir().unwrap();
-    let site_dir = tmp.path().join("site");
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", tmp.path().join("cli.toml"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    };
+fn start_device(tty: &str) -> HostDevice {
+    let cli = Cli::new();
+    let site_dir = cli.path("site");
     let s = site_dir.to_str().unwrap();
-    run(&["gen", "site", s, "--name", "serial"]);
-    run(&["gen", "device", "--site", s, "--hostname", "edge-1"]);
+    cli.ok(&["gen", "site", s, "--name", "serial"]);
+    cli.ok(&["gen", "device", "--site", s, "--hostname", "edge-1"]);
     let site = Site::open(&site_dir).unwrap();
-    let data = tmp.path().join("data");
-    stage_data(&site, "edge-1", &data);
-    let port = outpost::host::qemu::free_port().unwrap();
-    let log = std::fs::File::create(tmp.path().join("device.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args(["--host-mode", "--data"])
-        .arg(&data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--slot", "B"])
-        .args(["--serial", tty])
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "device did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Device {
-        child,
-        tmp,
-        site,
-        port,
-    }
-}
-
-fn stage_data(site: &Site, hostname: &str, data: &Path) {
-    let dev = site.device_dir(hostname);
-    std::fs::create_dir_all(data.join("identity")).unwrap();
-    std::fs::create_dir_all(data.join("config")).unwrap();
-    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
-    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
+    HostDevice::of(cli, site)
+        .args(&["--slot", "B", "--serial", tty])
+        .log_to_file()
+        .start()
 }
 
 fn serial_client(cable: &Cable, tls: &Arc<rustls::ClientConfig>) -> Client {
@@ -234,7 +147,7 @@ fn cli_status_and_logs_over_a_serial_line() {
     let dev = start_device(&cable.device_tty);
     let tty = cable.client_tty.as_str();
 
-    let json = dev.ok(&[
+    let json = dev.cli.ok(&[
         "--serial",
         tty,
         "--server-name",
@@ -247,18 +160,22 @@ fn cli_status_and_logs_over_a_serial_line() {
     assert_eq!(v["Status"]["hostname"], "edge-1");
     assert_eq!(v["Status"]["slot"], "B");
 
-    let logs = dev.ok(&["--serial", tty, "--server-name", "edge-1", "logs"]);
+    let logs = dev
+        .cli
+        .ok(&["--serial", tty, "--server-name", "edge-1", "logs"]);
     assert!(logs.contains("serial API on"), "{logs}");
 
     // No node in the context and no --server-name: a clear refusal.
-    let out = dev.outpost(&["--serial", tty, "status"]);
+    let out = dev.cli.outpost(&["--serial", tty, "status"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--server-name"));
 
     // The wrong name fails the TLS handshake; the line stays usable.
-    let out = dev.outpost(&["--serial", tty, "--server-name", "edge-2", "status"]);
+    let out = dev
+        .cli
+        .outpost(&["--serial", tty, "--server-name", "edge-2", "status"]);
     assert!(!out.status.success());
-    let json = dev.ok(&[
+    let json = dev.cli.ok(&[
         "--serial",
         tty,
         "--server-name",
@@ -270,7 +187,7 @@ fn cli_status_and_logs_over_a_serial_line() {
     assert!(json.contains("host"), "{json}");
 
     // A line that is not there: a clear error, no hang.
-    let out = dev.outpost(&[
+    let out = dev.cli.outpost(&[
         "--serial",
         "/dev/nonexistent-tty",
         "--server-name",
@@ -284,7 +201,7 @@ fn cli_status_and_logs_over_a_serial_line() {
 fn pipelined_burst_and_a_large_answer_cross_many_link_frames() {
     let cable = Cable::new();
     let dev = start_device(&cable.device_tty);
-    let tls = dev.tls();
+    let tls = dev.tls("admin");
 
     // Fill the device log: each refused TCP connection logs a line.
     for _ in 0..200 {
@@ -344,7 +261,7 @@ fn pipelined_burst_and_a_large_answer_cross_many_link_frames() {
 fn noise_on_the_line_costs_at_most_the_session() {
     let cable = Cable::new();
     let dev = start_device(&cable.device_tty);
-    let tls = dev.tls();
+    let tls = dev.tls("admin");
 
     // Noise toward the device mid-session: the device drops the damaged
     // frames, ends the session and says so; the client fails fast.
@@ -385,11 +302,11 @@ fn noise_on_the_line_costs_at_most_the_session() {
     assert_eq!(status_host(third.call(Request::Status).unwrap()), "edge-1");
     drop(third);
 
-    let log = std::fs::read_to_string(dev.path("device.log")).unwrap();
+    let log = std::fs::read_to_string(dev.cli.path("device.log")).unwrap();
     assert!(log.contains("damaged link frame"), "{log}");
 
     // Through the CLI as well.
-    let json = dev.ok(&[
+    let json = dev.cli.ok(&[
         "--serial",
         &cable.client_tty,
         "--server-name",
@@ -405,8 +322,9 @@ fn noise_on_the_line_costs_at_most_the_session() {
 fn a_killed_client_does_not_wedge_the_line() {
     let cable = Cable::new();
     let dev = start_device(&cable.device_tty);
-    let mut follower = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args([
+    let mut follower = dev
+        .cli
+        .command(&[
             "--serial",
             &cable.client_tty,
             "--server-name",
@@ -414,7 +332,6 @@ fn a_killed_client_does_not_wedge_the_line() {
             "logs",
             "-f",
         ])
-        .env("OUTPOST_CONFIG", dev.path("cli.toml"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -431,7 +348,7 @@ fn a_killed_client_does_not_wedge_the_line() {
     let _ = follower.wait();
     // No goodbye was said; the next client's Open replaces that session.
     let start = Instant::now();
-    let json = dev.ok(&[
+    let json = dev.cli.ok(&[
         "--serial",
         &cable.client_tty,
         "--server-name",
@@ -452,7 +369,7 @@ fn a_killed_client_does_not_wedge_the_line() {
 fn bytes_on_the_line_for_full_and_resumed_sessions() {
     let cable = Cable::new();
     let dev = start_device(&cable.device_tty);
-    let tls = dev.tls();
+    let tls = dev.tls("admin");
     let measure = |what: &str| {
         let start = cable.total();
         let mut client = serial_client(&cable, &tls);
@@ -487,15 +404,9 @@ fn bytes_on_the_line_for_full_and_resumed_sessions() {
 #[test]
 fn a_missing_line_does_not_stop_the_device() {
     let dev = start_device("/dev/outpost-test-no-such-tty");
-    let (crt, key) = dev.site.client_paths("admin");
-    let node = outpost::host::context::Node {
-        address: format!("127.0.0.1:{}", dev.port),
-        server_name: "edge-1".into(),
-    };
-    let tls = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
-    let mut client = Client::connect_with(tls, &node).unwrap();
+    let mut client = Client::connect_with(dev.tls("admin"), &dev.node).unwrap();
     assert_eq!(status_host(client.call(Request::Status).unwrap()), "edge-1");
     std::thread::sleep(Duration::from_millis(300));
-    let log = std::fs::read_to_string(dev.path("device.log")).unwrap();
+    let log = std::fs::read_to_string(dev.cli.path("device.log")).unwrap();
     assert!(log.contains("serial API"), "{log}");
 }

@@ -6,102 +6,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::HostDevice;
 use outpost::host::bundle::{sign_image, Release};
 use outpost::host::pki::Site;
 
-struct Device {
-    child: Child,
-    tmp: tempfile::TempDir,
-    site: Site,
+/// `edge-1` in host mode with a simulated card (`card/`), this site's
+/// release key, running 1.0.0; the CLI's current node.
+fn start() -> HostDevice {
+    let dev = HostDevice::new("up");
+    dev.write_cli_config();
+    let card = dev.cli.path("card");
+    let keys = dev.site.release_pub();
+    dev.args(&["--slots", card.to_str().unwrap()])
+        .args(&["--release-keys", keys.to_str().unwrap()])
+        .args(&["--board", "qemu-virt", "--version", "1.0.0"])
+        .start()
 }
 
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Device {
-    fn path(&self, p: &str) -> PathBuf {
-        self.tmp.path().join(p)
-    }
-    fn outpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(args)
-            .env("OUTPOST_CONFIG", self.path("cli.toml"))
-            .output()
-            .unwrap()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.outpost(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-    fn slots(&self) -> serde_json::Value {
-        self.json(&["slots", "-o", "json"])["Slots"].clone()
-    }
-    fn wait_up(&self) {
-        let start = Instant::now();
-        while !self.outpost(&["ping"]).status.success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "device did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn start() -> Device {
-    let tmp = tempfile::tempdir().unwrap();
-    let site = Site::create(&tmp.path().join("site"), "up").unwrap();
-    let dev = site.issue_device("edge-1", 50000).unwrap();
-    let data = tmp.path().join("data");
-    for d in ["identity", "config"] {
-        std::fs::create_dir_all(data.join(d)).unwrap();
-    }
-    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
-    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
-    let port = outpost::host::qemu::free_port().unwrap();
-    let (crt, key) = site.client_paths("admin");
-    std::fs::write(
-        tmp.path().join("cli.toml"),
-        format!(
-            "current_context = \"up\"\n[contexts.up]\nca = {:?}\ncert = {:?}\nkey = {:?}\ncurrent_node = \"edge-1\"\n[contexts.up.nodes.edge-1]\naddress = \"127.0.0.1:{port}\"\nserver_name = \"edge-1\"\n",
-            site.ca_cert(),
-            crt,
-            key
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-        .args([
-            "--host-mode",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--slots", tmp.path().join("card").to_str().unwrap()])
-        .args(["--release-keys", site.release_pub().to_str().unwrap()])
-        .args(["--board", "qemu-virt", "--version", "1.0.0"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let dev = Device { child, tmp, site };
-    dev.wait_up();
-    dev
+fn slots(dev: &HostDevice) -> serde_json::Value {
+    dev.cli.json(&["slots"])["Slots"].clone()
 }
 
 fn image(seed: u8) -> Vec<u8> {
@@ -114,13 +42,13 @@ fn image(seed: u8) -> Vec<u8> {
 }
 
 fn bundle(
-    dev: &Device,
+    dev: &HostDevice,
     name: &str,
     version: &str,
     img: &[u8],
     key: &ring::signature::Ed25519KeyPair,
 ) -> PathBuf {
-    let out = dev.path(name);
+    let out = dev.cli.path(name);
     let release = Release {
         board: "qemu-virt".into(),
         version: version.into(),
@@ -131,14 +59,14 @@ fn bundle(
     out
 }
 
-fn slot_file(dev: &Device, slot: &str) -> Vec<u8> {
-    std::fs::read(dev.path(&format!("card/slot-{slot}.img"))).unwrap()
+fn slot_file(dev: &HostDevice, slot: &str) -> Vec<u8> {
+    std::fs::read(dev.cli.path(&format!("card/slot-{slot}.img"))).unwrap()
 }
 
 #[test]
 fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
     let dev = start();
-    let s = dev.slots();
+    let s = slots(&dev);
     assert_eq!(
         (s["booted"].as_str(), s["primary"].as_str()),
         (Some("A"), Some("A"))
@@ -148,7 +76,7 @@ fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
     let img = image(3);
     let key = dev.site.release_key().unwrap();
     let b = bundle(&dev, "v1.1.bundle", "1.1.0", &img, &key);
-    let out = dev.outpost(&[
+    let out = dev.cli.outpost(&[
         "upgrade",
         b.to_str().unwrap(),
         "--timeout",
@@ -161,7 +89,7 @@ fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = dev.slots();
+    let s = slots(&dev);
     assert_eq!(s["booted"], "B", "{s}");
     assert_eq!(s["slots"][1]["state"], "active", "{s}");
     assert_eq!(s["slots"][1]["version"], "1.1.0");
@@ -172,7 +100,7 @@ fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
     assert_eq!(&slot_file(&dev, "B")[..img.len()], &img[..]);
 
     // Rollback: back to A, which was good.
-    let out = dev.outpost(&["rollback"]);
+    let out = dev.cli.outpost(&["rollback"]);
     assert!(
         out.status.success(),
         "{}",
@@ -181,7 +109,7 @@ fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
     let start = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        if let Ok(v) = std::panic::catch_unwind(|| dev.slots()) {
+        if let Ok(v) = std::panic::catch_unwind(|| slots(&dev)) {
             if v["booted"] == "A" {
                 assert!(
                     v["last_event"]
@@ -204,7 +132,7 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
     let b_before = slot_file(&dev, "B");
     let img = image(5);
     // Signed by another site's release key.
-    let other = Site::create(&dev.path("other"), "other").unwrap();
+    let other = Site::create(&dev.cli.path("other"), "other").unwrap();
     let foreign = bundle(
         &dev,
         "foreign.bundle",
@@ -231,15 +159,19 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
         (&old, "older"),
         (&truncated, "truncated"),
     ] {
-        let out = dev.outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "5"]);
+        let out = dev
+            .cli
+            .outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "5"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{why}: {err}");
     }
     // The tampered one passes the header checks, then fails while writing:
     // the device stays on A and says so.
-    let out = dev.outpost(&["upgrade", tampered.to_str().unwrap(), "--timeout", "20"]);
+    let out = dev
+        .cli
+        .outpost(&["upgrade", tampered.to_str().unwrap(), "--timeout", "20"]);
     assert!(!out.status.success());
-    let s = dev.slots();
+    let s = slots(&dev);
     assert_eq!(
         (s["booted"].as_str(), s["primary"].as_str()),
         (Some("A"), Some("A")),
@@ -256,7 +188,7 @@ fn bad_bundles_are_refused_and_the_active_slot_is_untouched() {
     );
     let _ = b_before;
     // Forced downgrade is allowed.
-    let out = dev.outpost(&[
+    let out = dev.cli.outpost(&[
         "upgrade",
         old.to_str().unwrap(),
         "--force",
@@ -278,16 +210,8 @@ fn an_upload_cut_at_half_resumes_and_the_install_matches() {
     // Put a link emulator between the CLI and the device: the first
     // connection (the CLI's `slots` query) passes, the second (the upload)
     // is cut half-way through the bundle, later ones pass.
-    let cli = std::fs::read_to_string(dev.path("cli.toml")).unwrap();
-    let port: u16 = cli
-        .split("address = \"127.0.0.1:")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let cli = std::fs::read_to_string(dev.cli.path("cli.toml")).unwrap();
+    let port = dev.port;
     let img = image(7);
     let b = bundle(
         &dev,
@@ -301,12 +225,14 @@ fn an_upload_cut_at_half_resumes_and_the_install_matches() {
     config.cut_up = vec![u64::MAX, half];
     let emu = LinkEmu::start(config).unwrap();
     std::fs::write(
-        dev.path("cli.toml"),
+        dev.cli.path("cli.toml"),
         cli.replace(&format!("127.0.0.1:{port}"), &emu.addr().to_string()),
     )
     .unwrap();
 
-    let out = dev.outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60"]);
+    let out = dev
+        .cli
+        .outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60"]);
     assert!(
         out.status.success(),
         "{}",
@@ -314,7 +240,7 @@ fn an_upload_cut_at_half_resumes_and_the_install_matches() {
     );
     let conns = emu.connections();
     assert!(conns.iter().any(|c| c.cut), "the link was cut: {conns:?}");
-    let s = dev.slots();
+    let s = slots(&dev);
     assert_eq!(
         (s["booted"].as_str(), s["slots"][1]["version"].as_str()),
         (Some("B"), Some("1.5.0")),

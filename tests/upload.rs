@@ -7,17 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::HostDevice;
+use outpost::bundle::hex;
 use outpost::host::client::{client_config, Client};
 use outpost::host::context::Node;
 use outpost::host::linkemu::{LinkConfig, LinkEmu};
-use outpost::host::pki::Site;
 use outpost::host::upload::{upload, UploadReport};
 use outpost::wire::{self, Request, Response, UploadState, MAX_CHUNK};
 
@@ -27,88 +28,9 @@ const TLS_RECORD_OVERHEAD: u64 = 22;
 /// The close_notify alert a client sends when it hangs up, in its record.
 const CLOSE_NOTIFY: u64 = 2 + TLS_RECORD_OVERHEAD;
 
-struct Device {
-    child: Option<Child>,
-    data: PathBuf,
-    node: Node,
-    site: Site,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Device {
-    fn start() -> Device {
-        let tmp = tempfile::tempdir().unwrap();
-        let site = Site::create(&tmp.path().join("site"), "test").unwrap();
-        site.issue_device("edge-1", 50000).unwrap();
-        let data = tmp.path().join("data");
-        stage_data(&site, "edge-1", &data);
-        let port = outpost::host::qemu::free_port().unwrap();
-        let mut dev = Device {
-            child: None,
-            data,
-            node: Node {
-                address: format!("127.0.0.1:{port}"),
-                server_name: "edge-1".into(),
-            },
-            site,
-            _tmp: tmp,
-        };
-        dev.spawn();
-        dev
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
-            .args(["--host-mode", "--data"])
-            .arg(&self.data)
-            .args(["--listen", &self.node.address])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while TcpStream::connect(&self.node.address).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "device did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A fresh TLS config (no session to resume yet) for a client role.
-    fn tls(&self, name: &str) -> Arc<rustls::ClientConfig> {
-        let (crt, key) = self.site.client_paths(name);
-        client_config(&self.site.ca_cert(), &crt, &key).unwrap()
-    }
-
-    fn staged(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.data.join("staging").join(hex(sha256))
-    }
-}
-
-/// Arrange DATA as the image builder does: identity/ and config/.
-fn stage_data(site: &Site, hostname: &str, data: &Path) {
-    let dev = site.device_dir(hostname);
-    std::fs::create_dir_all(data.join("identity")).unwrap();
-    std::fs::create_dir_all(data.join("config")).unwrap();
-    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
-    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
-    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
+/// Where the device keeps a finished upload.
+fn staged(dev: &HostDevice, sha256: &[u8; 32]) -> PathBuf {
+    dev.data.join("staging").join(hex(sha256))
 }
 
 /// A connection factory to `address` that always uses `tls` (so reconnects
@@ -138,13 +60,9 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The device's finished artifact has exactly these bytes.
-fn assert_stored(dev: &Device, data: &[u8]) {
-    let stored = std::fs::read(dev.staged(&sha256(data))).unwrap();
+fn assert_stored(dev: &HostDevice, data: &[u8]) {
+    let stored = std::fs::read(staged(dev, &sha256(data))).unwrap();
     assert!(stored.len() == data.len() && sha256(&stored) == sha256(data));
     assert!(!dev
         .data
@@ -212,7 +130,7 @@ fn cut_cost(clean_up: u64, cut_up: u64, second_up: u64, resumed_at: u64, size: u
 
 #[test]
 fn a_cut_at_half_resumes_and_resends_at_most_one_chunk() {
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let size = 3 << 20;
     let (clean_file, _) = random_file(tmp.path(), "clean", size);
@@ -272,7 +190,7 @@ fn a_cut_at_half_resumes_and_resends_at_most_one_chunk() {
 
 #[test]
 fn a_second_connection_hammering_loses_nothing() {
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (file, data) = random_file(tmp.path(), "a", 3 << 20);
     let (sum, size) = (sha256(&data), data.len() as u64);
@@ -301,11 +219,11 @@ fn a_second_connection_hammering_loses_nothing() {
     assert_eq!((report.reconnects, report.resent_bytes), (0, 0));
 }
 
-fn admin_client(dev: &Device) -> Client {
+fn admin_client(dev: &HostDevice) -> Client {
     Client::connect_with(dev.tls("admin"), &dev.node).unwrap()
 }
 
-fn reader_tls(dev: &Device) -> Arc<rustls::ClientConfig> {
+fn reader_tls(dev: &HostDevice) -> Arc<rustls::ClientConfig> {
     let (crt, key) = dev.site.issue_client("ro", "reader").unwrap();
     client_config(&dev.site.ca_cert(), &crt, &key).unwrap()
 }
@@ -363,7 +281,7 @@ fn hammer(c: &mut Client, reader: &mut Client, done: &AtomicBool, sum: [u8; 32],
 
 #[test]
 fn a_device_restart_mid_upload_resumes_from_the_stored_part() {
-    let mut dev = Device::start();
+    let mut dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (file, data) = random_file(tmp.path(), "a", 4 << 20);
     let size = data.len() as u64;
@@ -387,7 +305,7 @@ fn a_device_restart_mid_upload_resumes_from_the_stored_part() {
 
 #[test]
 fn an_interrupted_upload_is_continued_by_the_next_run() {
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (file, data) = random_file(tmp.path(), "a", 1 << 20);
     let (sum, size) = (sha256(&data), data.len() as u64);
@@ -436,7 +354,7 @@ fn an_interrupted_upload_is_continued_by_the_next_run() {
 
 #[test]
 fn a_corrupted_part_is_detected_and_deleted() {
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (file, data) = random_file(tmp.path(), "a", 100_000);
     let sum = sha256(&data);
@@ -451,7 +369,7 @@ fn a_corrupted_part_is_detected_and_deleted() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("sha256 mismatch"), "{err:#}");
-    assert!(!part.exists() && !dev.staged(&sum).exists());
+    assert!(!part.exists() && !staged(&dev, &sum).exists());
     // The next run starts from scratch and succeeds.
     let report = upload(
         &mut connector(dev.tls("admin"), dev.node.address.clone()),
@@ -465,32 +383,11 @@ fn a_corrupted_part_is_detected_and_deleted() {
 
 #[test]
 fn cli_upload_reports_json() {
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (file, data) = random_file(tmp.path(), "bundle", 200_000);
-    let (crt, key) = dev.site.client_paths("admin");
-    let config = format!(
-        "current_context = \"t\"\n[contexts.t]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
-         current_node = \"edge-1\"\n[contexts.t.nodes.edge-1]\naddress = \"{}\"\nserver_name = \"edge-1\"\n",
-        dev.site.ca_cert(),
-        crt,
-        key,
-        dev.node.address
-    );
-    std::fs::write(tmp.path().join("cli.toml"), config).unwrap();
-    let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
-            .args(["upload", file.to_str().unwrap(), "-o", "json"])
-            .env("OUTPOST_CONFIG", tmp.path().join("cli.toml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    dev.write_cli_config();
+    let run = || dev.cli.json(&["upload", file.to_str().unwrap()]);
     let first = run();
     assert_eq!(first["sha256"], hex(&sha256(&data)));
     assert_eq!(first["payload_bytes"], 200_000);
@@ -511,7 +408,7 @@ fn bench_upload_over_emulated_lte() {
         .unwrap_or(2);
     let size = mib << 20;
     let rate_bps = 1_000_000u64;
-    let dev = Device::start();
+    let dev = HostDevice::new("test").start();
     let tmp = tempfile::tempdir().unwrap();
     let (clean_file, _) = random_file(tmp.path(), "clean", size);
     let (cut_file, data) = random_file(tmp.path(), "cut", size);

@@ -89,7 +89,11 @@ fn bytes_on_the_wire_meet_the_design_targets() {
     std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
     std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
     std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    let server_cfg = server_config(&Identity::in_data_dir(&data)).unwrap();
+    let server_cfg = server_config(
+        &Identity::in_data_dir(&data),
+        std::sync::Arc::new(rustls::time_provider::DefaultTimeProvider),
+    )
+    .unwrap();
     let (crt, key) = site.client_paths("admin");
     let client_cfg = client_config(&site.ca_cert(), &crt, &key).unwrap();
 
@@ -150,7 +154,7 @@ fn bytes_on_the_wire_meet_the_design_targets() {
     assert!(resumed_bytes <= 800, "resumed handshake {resumed_bytes} B");
 }
 
-/// Pinned bytes of `BootLogs` (request tag 20) and `BootLog` (response tag 15).
+/// Pinned bytes of `BootLogs` (request tag 22) and `BootLog` (response tag 15).
 #[test]
 fn boot_logs_bytes_are_pinned() {
     use outpost::wire::{LogSource, Response, ResponseFrame};
@@ -162,7 +166,7 @@ fn boot_logs_bytes_are_pinned() {
             max_bytes: 300,
         },
     };
-    let bytes = [5, 20, 1, 1, 0xac, 0x02];
+    let bytes = [5, 22, 1, 1, 0xac, 0x02];
     assert_eq!(req.encode(), bytes);
     assert_eq!(RequestFrame::decode(&bytes).unwrap(), req);
     let sys = RequestFrame {
@@ -173,9 +177,9 @@ fn boot_logs_bytes_are_pinned() {
             max_bytes: 1,
         },
     };
-    assert_eq!(sys.encode(), [1, 20, 0, 3, 1]);
+    assert_eq!(sys.encode(), [1, 22, 0, 3, 1]);
     // An unknown source is refused, not guessed.
-    assert!(RequestFrame::decode(&[1, 20, 2, 3, 1]).is_err());
+    assert!(RequestFrame::decode(&[1, 22, 2, 3, 1]).is_err());
 
     let resp = ResponseFrame {
         id: 5,

@@ -722,3 +722,29 @@ mod tests {
         }
     }
 }
+
+/// SNTP replies. Input: 8 bytes of request cookie, then the reply datagram.
+/// A reply that passes is from a synchronized server (stratum 1..15) and
+/// echoes the cookie; offset/delay maths never overflow, delay is never
+/// negative, and its timestamps survive NTP → Unix → NTP within 1 ns.
+pub fn sntp(data: &[u8]) {
+    use outpost::device::clock::sntp;
+    let cookie = data
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .unwrap_or_default();
+    let reply_bytes = data.get(8..).unwrap_or_default();
+    let Ok(reply) = sntp::decode_reply(reply_bytes, cookie) else {
+        return;
+    };
+    assert!((1..=15).contains(&reply.stratum), "{reply:?}");
+    assert_eq!(reply_bytes.get(24..32), Some(&cookie[..]));
+    for rtt in [0u64, 1, 4_000_000_000, u64::MAX] {
+        let s = sntp::sample(reply.transmit_ns, std::time::Duration::from_nanos(rtt), &reply);
+        let _ = s.delay;
+    }
+    for ns in [reply.receive_ns, reply.transmit_ns] {
+        let back = sntp::ntp_to_unix_ns(sntp::unix_ns_to_ntp(ns));
+        assert!((back - ns).abs() <= 1, "{ns} -> {back}");
+    }
+}

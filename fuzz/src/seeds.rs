@@ -26,6 +26,7 @@ pub fn all() -> Vec<(&'static str, Seeds)> {
         ("netlink", netlink()),
         ("bundle", bundle()),
         ("serial", serial()),
+        ("sntp", sntp()),
     ]
 }
 
@@ -41,6 +42,7 @@ pub fn check_for(target: &str) -> fn(&[u8]) {
         "netlink" => crate::netlink,
         "bundle" => crate::bundle,
         "serial" => crate::serial,
+        "sntp" => crate::sntp,
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -640,5 +642,28 @@ fn serial() -> Seeds {
         ),
         ("long-data", line(&[3, 100], &[LinkMsg::Data(&run)])),
         ("idle-then-close", idle),
+    ]
+}
+
+/// Cookie (8 bytes) + a server reply echoing it, and a kiss-of-death.
+fn sntp() -> Seeds {
+    use outpost::device::clock::sntp::unix_ns_to_ntp;
+    let cookie = [7u8, 1, 2, 3, 4, 5, 6, 9];
+    let reply = |first: u8, stratum: u8, refid: &[u8; 4]| {
+        let mut p = cookie.to_vec();
+        let mut r = [0u8; 48];
+        r[0] = first;
+        r[1] = stratum;
+        r[12..16].copy_from_slice(refid);
+        r[24..32].copy_from_slice(&cookie);
+        r[32..40].copy_from_slice(&unix_ns_to_ntp(1_700_000_000_123_456_789));
+        r[40..48].copy_from_slice(&unix_ns_to_ntp(1_700_000_000_223_456_789));
+        p.extend_from_slice(&r);
+        p
+    };
+    vec![
+        ("reply.bin", reply(0x24, 1, b"GPS\0")),
+        ("kod-rate.bin", reply(0x24, 0, b"RATE")),
+        ("unsynced.bin", reply(0xe4, 2, b"\x7f\0\0\x01")),
     ]
 }

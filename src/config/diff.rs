@@ -29,21 +29,39 @@ fn walk(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     }
 }
 
-/// One line per added, removed or changed field, sorted by key.
-pub fn diff(old: &str, new: &str) -> Vec<String> {
+/// One changed field: its dotted key and a line saying what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    pub key: String,
+    pub line: String,
+}
+
+/// Every added, removed or changed field, sorted by key.
+pub(super) fn changes(old: &str, new: &str) -> Vec<Change> {
     let (a, b) = (leaves(old), leaves(new));
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter_map(|k| match (a.get(k), b.get(k)) {
-            (Some(x), Some(y)) if x == y => None,
-            (Some(x), Some(y)) => Some(format!("{k}: {x} -> {y}")),
-            (None, Some(y)) => Some(format!("{k}: (unset) -> {y}")),
-            (Some(x), None) => Some(format!("{k}: {x} -> (unset)")),
-            (None, None) => None,
+        .filter_map(|k| {
+            let line = match (a.get(k), b.get(k)) {
+                (Some(x), Some(y)) if x == y => return None,
+                (Some(x), Some(y)) => format!("{k}: {x} -> {y}"),
+                (None, Some(y)) => format!("{k}: (unset) -> {y}"),
+                (Some(x), None) => format!("{k}: {x} -> (unset)"),
+                (None, None) => return None,
+            };
+            Some(Change {
+                key: k.clone(),
+                line,
+            })
         })
         .collect()
+}
+
+/// One line per added, removed or changed field, sorted by key.
+pub fn diff(old: &str, new: &str) -> Vec<String> {
+    changes(old, new).into_iter().map(|c| c.line).collect()
 }
 
 #[cfg(test)]

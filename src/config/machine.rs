@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
+use super::time::TimeConfig;
 use super::MAX_CONFIG_BYTES;
 
 /// A configuration error that names the field and says what is wrong with it.
@@ -29,6 +30,25 @@ pub struct MachineConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub network: NetworkConfig,
+    #[serde(default)]
+    pub watchdog: WatchdogConfig,
+    /// Clock sync (SNTP servers); absent = restore the clock only.
+    #[serde(default, skip_serializing_if = "TimeConfig::is_default")]
+    pub time: TimeConfig,
+}
+
+/// Watchdog limits: below 3 s a busy SD card can starve the petting task;
+/// above 300 s a hung board waits too long to come back.
+pub const MIN_WATCHDOG_SECS: u32 = 3;
+pub const MAX_WATCHDOG_SECS: u32 = 300;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// Hardware watchdog timeout; unset = the board's (`outpost.watchdog=`
+    /// on its kernel command line, else 15 s). Applied without a reboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +101,8 @@ impl MachineConfig {
             hostname: hostname.to_owned(),
             api: ApiConfig::default(),
             network: NetworkConfig::default(),
+            watchdog: WatchdogConfig::default(),
+            time: TimeConfig::default(),
         }
     }
 
@@ -101,8 +123,17 @@ impl MachineConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_hostname(&self.hostname)?;
+        self.time.validate()?;
         if self.api.port == 0 {
             return Err(field("api.port", "must be between 1 and 65535"));
+        }
+        if let Some(secs) = self.watchdog.timeout_secs {
+            if !(MIN_WATCHDOG_SECS..=MAX_WATCHDOG_SECS).contains(&secs) {
+                return Err(field(
+                    "watchdog.timeout_secs",
+                    format!("{secs} is not {MIN_WATCHDOG_SECS} to {MAX_WATCHDOG_SECS} seconds"),
+                ));
+            }
         }
         if self.network.interface.len() > 15 || self.network.interface.contains(['/', ' ', '\0']) {
             return Err(field(
@@ -214,6 +245,10 @@ mod tests {
         assert_eq!(
             err_field("hostname = \"ok\"\n[network]\ninterface = \"a/b\""),
             "network.interface"
+        );
+        assert_eq!(
+            err_field("hostname = \"ok\"\n[watchdog]\ntimeout_secs = 2"),
+            "watchdog.timeout_secs"
         );
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
+use super::config_apply::{ConfigManager, LiveApply};
 use super::mounts::DATA_MOUNT;
 use super::persistlog::{self, PersistHandle};
 use super::slots::commit::{self, Committed, Health};
@@ -19,8 +20,8 @@ use super::sys::{RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
 use super::{
-    cmdline, grow, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper,
-    runtime, serial,
+    clock, cmdline, grow, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power,
+    reaper, runtime, serial,
 };
 use super::{install, upgrade};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
@@ -44,8 +45,26 @@ impl Platform for BoardPlatform {
     fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
         metrics::net_counters()
     }
-    fn clock_source(&self) -> &'static str {
-        "rtc"
+}
+
+/// Live config changes on a board: the kernel's hostname, the watchdog.
+struct BoardLive {
+    sys: Arc<dyn Sys>,
+    watchdog: Option<Arc<Watchdog>>,
+    /// The board's own timeout (`outpost.watchdog=` or the default), for a
+    /// config that unsets `watchdog.timeout_secs`.
+    default_secs: u32,
+}
+
+impl LiveApply for BoardLive {
+    fn hostname(&self, name: &str) -> Result<(), String> {
+        hostname::set_hostname(&*self.sys, name).map_err(|e| e.to_string())
+    }
+    fn watchdog_timeout(&self, secs: Option<u32>) -> Result<(), String> {
+        if let Some(wd) = &self.watchdog {
+            wd.set_timeout(secs.unwrap_or(self.default_secs));
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +182,9 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
             tracing::error!("logs not persisted: {e}");
         }
     }
+    // Right after DATA: the clock file is there, and nothing below (TLS,
+    // DHCP leases, logs) should see 1970.
+    let time = restore_clock(&ex, &*sys, &release);
 
     let config = match runtime::load_machine_config(Path::new(DATA_MOUNT)) {
         Ok(c) => c,
@@ -177,23 +199,40 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Err(e) = hostname::set_hostname(&*sys, &config.hostname) {
         tracing::error!("hostname: {e}");
     }
+    let board_watchdog_secs = args.watchdog.unwrap_or(watchdog::DEFAULT_TIMEOUT_SECS);
+    if let (Some(wd), Some(secs)) = (&watchdog, config.watchdog.timeout_secs) {
+        wd.set_timeout(secs);
+    }
 
     bring_up_network(&ex, &config).await;
+    ex.spawn(clock::sync::run(time.clone(), config.time.clone()))
+        .detach();
 
     let (power_tx, power_rx) = smol::channel::bounded(1);
+    let config = Arc::new(ConfigManager::new(
+        Path::new(DATA_MOUNT),
+        config,
+        Box::new(BoardLive {
+            sys: sys.clone(),
+            watchdog: watchdog.clone(),
+            default_secs: board_watchdog_secs,
+        }),
+    ));
+    ex.spawn(config.clone().watch_tries()).detach();
     let ctx = Arc::new(ApiContext {
-        hostname: config.hostname.clone(),
+        config: config.clone(),
         slot,
         release,
         boot_id,
         log: ring,
         power: power_tx,
         platform: Box::new(BoardPlatform),
+        time: time.clone(),
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
         ab: std::sync::OnceLock::new(),
     });
-    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.api.port));
+    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.current().api.port));
     let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
         Ok(addr) => {
             tracing::info!(
@@ -231,6 +270,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
             PowerRequest::Reboot => RebootMode::Restart,
             PowerRequest::PowerOff => RebootMode::PowerOff,
         };
+        // The next boot starts from here (a board without an RTC).
+        time.save();
         if let (RebootMode::PowerOff, Some(wd)) = (mode, &watchdog) {
             // A halted board must not be reset back to life.
             wd.disarm();
@@ -240,6 +281,24 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
     }
+}
+
+/// Set the clock from DATA and the image build time; save it periodically.
+fn restore_clock(
+    ex: &Arc<Executor<'static>>,
+    sys: &dyn Sys,
+    release: &Release,
+) -> Arc<clock::TimeKeeper> {
+    let data = sys
+        .is_mountpoint(DATA_MOUNT)
+        .then_some(Path::new(DATA_MOUNT));
+    let time = Arc::new(clock::TimeKeeper::boot(
+        Arc::new(clock::RealClock),
+        data,
+        Duration::from_secs(release.build_time),
+    ));
+    ex.spawn(clock::save_periodically(time.clone())).detach();
+    time
 }
 
 /// Give the API the A/B manager: slot devices next to BOOT, release keys

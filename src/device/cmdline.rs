@@ -73,8 +73,7 @@ pub enum Fault {
 }
 
 /// `outpost.watchdog=` bounds (the watchdog module clamps to the same).
-pub const MIN_WATCHDOG_SECS: u32 = 3;
-pub const MAX_WATCHDOG_SECS: u32 = 300;
+pub use crate::config::{MAX_WATCHDOG_SECS, MIN_WATCHDOG_SECS};
 
 /// Read and parse `/proc/cmdline`.
 pub fn read(sys: &dyn Sys) -> Result<BootArgs, CmdlineError> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
+use super::config_apply::{self, ConfigManager};
 use super::install;
 use super::runtime;
 use super::slots::{FileBackend, Slots};
@@ -111,9 +112,6 @@ impl Platform for HostPlatform {
     fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
         Vec::new()
     }
-    fn clock_source(&self) -> &'static str {
-        "system"
-    }
 }
 
 pub fn run(opts: HostOptions) -> std::process::ExitCode {
@@ -161,9 +159,21 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     if let Err(e) = super::persistlog::start(&ex, &opts.data_dir, &log, None, &persist) {
         tracing::error!("host mode: logs not persisted: {e}");
     }
+    // The host's clock is the "RTC"; steps are a process-local offset.
+    let time = Arc::new(super::clock::TimeKeeper::boot(
+        Arc::new(super::clock::OffsetClock::default()),
+        Some(&opts.data_dir),
+        std::time::Duration::from_secs(release.build_time),
+    ));
     let (power_tx, power_rx) = smol::channel::bounded(1);
+    let config = Arc::new(ConfigManager::new(
+        &opts.data_dir,
+        config,
+        Box::new(config_apply::NoLive),
+    ));
+    ex.spawn(config.clone().watch_tries()).detach();
     let ctx = Arc::new(ApiContext {
-        hostname: config.hostname.clone(),
+        config,
         slot,
         release,
         boot_id,
@@ -173,6 +183,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
             listen: opts.listen,
         }),
         data_dir: opts.data_dir.clone(),
+        time: time.clone(),
         uploads: Uploads::new(&opts.data_dir),
         ab: std::sync::OnceLock::new(),
     });
@@ -205,6 +216,13 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         }
     }
     let result = smol::block_on(ex.run(async {
+        ex.spawn(super::clock::save_periodically(time.clone()))
+            .detach();
+        ex.spawn(super::clock::sync::run(
+            time.clone(),
+            ctx.config.current().time,
+        ))
+        .detach();
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
         if let Some(tty) = &opts.serial {
@@ -218,6 +236,8 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         smol::Timer::after(std::time::Duration::from_millis(200)).await;
         Ok::<_, String>(what)
     }));
+    // As a board does before reboot or power-off.
+    time.save();
     let code = match result {
         Ok(PowerRequest::PowerOff) => {
             tracing::info!("host mode: power off");

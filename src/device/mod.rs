@@ -2,7 +2,10 @@
 
 pub mod api;
 pub mod board;
+pub mod clock;
 pub mod cmdline;
+pub mod config_apply;
+pub mod durable;
 pub mod grow;
 #[cfg(feature = "sim")]
 pub mod host_mode;

@@ -11,9 +11,11 @@ use super::api::{self, tls, ApiContext};
 use crate::config::{MachineConfig, MAX_CONFIG_BYTES};
 
 /// Read and validate `config/machine.toml` on DATA.
+/// A config staged for this boot (`config apply --mode staged`) takes over first.
 pub fn load_machine_config(data: &Path) -> Result<MachineConfig, String> {
     use std::io::Read;
-    let path = data.join("config/machine.toml");
+    super::config_apply::promote_staged(data);
+    let path = data.join(super::config_apply::MACHINE_PATH);
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES as u64 + 1)
@@ -30,7 +32,8 @@ pub fn start_api(
     ctx: Arc<ApiContext>,
 ) -> Result<SocketAddr, String> {
     let identity = tls::Identity::in_data_dir(data);
-    let config = tls::server_config(&identity).map_err(|e| format!("API TLS: {e}"))?;
+    let config =
+        tls::server_config(&identity, ctx.time.clone()).map_err(|e| format!("API TLS: {e}"))?;
     let listener = TcpListener::bind(listen).map_err(|e| format!("API: binding {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("API: {e}"))?;
     let listener = Async::new(listener).map_err(|e| format!("API: {e}"))?;
@@ -53,7 +56,7 @@ pub fn random_boot_id() -> String {
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::bundle::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],

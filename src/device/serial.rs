@@ -83,7 +83,8 @@ pub fn start(
     ctx: Arc<ApiContext>,
 ) -> Result<(), String> {
     let identity = tls::Identity::in_data_dir(data);
-    let config = tls::server_config(&identity).map_err(|e| format!("serial API TLS: {e}"))?;
+    let config = tls::server_config(&identity, ctx.time.clone())
+        .map_err(|e| format!("serial API TLS: {e}"))?;
     let acceptor = TlsAcceptor::from(config);
     ex.spawn(serve(ex.clone(), path, acceptor, ctx)).detach();
     Ok(())

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::durable::write_durably;
 use super::install::{self, Trust};
-use super::slots::{SlotHealth, Slots};
+use super::slots::{SlotHealth, Slots, LAST_BOOT_FILE};
 use crate::bootstate::{Slot, DEFAULT_ATTEMPTS};
 use crate::wire::{SlotInfo, SlotsInfo, WireError};
 
@@ -15,8 +16,6 @@ use crate::wire::{SlotInfo, SlotsInfo, WireError};
 const LAST_EVENT_FILE: &str = "state/last-upgrade.txt";
 /// Versions installed per slot, on DATA.
 const SLOT_VERSION_FILE: &str = "state/slot-{}.version";
-/// The boot record `slots::commit` writes.
-const LAST_BOOT_FILE: &str = "state/last-boot.toml";
 
 pub struct Ab {
     pub slots: Arc<Slots>,
@@ -182,7 +181,7 @@ impl Ab {
         let version_file = self
             .data_dir
             .join(SLOT_VERSION_FILE.replace("{}", target.name()));
-        let _ = write_durably(&version_file, &header.version);
+        let _ = write_durably(&version_file, header.version.as_bytes());
         // The one write that makes the new slot bootable, on trial.
         self.slots
             .switch_to(target, DEFAULT_ATTEMPTS)
@@ -224,23 +223,10 @@ impl Ab {
 
     fn record(&self, text: &str) {
         tracing::info!("upgrade: {text}");
-        if let Err(e) = write_durably(&self.data_dir.join(LAST_EVENT_FILE), text) {
+        if let Err(e) = write_durably(&self.data_dir.join(LAST_EVENT_FILE), text.as_bytes()) {
             tracing::warn!("recording the upgrade: {e}");
         }
     }
-}
-
-/// Write a small file: temporary file, fsync, rename.
-fn write_durably(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `/dev/vda1` (BOOT) → slot devices `/dev/vda2`, `/dev/vda3` (the image layout).

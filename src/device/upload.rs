@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use ring::digest;
 
+use crate::bundle::hex;
 use crate::wire::{UploadState, WireError, MAX_CHUNK};
 
 /// Largest artifact accepted. An OS bundle (kernel + initrd) is ~40 MiB; 512
@@ -470,10 +471,6 @@ fn io_error(what: &'static str, path: &Path, source: std::io::Error) -> UploadEr
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -72,42 +72,42 @@ impl WatchdogDev for DevWatchdog {
 /// An armed watchdog and whether we still pet it.
 pub struct Watchdog {
     dev: Mutex<Box<dyn WatchdogDev>>,
-    timeout: Duration,
+    /// Seconds; changed at run time by the machine config.
+    timeout_secs: AtomicU32,
     petting: AtomicBool,
 }
 
 impl Watchdog {
     /// Set the timeout (logging what the driver chose) and pet once.
     pub fn arm(mut dev: Box<dyn WatchdogDev>, secs: u32) -> Self {
-        let secs = secs.clamp(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS);
-        let actual = match dev.set_timeout(secs) {
-            Ok(got) => {
-                tracing::info!("watchdog armed: {got} s");
-                got.clamp(1, secs)
-            }
-            Err(e) => {
-                // The driver's default (30 s on i6300esb) is longer than
-                // ours, so petting at our pace is still in time.
-                tracing::warn!("watchdog: {e}; keeping the driver's timeout");
-                secs
-            }
-        };
+        let actual = program(dev.as_mut(), secs, "armed");
         let wd = Self {
             dev: Mutex::new(dev),
-            timeout: Duration::from_secs(u64::from(actual)),
+            timeout_secs: AtomicU32::new(actual),
             petting: AtomicBool::new(true),
         };
         wd.pet();
         wd
     }
 
+    /// Change the timeout on a running board (machine config
+    /// `watchdog.timeout_secs`); pets at once so the new period starts now.
+    pub fn set_timeout(&self, secs: u32) -> Duration {
+        let mut dev = self.dev.lock().unwrap_or_else(PoisonError::into_inner);
+        let actual = program(dev.as_mut(), secs, "timeout set to");
+        self.timeout_secs.store(actual, Ordering::Release);
+        drop(dev);
+        self.pet();
+        self.timeout()
+    }
+
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        Duration::from_secs(u64::from(self.timeout_secs.load(Ordering::Acquire)))
     }
 
     /// How often [`keep_alive`] pets: a third of the timeout.
     pub fn pet_interval(&self) -> Duration {
-        (self.timeout / 3).max(Duration::from_millis(500))
+        (self.timeout() / 3).max(Duration::from_millis(500))
     }
 
     /// Pet it, unless petting was stopped. Returns whether it was petted.
@@ -128,7 +128,7 @@ impl Watchdog {
         if self.petting.swap(false, Ordering::AcqRel) {
             tracing::error!(
                 "watchdog: no longer petted ({why}); reset in at most {} s",
-                self.timeout.as_secs()
+                self.timeout().as_secs()
             );
         }
     }
@@ -140,6 +140,24 @@ impl Watchdog {
         match dev.disarm() {
             Ok(()) => tracing::info!("watchdog disarmed"),
             Err(e) => tracing::error!("watchdog: disarm: {e}"),
+        }
+    }
+}
+
+/// Ask the driver for `secs` (clamped to our bounds); returns the timeout
+/// to pet for.
+fn program(dev: &mut dyn WatchdogDev, secs: u32, what: &str) -> u32 {
+    let secs = secs.clamp(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS);
+    match dev.set_timeout(secs) {
+        Ok(got) => {
+            tracing::info!("watchdog {what} {got} s");
+            got.clamp(1, secs)
+        }
+        Err(e) => {
+            // The driver's default (30 s on i6300esb) is longer than
+            // ours, so petting at our pace is still in time.
+            tracing::warn!("watchdog: {e}; keeping the driver's timeout");
+            secs
         }
     }
 }
@@ -230,6 +248,19 @@ mod tests {
         assert!(!wd.pet());
         wd.disarm();
         assert_eq!(*fake.log.lock().unwrap(), ["timeout 15", "pet", "pet", "V"]);
+    }
+
+    #[test]
+    fn timeout_changes_at_run_time() {
+        let fake = Fake::default();
+        let wd = Watchdog::arm(Box::new(fake.clone()), 15);
+        assert_eq!(wd.set_timeout(30).as_secs(), 30);
+        assert_eq!(wd.pet_interval(), Duration::from_secs(10));
+        assert_eq!(wd.set_timeout(1).as_secs(), u64::from(MIN_TIMEOUT_SECS));
+        assert_eq!(
+            *fake.log.lock().unwrap(),
+            ["timeout 15", "pet", "timeout 30", "pet", "timeout 3", "pet"]
+        );
     }
 
     #[test]

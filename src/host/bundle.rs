@@ -115,7 +115,7 @@ pub fn sign_image(
         image_size: image.len() as u64,
         bundle_size: std::fs::metadata(output)?.len(),
         chunks: header.chunks.len(),
-        sha256: file_sha256(output).map(|h| h.iter().map(|b| format!("{b:02x}")).collect())?,
+        sha256: crate::bundle::hex(&file_sha256(output)?),
     })
 }
 
@@ -138,20 +138,8 @@ fn trim(image: &[u8], chunk: usize) -> &[u8] {
 
 /// The bundle file's SHA-256 (what `upload` keys it by).
 pub fn file_sha256(path: &Path) -> Result<[u8; 32]> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    Ok(out)
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    super::upload::sha256_of(&f).with_context(|| format!("hashing {}", path.display()))
 }
 
 #[cfg(test)]

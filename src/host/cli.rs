@@ -182,6 +182,7 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
             let (cert, key) = pki::Site {
                 dir: abs.clone(),
                 name: name.clone(),
+                created: site.created,
             }
             .client_paths("admin");
             let mut config = CliConfig::load(config_path)?;

@@ -113,6 +113,10 @@ pub enum QemuCommand {
         /// Seconds to wait for the API.
         #[arg(long, default_value_t = 180)]
         timeout: u64,
+        /// Start the board's RTC at this date (QEMU `-rtc base=`), e.g.
+        /// `1970-01-01` for a board without a battery-backed clock.
+        #[arg(long, value_name = "DATE")]
+        rtc_base: Option<String>,
         /// Extra QEMU arguments (repeatable).
         #[arg(long = "qemu-arg", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
@@ -194,9 +198,20 @@ pub fn qemu(
             memory,
             port,
             timeout,
-            qemu_args,
+            rtc_base,
+            mut qemu_args,
             format: f,
         } => {
+            if let Some(date) = rtc_base {
+                // QEMU takes "now", "utc", "localtime" or a date; refuse what
+                // would be spliced into its option string.
+                if date.is_empty() || date.contains([',', ' ', '=']) {
+                    bail!(
+                        "--rtc-base `{date}`: give a date like 1970-01-01 or 2024-05-01T12:00:00"
+                    );
+                }
+                qemu_args.extend(["-rtc".to_owned(), format!("base={date}")]);
+            }
             let format = f.output.unwrap_or(format);
             let info = ImageInfo::read(&image)?;
             let board = Board::load(&boards_dir(), &info.board)?;

@@ -114,7 +114,8 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         Response::Time(t) => {
             let secs = t.unix_ms / 1000;
             println!(
-                "{node}: {secs}.{:03} (unix), source {}, {}",
+                "{node}: {} ({secs}.{:03} unix), source {}, {}",
+                utc(secs),
                 t.unix_ms % 1000,
                 t.source,
                 if t.synced { "synced" } else { "not synced" }
@@ -184,4 +185,23 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unix seconds as "2024-05-01 12:00:00 UTC".
+fn utc(secs: u64) -> String {
+    match i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+    {
+        Some(t) => format!(
+            "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => "?".into(),
+    }
 }

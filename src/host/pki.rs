@@ -32,12 +32,18 @@ pub const ROLE_PREFIX: &str = "os:";
 #[serde(deny_unknown_fields)]
 struct SiteFile {
     name: String,
+    /// When the site (its CA) was made, Unix seconds; absent in sites made
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<u64>,
 }
 
 /// An existing site directory.
 pub struct Site {
     pub dir: PathBuf,
     pub name: String,
+    /// Unix seconds when the site was made (see [`Site::client_not_before`]).
+    pub created: Option<u64>,
 }
 
 impl Site {
@@ -72,6 +78,7 @@ impl Site {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: file.name,
+            created: file.created,
         })
     }
 
@@ -87,9 +94,11 @@ impl Site {
             bail!("site name `{name}` must be 1 to 64 characters without '/'");
         }
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let created = OffsetDateTime::now_utc().unix_timestamp();
         let site = Self {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
+            created: u64::try_from(created).ok(),
         };
         let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let cert = site.ca_params().self_signed(&key)?;
@@ -97,6 +106,7 @@ impl Site {
         write_file(&site.ca_cert(), &cert.pem())?;
         let site_file = toml::to_string(&SiteFile {
             name: name.to_owned(),
+            created: site.created,
         })?;
         write_file(&dir.join("site.toml"), &site_file)?;
         site.create_release_key()?;
@@ -117,12 +127,7 @@ impl Site {
             &self.dir.join("release.key"),
             &pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec())),
         )?;
-        let hex: String = pair
-            .public_key()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = crate::bundle::hex(pair.public_key().as_ref());
         write_file(
             &self.dir.join("release.pub"),
             &format!("# Outpost release key of site {}\n{hex}\n", self.name),
@@ -176,13 +181,29 @@ impl Site {
         Ok((cert, key))
     }
 
+    /// When operator certificates become valid: a day before the site was
+    /// made, however long after that they are issued. A board with no RTC
+    /// that has not synced yet knows only that it is later than its image's
+    /// build time, and every image of a site is built after the site's CA;
+    /// a `notBefore` of "now" would make a certificate issued after the
+    /// image "not yet valid" there and lock the operator out. (Sites made
+    /// before `created` was recorded: a day before now, as before.)
+    pub fn client_not_before(&self, now: OffsetDateTime) -> OffsetDateTime {
+        let created = self
+            .created
+            .and_then(|s| i64::try_from(s).ok())
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .unwrap_or(now);
+        created.min(now) - Duration::days(1)
+    }
+
     /// Issue an operator certificate with `role`, written to SITE/clients/.
     pub fn issue_client(&self, name: &str, role: &str) -> Result<(PathBuf, PathBuf)> {
         let now = OffsetDateTime::now_utc();
         let (cert, key) = self.client_pem(
             name,
             role,
-            now - Duration::days(1),
+            self.client_not_before(now),
             now + Duration::days(365 * 10),
         )?;
         let (crt_path, key_path) = self.client_paths(name);
@@ -294,6 +315,26 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_certificates_are_valid_from_before_the_site_was_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = Site::create(&tmp.path().join("s"), "lab").unwrap();
+        let created = site.created.unwrap();
+        let reopened = Site::open(&site.dir).unwrap();
+        assert_eq!(reopened.created, Some(created));
+        let later = OffsetDateTime::now_utc() + Duration::days(90);
+        let nb = reopened.client_not_before(later).unix_timestamp();
+        assert_eq!(nb, created as i64 - 86_400);
+        // A site from before `created` was recorded: a day before now.
+        std::fs::write(site.dir.join("site.toml"), "name = \"lab\"\n").unwrap();
+        let old = Site::open(&site.dir).unwrap();
+        assert_eq!(old.created, None);
+        assert_eq!(
+            old.client_not_before(later).unix_timestamp(),
+            later.unix_timestamp() - 86_400
+        );
+    }
 
     #[test]
     fn site_device_and_client_chain_to_the_ca() {

@@ -123,7 +123,9 @@ pub enum ServicesCommand {
 pub enum ConfigCommand {
     /// Print the machine config in force.
     Get(FormatArg),
-    /// Apply a machine config.
+    /// Apply a machine config: `no-reboot` (live fields only: hostname,
+    /// watchdog), `reboot`, `staged` (at the next boot) or `try` (live,
+    /// reverted unless `config confirm` comes within --timeout).
     Apply {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "no-reboot")]
@@ -131,9 +133,19 @@ pub enum ConfigCommand {
         /// Only show what would change.
         #[arg(long)]
         dry_run: bool,
+        /// Apply even a config that would cut the board off the network it
+        /// is managed over (another address, interface or API port).
+        #[arg(long)]
+        force: bool,
+        /// `try`: seconds to wait for `config confirm` before reverting
+        /// (device default 60, at most 3600).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u16).range(1..=3600))]
+        timeout: Option<u16>,
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Keep a config applied with `--mode try`.
+    Confirm(FormatArg),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -296,17 +308,45 @@ pub fn run(
             file,
             mode,
             dry_run,
+            force,
+            timeout,
             format,
         }) => {
             let text = read_config(&file)?;
-            (
-                client.call(Request::ConfigApply {
+            // The plain request when no option needs the newer one.
+            let request = if force || timeout.is_some() {
+                Request::ConfigApplyOpts {
                     config: &text,
                     mode: mode.into(),
                     dry_run,
-                })?,
-                pick(&format),
-            )
+                    force,
+                    try_secs: timeout.unwrap_or(0),
+                }
+            } else {
+                Request::ConfigApply {
+                    config: &text,
+                    mode: mode.into(),
+                    dry_run,
+                }
+            };
+            let answer = client.call(request)?;
+            let format = pick(&format);
+            output::print(node, &answer, format)?;
+            if let (Response::ConfigPlan(p), Format::Text) = (&answer, format) {
+                match mode {
+                    Mode::Try if p.applied => println!(
+                        "{node}: reverts in {} s unless `outpost config confirm`",
+                        timeout.unwrap_or(60)
+                    ),
+                    Mode::Staged if p.applied => println!("{node}: takes effect at the next boot"),
+                    Mode::Reboot if p.applied => println!("{node}: rebooting"),
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        DeviceCommand::Config(ConfigCommand::Confirm(f)) => {
+            (client.call(Request::ConfigConfirm)?, pick(&f))
         }
         DeviceCommand::Time(f) => (client.call(Request::Time)?, pick(&f)),
         DeviceCommand::Metrics(f) => (client.call(Request::Metrics)?, pick(&f)),

@@ -79,7 +79,7 @@ impl UploadReport {
     }
 
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        crate::bundle::hex(&self.sha256)
     }
 }
 
@@ -380,7 +380,8 @@ fn backoff(opts: &UploadOptions, failures: u32) -> Duration {
         .min(opts.max_backoff)
 }
 
-fn sha256_of(mut file: &File) -> std::io::Result<[u8; 32]> {
+/// SHA-256 of the whole file, read in `HASH_BUF` pieces.
+pub(crate) fn sha256_of(mut file: &File) -> std::io::Result<[u8; 32]> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; HASH_BUF];
     loop {

@@ -81,7 +81,20 @@ pub enum Request<'a> {
     Rollback,
     /// Tag 19: The A/B slots: which booted, which is primary, attempts, last event.
     Slots,
-    /// Tag 20: The persisted system or kernel log of an earlier boot (`boot`:
+    /// Tag 20: `ConfigApply` with options: `force` applies a config that would
+    /// cut the board off its management network; `try_secs` is how long a
+    /// `Try` waits for `ConfigConfirm` before it reverts (0 = the default, 60 s).
+    ConfigApplyOpts {
+        #[serde(borrow)]
+        config: &'a str,
+        mode: ApplyMode,
+        dry_run: bool,
+        force: bool,
+        try_secs: u16,
+    },
+    /// Tag 21: Keep the config applied with `Try` (answered `Accepted`).
+    ConfigConfirm,
+    /// Tag 22: The persisted system or kernel log of an earlier boot (`boot`:
     /// 1 = the previous boot, 0 = this boot as written to DATA), at most
     /// `max_bytes` from its end; answered with `BootLog`.
     BootLogs {
@@ -184,6 +197,8 @@ impl Request<'_> {
             | Network => Role::Reader,
             Reboot | Poweroff | Service { .. } => Role::Operator,
             ConfigApply { .. }
+            | ConfigApplyOpts { .. }
+            | ConfigConfirm
             | UploadBegin { .. }
             | UploadChunk { .. }
             | Upgrade { .. }
@@ -215,6 +230,8 @@ impl Request<'_> {
             Upgrade { .. } => "upgrade",
             Rollback => "rollback",
             Slots => "slots",
+            ConfigApplyOpts { .. } => "config apply",
+            ConfigConfirm => "config confirm",
             BootLogs { .. } => "boot logs",
         }
     }
@@ -294,6 +311,17 @@ mod tests {
             ),
             (Request::Rollback, &[5, 18]),
             (Request::Slots, &[5, 19]),
+            (
+                Request::ConfigApplyOpts {
+                    config: "x",
+                    mode: ApplyMode::Staged,
+                    dry_run: false,
+                    force: true,
+                    try_secs: 300,
+                },
+                &[5, 20, 1, b'x', 2, 0, 1, 0xac, 0x02],
+            ),
+            (Request::ConfigConfirm, &[5, 21]),
         ];
         for (req, bytes) in cases {
             let frame = RequestFrame {

@@ -131,7 +131,7 @@ pub struct ConfigPlan {
 pub struct TimeInfo {
     /// Device clock, milliseconds since the Unix epoch.
     pub unix_ms: u64,
-    /// "rtc", "restored", "sntp", "unsynced".
+    /// "rtc", "restored", "build-time" or "sntp" (docs/time.md).
     pub source: String,
     pub synced: bool,
 }

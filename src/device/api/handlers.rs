@@ -4,13 +4,13 @@ use smol::channel::Sender;
 
 use std::path::PathBuf;
 
-use crate::config::{MachineConfig, Release};
+use crate::config::Release;
+use crate::device::config_apply::{self, After, Apply, Board, ConfigManager};
 use crate::device::log::LogRing;
 use crate::device::upload::Uploads;
 use crate::device::{metrics, status};
 use crate::wire::{
-    self, ConfigPlan, NetworkInfo, Request, Response, Role, Status, TimeInfo, VersionInfo,
-    WireError,
+    self, ApplyMode, NetworkInfo, Request, Response, Role, Status, VersionInfo, WireError,
 };
 
 /// Most log lines one `logs` answer carries (the frame cap bounds bytes too).
@@ -34,19 +34,20 @@ pub trait Platform: Send + Sync {
     fn network(&self) -> NetworkInfo;
     /// Per-interface byte and packet counters.
     fn net_counters(&self) -> Vec<wire::NetCounters>;
-    /// Where the clock came from ("rtc", "system", ...).
-    fn clock_source(&self) -> &'static str;
 }
 
 /// Everything a handler may read or trigger.
 pub struct ApiContext {
-    pub hostname: String,
+    /// The machine config in force and how new ones are applied.
+    pub config: std::sync::Arc<ConfigManager>,
     pub slot: String,
     pub release: Release,
     pub boot_id: String,
     pub log: LogRing,
     pub power: Sender<PowerRequest>,
     pub platform: Box<dyn Platform>,
+    /// The clock (restored, SNTP-synced); TLS certificate checks read it too.
+    pub time: std::sync::Arc<crate::device::clock::TimeKeeper>,
     /// Where DATA is (machine config, staging for uploads).
     pub data_dir: PathBuf,
     /// Uploads in progress, shared by every connection.
@@ -101,9 +102,23 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
         )),
         Request::ConfigGet => config_get(ctx),
         Request::ConfigApply {
-            config, dry_run, ..
-        } => config_apply(ctx, config, *dry_run),
-        Request::Time => Ok(Response::Time(time(ctx))),
+            config,
+            mode,
+            dry_run,
+        } => config_apply(ctx, config, *mode, *dry_run, false, 0),
+        Request::ConfigApplyOpts {
+            config,
+            mode,
+            dry_run,
+            force,
+            try_secs,
+        } => config_apply(ctx, config, *mode, *dry_run, *force, *try_secs),
+        Request::ConfigConfirm => ctx
+            .config
+            .confirm()
+            .map(|()| Response::Accepted)
+            .map_err(WireError::from),
+        Request::Time => Ok(Response::Time(ctx.time.info())),
         Request::Metrics => Ok(Response::Metrics(metrics::collect(
             &ctx.data_dir,
             ctx.platform.as_ref(),
@@ -197,42 +212,44 @@ pub fn log_tail(ctx: &ApiContext, lines: u16) -> Vec<wire::LogLine> {
     fit_to_frame(ctx.log.tail(usize::from(lines).min(MAX_LOG_LINES)))
 }
 
-fn config_path(ctx: &ApiContext) -> PathBuf {
-    ctx.data_dir.join("config/machine.toml")
-}
-
+/// The config in force: the file on DATA as written (comments kept), or
+/// during a try the tried config.
 fn config_get(ctx: &ApiContext) -> Result<Response, WireError> {
-    let text = status::read_small(&config_path(ctx))
+    if ctx.config.try_pending() {
+        return Ok(Response::Config(ctx.config.current().to_toml()));
+    }
+    let text = status::read_small(&ctx.data_dir.join(config_apply::MACHINE_PATH))
         .ok_or_else(|| WireError::Device("machine config is not readable".into()))?;
     Ok(Response::Config(text))
 }
 
-/// Validate a new config and list what it changes. Applying it (the modes)
-/// comes with issue 5; a dry run works now.
-fn config_apply(ctx: &ApiContext, text: &str, dry_run: bool) -> Result<Response, WireError> {
-    let new = MachineConfig::from_toml(text).map_err(|e| WireError::Invalid(e.to_string()))?;
-    let current = status::read_small(&config_path(ctx)).unwrap_or_default();
-    let changes = crate::config::diff(&current, &new.to_toml());
-    if !dry_run {
-        return Err(WireError::NotSupported);
+/// Validate a new config, check it keeps the board reachable, apply it in
+/// the requested mode; `reboot` mode reboots once the answer is out.
+fn config_apply(
+    ctx: &ApiContext,
+    text: &str,
+    mode: ApplyMode,
+    dry_run: bool,
+    force: bool,
+    try_secs: u16,
+) -> Result<Response, WireError> {
+    let req = Apply {
+        text,
+        mode,
+        dry_run,
+        force,
+        try_secs,
+    };
+    let network = ctx.platform.network();
+    let board = Board {
+        addresses: &network.addresses,
+        links: &network.links,
+    };
+    let (plan, after) = ctx.config.apply(&req, &board, std::time::Instant::now())?;
+    if after == After::Reboot {
+        power(ctx, PowerRequest::Reboot)?;
     }
-    Ok(Response::ConfigPlan(ConfigPlan {
-        needs_reboot: !changes.is_empty(),
-        changes,
-        applied: false,
-    }))
-}
-
-fn time(ctx: &ApiContext) -> TimeInfo {
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    TimeInfo {
-        unix_ms,
-        source: ctx.platform.clock_source().into(),
-        synced: false,
-    }
+    Ok(Response::ConfigPlan(plan))
 }
 
 /// Drop the oldest lines until the answer fits in one response frame.
@@ -266,7 +283,7 @@ fn status(ctx: &ApiContext) -> Status {
     let proc = |name: &str| status::read_small(std::path::Path::new(name)).unwrap_or_default();
     let (mem_total_kib, mem_available_kib) = status::parse_meminfo(&proc("/proc/meminfo"));
     Status {
-        hostname: ctx.hostname.clone(),
+        hostname: ctx.config.hostname(),
         slot: ctx.slot.clone(),
         os_version: ctx.release.version.clone(),
         boot_id: ctx.boot_id.clone(),
@@ -295,6 +312,8 @@ fn power(ctx: &ApiContext, what: PowerRequest) -> Result<Response, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MachineConfig;
+    use std::path::Path;
 
     struct FakePlatform;
     impl Platform for FakePlatform {
@@ -314,15 +333,16 @@ mod tests {
         fn net_counters(&self) -> Vec<wire::NetCounters> {
             vec![]
         }
-        fn clock_source(&self) -> &'static str {
-            "test"
-        }
     }
 
     fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
         let (tx, rx) = smol::channel::bounded(1);
         let ctx = ApiContext {
-            hostname: "edge-1".into(),
+            config: std::sync::Arc::new(ConfigManager::new(
+                Path::new("/nonexistent"),
+                MachineConfig::new("edge-1"),
+                Box::new(crate::device::config_apply::NoLive),
+            )),
             slot: "A".into(),
             release: Release {
                 board: "qemu-virt".into(),
@@ -333,6 +353,13 @@ mod tests {
             log: LogRing::new(),
             power: tx,
             platform: Box::new(FakePlatform),
+            time: std::sync::Arc::new(crate::device::clock::TimeKeeper::boot(
+                std::sync::Arc::new(crate::device::clock::FakeClock::at(
+                    std::time::Duration::from_secs(1_700_000_000),
+                )),
+                None,
+                std::time::Duration::ZERO,
+            )),
             data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
             uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
             ab: std::sync::OnceLock::new(),

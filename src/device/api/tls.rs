@@ -142,7 +142,12 @@ impl rustls::crypto::SecureRandom for Ed25519Random {
 }
 
 /// TLS 1.3 server config that requires a client certificate from the site CA.
-pub fn server_config(id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
+/// Certificate validity and ticket ages are judged by `time`: the device's
+/// own clock (restored and SNTP-synced), not whatever the kernel booted with.
+pub fn server_config(
+    id: &Identity,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     for ca in certs(&id.ca)? {
@@ -156,7 +161,7 @@ pub fn server_config(id: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
         path: id.key.clone(),
         what: "private key",
     })?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_details(provider, time)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&id.cert)?, key)?;

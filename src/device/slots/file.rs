@@ -1,12 +1,13 @@
 //! Host mode: the two copies as files in a directory (same names as on
-//! BOOT). A write goes to a temporary file, is fsynced and renamed over the
-//! older copy, so the copy is replaced whole or not at all.
+//! BOOT). A write replaces the older copy whole or not at all
+//! (`device::durable`).
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, SlotsError};
 use crate::bootstate::{initial_copies, BootState, CopyId, STATE_SIZE};
+use crate::device::durable::write_durably;
 
 pub struct FileBackend {
     dir: PathBuf,
@@ -55,19 +56,7 @@ impl Backend for FileBackend {
             return Err(SlotsError::Size(blob.len()));
         }
         let path = self.path(copy);
-        let tmp = self.dir.join(format!(".{}.tmp", copy.file()));
-        let io = |p: &Path| {
-            let p = p.to_owned();
-            move |e| SlotsError::io(&p, e)
-        };
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(blob).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_durably(&path, blob).map_err(|e| SlotsError::io(&path, e))
     }
 
     fn describe(&self) -> String {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use crate::bootstate::{BootState, CopyId, Current, EnvError, Event, PlanError, Planned, Slot};
+use crate::device::durable::write_durably;
 
 pub use block::{BlockBackend, BlockDev, PartitionFile};
 #[cfg(any(test, feature = "sim"))]
@@ -284,19 +285,11 @@ impl BootRecord {
         )
     }
 
-    /// Write it under `data` (temporary file, fsync, rename).
+    /// Write it under `data`, durably (`device::durable`).
     pub fn save(&self, data: &Path, marked_good: bool, uptime_ms: u64) -> Result<(), SlotsError> {
-        use std::io::Write as _;
         let path = data.join(LAST_BOOT_FILE);
-        let dir = path.parent().unwrap_or(data);
-        std::fs::create_dir_all(dir).map_err(|e| SlotsError::io(dir, e))?;
-        let tmp = path.with_extension("toml.tmp");
-        let io = |e| SlotsError::io(&tmp, e);
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(self.to_toml(marked_good, uptime_ms).as_bytes())
-            .map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|e| SlotsError::io(&path, e))
+        write_durably(&path, self.to_toml(marked_good, uptime_ms).as_bytes())
+            .map_err(|e| SlotsError::io(&path, e))
     }
 }
 

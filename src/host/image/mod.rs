@@ -339,7 +339,7 @@ fn data_uuid(hostname: &str) -> String {
     b.copy_from_slice(&d.as_ref()[..16]);
     b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout, so tools accept it
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::bundle::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -1,0 +1,382 @@
+//! What the integration tests share: the `outpost` CLI in a temp dir
+//! ([`Cli`]), QEMU devices it starts ([`QemuGuard`], [`skip_qemu`],
+//! [`init_binary`], [`image_build`]) and `outpost-init --host-mode` devices
+//! ([`HostDevice`], [`stage_data`]). Each test crate says `mod common;` and
+//! uses a part of it.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outpost::host::client::client_config;
+use outpost::host::context::Node;
+use outpost::host::pki::Site;
+
+/// Lines of a QEMU console shown when something fails.
+const CONSOLE_TAIL: usize = 40;
+
+/// The repository (boards/, target/).
+pub(crate) fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// OUTPOST_SKIP_QEMU is set: the caller leaves its QEMU test out.
+pub(crate) fn skip_qemu() -> bool {
+    if std::env::var_os("OUTPOST_SKIP_QEMU").is_some() {
+        eprintln!(
+            "OUTPOST_SKIP_QEMU is set: QEMU test {} left out",
+            env!("CARGO_CRATE_NAME")
+        );
+        return true;
+    }
+    false
+}
+
+/// outpost-init for the device, as `scripts/build-init` leaves it.
+pub(crate) fn init_binary() -> PathBuf {
+    let p = repo().join("target/aarch64-unknown-linux-musl/release/outpost-init");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-init (or set OUTPOST_SKIP_QEMU=1)",
+        p.display()
+    );
+    p
+}
+
+/// `outpost image build` of `hostname` from `site` for the QEMU board, to
+/// `out`, with `init`; callers add options (`--version`) to the end.
+pub(crate) fn image_build<'a>(
+    site: &'a str,
+    hostname: &'a str,
+    out: &'a str,
+    init: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "image",
+        "build",
+        "--board",
+        "qemu-virt",
+        "--site",
+        site,
+        "--hostname",
+        hostname,
+        "-o",
+        out,
+        "--init",
+        init,
+    ]
+}
+
+/// The `outpost` CLI with its config and state in a temp dir of its own.
+pub(crate) struct Cli {
+    tmp: tempfile::TempDir,
+}
+
+impl Cli {
+    pub(crate) fn new() -> Self {
+        Self {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    /// `outpost ARGS` with this CLI's config and state; nothing from the
+    /// caller's environment chooses the node or the boards.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        cmd.args(args)
+            .env("OUTPOST_CONFIG", self.path("cli.toml"))
+            .env("OUTPOST_STATE", self.path("state"))
+            .env_remove("OUTPOST_NODE")
+            .env_remove("OUTPOST_BOARDS");
+        cmd
+    }
+
+    pub(crate) fn outpost(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Stdout of a run that must succeed; on failure, its output and the
+    /// console tail of every QEMU device this CLI started.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.outpost(args);
+        assert!(
+            out.status.success(),
+            "outpost {args:?} failed:\n{}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.consoles()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `outpost -o json ARGS`, which must succeed.
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut full = vec!["-o", "json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&full)).unwrap()
+    }
+
+    /// `status` once the device answers with a boot id other than
+    /// `boot_id` (after a reboot), polling every 2 s up to `limit`.
+    pub(crate) fn status_after_reboot(&self, boot_id: &str, limit: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < limit,
+                "device did not come back after reboot{}",
+                self.consoles()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            let out = self.outpost(&["-o", "json", "status"]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                if v["Status"]["boot_id"]
+                    .as_str()
+                    .is_some_and(|id| id != boot_id)
+                {
+                    return v["Status"].clone();
+                }
+            }
+        }
+    }
+
+    /// Site `site_name` (made on first use), device `hostname` in it, and
+    /// its image `HOSTNAME.img` for the QEMU board: an operator's steps.
+    pub(crate) fn qemu_image(&self, site_name: &str, hostname: &str) -> PathBuf {
+        let init = init_binary();
+        let site = self.path("site");
+        let site_s = site.to_str().unwrap();
+        if !site.exists() {
+            self.ok(&["gen", "site", site_s, "--name", site_name]);
+        }
+        self.ok(&["gen", "device", "--site", site_s, "--hostname", hostname]);
+        let img = self.path(&format!("{hostname}.img"));
+        self.ok(&image_build(
+            site_s,
+            hostname,
+            img.to_str().unwrap(),
+            init.to_str().unwrap(),
+        ));
+        img
+    }
+
+    /// The console log of the QEMU device `name` ("" before it started).
+    pub(crate) fn console(&self, name: &str) -> String {
+        read_lossy(&self.path(&format!("state/qemu/{name}/console.log")))
+    }
+
+    /// The last `n` lines of [`Cli::console`].
+    pub(crate) fn console_tail(&self, name: &str, n: usize) -> String {
+        tail(&self.console(name), n)
+    }
+
+    fn consoles(&self) -> String {
+        let Ok(dirs) = std::fs::read_dir(self.path("state/qemu")) else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            out += &format!(
+                "\nconsole of {name}:\n{}",
+                self.console_tail(&name, CONSOLE_TAIL)
+            );
+        }
+        out
+    }
+}
+
+/// The file as text; "" if it cannot be read.
+pub(crate) fn read_lossy(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Kills the QEMU device `name` (by its pid file) when the test ends early,
+/// and shows its console tail if the test panicked.
+pub(crate) struct QemuGuard {
+    dir: PathBuf,
+}
+
+impl QemuGuard {
+    pub(crate) fn new(cli: &Cli, name: &str) -> Self {
+        Self {
+            dir: cli.path(&format!("state/qemu/{name}")),
+        }
+    }
+}
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("qemu.pid")) {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+        }
+        if std::thread::panicking() {
+            let console = read_lossy(&self.dir.join("console.log"));
+            eprintln!(
+                "--- console (last lines) ---\n{}",
+                tail(&console, CONSOLE_TAIL)
+            );
+        }
+    }
+}
+
+/// Arrange DATA as the image builder does: identity/ and config/.
+pub(crate) fn stage_data(site: &Site, hostname: &str, data: &Path) {
+    let dev = site.device_dir(hostname);
+    std::fs::create_dir_all(data.join("identity")).unwrap();
+    std::fs::create_dir_all(data.join("config")).unwrap();
+    std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
+    std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
+    std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
+    std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
+}
+
+/// The host-mode device's name.
+pub(crate) const HOSTNAME: &str = "edge-1";
+
+/// `outpost-init --host-mode` as device `edge-1`: DATA staged in the
+/// temp dir of a [`Cli`] (`data/`), the API on a free 127.0.0.1 port.
+/// Killed when dropped.
+pub(crate) struct HostDevice {
+    child: Option<Child>,
+    /// Options after `--host-mode --data DATA --listen ADDR`.
+    args: Vec<String>,
+    /// Stderr goes to `device.log` (shown if the test panics), else nowhere.
+    log: bool,
+    pub(crate) data: PathBuf,
+    pub(crate) node: Node,
+    pub(crate) port: u16,
+    pub(crate) site: Site,
+    /// Last: its temp dir goes after the process.
+    pub(crate) cli: Cli,
+}
+
+impl HostDevice {
+    /// `edge-1` of a new site `site_name` (made with the library); not
+    /// started yet.
+    pub(crate) fn new(site_name: &str) -> Self {
+        let cli = Cli::new();
+        let site = Site::create(&cli.path("site"), site_name).unwrap();
+        site.issue_device(HOSTNAME, 50000).unwrap();
+        Self::of(cli, site)
+    }
+
+    /// `edge-1` of `site`, which already has it; DATA under `cli`'s dir.
+    pub(crate) fn of(cli: Cli, site: Site) -> Self {
+        let data = cli.path("data");
+        stage_data(&site, HOSTNAME, &data);
+        let port = outpost::host::qemu::free_port().unwrap();
+        Self {
+            child: None,
+            args: Vec::new(),
+            log: false,
+            data,
+            node: Node {
+                address: format!("127.0.0.1:{port}"),
+                server_name: HOSTNAME.into(),
+            },
+            port,
+            site,
+            cli,
+        }
+    }
+
+    pub(crate) fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub(crate) fn log_to_file(mut self) -> Self {
+        self.log = true;
+        self
+    }
+
+    pub(crate) fn start(mut self) -> Self {
+        self.spawn();
+        self
+    }
+
+    /// Start the process and wait until it listens.
+    pub(crate) fn spawn(&mut self) {
+        let stderr = if self.log {
+            Stdio::from(File::create(self.cli.path("device.log")).unwrap())
+        } else {
+            Stdio::null()
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_outpost-init"))
+            .args(["--host-mode", "--data"])
+            .arg(&self.data)
+            .args(["--listen", &self.node.address])
+            .args(&self.args)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(&self.node.address).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "device did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process's exit status, if it has exited.
+    pub(crate) fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// A fresh TLS config (no session to resume yet) for client `name`.
+    pub(crate) fn tls(&self, name: &str) -> Arc<rustls::ClientConfig> {
+        let (crt, key) = self.site.client_paths(name);
+        client_config(&self.site.ca_cert(), &crt, &key).unwrap()
+    }
+
+    /// The CLI's config (`cli.path("cli.toml")`): a context whose current
+    /// node is this device, as admin.
+    pub(crate) fn write_cli_config(&self) {
+        let (crt, key) = self.site.client_paths("admin");
+        let text = format!(
+            "current_context = \"test\"\n[contexts.test]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
+             current_node = \"{HOSTNAME}\"\n[contexts.test.nodes.{HOSTNAME}]\n\
+             address = \"{}\"\nserver_name = \"{HOSTNAME}\"\n",
+            self.site.ca_cert(),
+            crt,
+            key,
+            self.node.address
+        );
+        std::fs::write(self.cli.path("cli.toml"), text).unwrap();
+    }
+}
+
+impl Drop for HostDevice {
+    fn drop(&mut self) {
+        self.kill();
+        if self.log && std::thread::panicking() {
+            let log = read_lossy(&self.cli.path("device.log"));
+            eprintln!("--- device log ---\n{log}");
+        }
+    }
+}
