@@ -196,10 +196,22 @@ impl Sink {
     }
 
     /// Write what is pending (no sync), moving the file aside at the cap.
+    /// Pending lines are dropped when the write fails (DATA full or turned
+    /// read-only): memory stays bounded, the error is returned.
     fn write(&mut self) -> Result<(), PersistError> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let r = self.write_pending();
+        self.pending.clear();
+        if r.is_err() {
+            // Reopen next time: the file may have gone.
+            self.file = None;
+        }
+        r
+    }
+
+    fn write_pending(&mut self) -> Result<(), PersistError> {
         let len = self.pending.len() as u64;
         if self.size > 0 && self.size + len > FILE_CAP {
             // Sync what is there first: the .old copy must be whole.
@@ -224,7 +236,6 @@ impl Sink {
                 .map_err(io("writing", &self.path))?;
         }
         self.size += len;
-        self.pending.clear();
         Ok(())
     }
 
@@ -248,6 +259,8 @@ pub struct Persister {
     kernel_log: Sink,
     /// Written since the last sync.
     dirty: bool,
+    /// The last flush failed (said once, not at every batch).
+    failing: bool,
 }
 
 impl Persister {
@@ -266,6 +279,7 @@ impl Persister {
             system: Sink::new(dir.join(SYSTEM_FILE)),
             kernel_log: Sink::new(dir.join(KERNEL_FILE)),
             dirty: false,
+            failing: false,
         })
     }
 
@@ -342,12 +356,35 @@ impl PersistHandle {
     /// Write and sync what is new (before a reboot or poweroff). Logged, not
     /// returned: a log that cannot be written must not stop a reboot.
     pub fn flush(&self) {
+        self.tick(true, false);
+    }
+
+    /// Take new lines; write and sync them when `due`, `urgent` or a new
+    /// kernel line is an error. A failure is logged once, until it recovers
+    /// (a log line per failed batch would itself be urgent, every second).
+    fn tick(&self, due: bool, urgent: bool) {
         let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(p) = guard.as_mut() {
-            if let Err(e) = p.flush() {
-                // The ring has its own lock: logging here cannot deadlock.
-                tracing::error!("persisted log: {e}");
+        let Some(p) = guard.as_mut() else {
+            return;
+        };
+        let r = p.collect().and_then(|kernel_urgent| {
+            if due || urgent || kernel_urgent {
+                p.flush()
+            } else {
+                Ok(())
             }
+        });
+        match r {
+            // The ring has its own lock: logging here cannot deadlock.
+            Err(e) if !p.failing => {
+                p.failing = true;
+                tracing::error!("persisted log: {e}; lines are dropped until it works again");
+            }
+            Ok(()) if p.failing && due => {
+                p.failing = false;
+                tracing::warn!("persisted log: writing again");
+            }
+            _ => {}
         }
     }
 }
@@ -367,15 +404,18 @@ pub fn start(
     handle.set(p);
     let (ring, handle) = (ring.clone(), handle.clone());
     ex.spawn(async move {
-        // A tick per URGENT_MIN_GAP: one atomic load when nothing happened.
-        let mut since_flush = Duration::ZERO;
+        // A tick per URGENT_MIN_GAP: new lines are taken (memory stays
+        // small), written and synced only when due or urgent.
+        let mut ticks = 0u32;
+        let per_batch = (BATCH_INTERVAL.as_millis() / URGENT_MIN_GAP.as_millis()).max(1);
         loop {
             smol::Timer::after(URGENT_MIN_GAP).await;
-            since_flush += URGENT_MIN_GAP;
-            if ring.take_urgent() || since_flush >= BATCH_INTERVAL {
-                handle.flush();
-                since_flush = Duration::ZERO;
+            ticks += 1;
+            let due = u128::from(ticks) >= per_batch;
+            if due {
+                ticks = 0;
             }
+            handle.tick(due, ring.take_urgent());
         }
     })
     .detach();
@@ -628,6 +668,32 @@ mod tests {
         let k = read_boot(&logs, 0, LogSource::Kernel, 1 << 20).unwrap();
         assert!(k.contains("k019999 "));
         assert!(!k.contains("k000000 "), "oldest kernel lines rotated out");
+    }
+
+    #[test]
+    fn an_unwritable_data_drops_lines_and_memory_stays_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        let ring = LogRing::new();
+        let mut p = Persister::open(&logs, ring.clone(), None).unwrap();
+        // DATA gone from under us (as if it were unmounted or turned read-only).
+        std::fs::remove_dir_all(logs.join("boot-0")).unwrap();
+        for round in 0..20 {
+            for i in 0..1500 {
+                ring.push(line(
+                    LogLevel::Error,
+                    &format!("{round}/{i} {}", "z".repeat(200)),
+                ));
+            }
+            assert!(p.flush().is_err());
+            assert!(p.system.pending.len() <= PENDING_CAP);
+        }
+        // Back: writing resumes with the new lines.
+        std::fs::create_dir_all(logs.join("boot-0")).unwrap();
+        ring.push(line(LogLevel::Info, "back"));
+        p.flush().unwrap();
+        let text = read_boot(&logs, 0, LogSource::System, 4096).unwrap();
+        assert!(text.ends_with("INFO  back\n"), "{text}");
     }
 
     #[test]
