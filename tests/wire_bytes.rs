@@ -153,3 +153,39 @@ fn bytes_on_the_wire_meet_the_design_targets() {
     assert!(full_bytes <= 1800, "full handshake {full_bytes} B");
     assert!(resumed_bytes <= 800, "resumed handshake {resumed_bytes} B");
 }
+
+/// Pinned bytes of `BootLogs` (request tag 22) and `BootLog` (response tag 15).
+#[test]
+fn boot_logs_bytes_are_pinned() {
+    use outpost::wire::{LogSource, Response, ResponseFrame};
+    let req = RequestFrame {
+        id: 5,
+        body: Request::BootLogs {
+            source: LogSource::Kernel,
+            boot: 1,
+            max_bytes: 300,
+        },
+    };
+    let bytes = [5, 22, 1, 1, 0xac, 0x02];
+    assert_eq!(req.encode(), bytes);
+    assert_eq!(RequestFrame::decode(&bytes).unwrap(), req);
+    let sys = RequestFrame {
+        id: 1,
+        body: Request::BootLogs {
+            source: LogSource::System,
+            boot: 3,
+            max_bytes: 1,
+        },
+    };
+    assert_eq!(sys.encode(), [1, 22, 0, 3, 1]);
+    // An unknown source is refused, not guessed.
+    assert!(RequestFrame::decode(&[1, 22, 2, 3, 1]).is_err());
+
+    let resp = ResponseFrame {
+        id: 5,
+        body: Ok(Response::BootLog("ab\n".into())),
+    };
+    let bytes = [5, 0, 15, 3, b'a', b'b', b'\n'];
+    assert_eq!(resp.encode(), bytes);
+    assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
+}

@@ -13,6 +13,7 @@ use smol::Executor;
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::config_apply::{ConfigManager, LiveApply};
 use super::mounts::DATA_MOUNT;
+use super::persistlog::{self, PersistHandle};
 use super::services::cgroup::{Cgroups, CGROUP_ROOT};
 use super::services::Supervisor;
 use super::slots::commit::{self, Committed, Health};
@@ -21,8 +22,8 @@ use super::sys::{MsFlags, RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
 use super::{
-    clock, cmdline, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power, reaper,
-    runtime, serial,
+    clock, cmdline, grow, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power,
+    reaper, runtime, serial,
 };
 use super::{install, upgrade};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
@@ -123,6 +124,10 @@ fn attach_console() {
 async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing) {
     let init_start = log::uptime_ms();
     tracing::info!("outpost-init {} starting", env!("CARGO_PKG_VERSION"));
+    let boot_id = boot_id(&*sys);
+    // In the persisted log too: `logs --boot -1` names the boot it shows.
+    tracing::info!("boot id {boot_id}");
+    let persist = PersistHandle::new();
 
     let args = cmdline::read(&*sys).unwrap_or_else(|e| {
         tracing::error!("kernel command line: {e}");
@@ -148,7 +153,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Some(wd) = &watchdog {
         ex.spawn(watchdog::keep_alive(wd.clone())).detach();
     }
-    let healthy = start_commit_deadline(&ex, &sys, &args, watchdog.clone());
+    let healthy = start_commit_deadline(&ex, &sys, &args, watchdog.clone(), persist.clone());
 
     let registry = reaper::ChildRegistry::new();
     ex.spawn(reaper::run(sys.clone(), registry.clone()))
@@ -158,8 +163,27 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     let data = args.data.clone().unwrap_or_default();
     if data.is_empty() {
         tracing::error!("no outpost.data= on the kernel command line; DATA not mounted");
-    } else if let Err(e) = mounts::mount_data(&*sys, &data, DATA_MOUNT).await {
-        tracing::error!("DATA: {e}");
+    } else {
+        match mounts::mount_data(&*sys, &data, DATA_MOUNT).await {
+            Ok(()) => grow::grow_and_report(&*sys, &data, DATA_MOUNT),
+            Err(e) => tracing::error!("DATA: {e}"),
+        }
+    }
+    // Every mount point exists by now; only DATA, /run and /tmp stay writable.
+    if let Err(e) = mounts::root_read_only(&*sys) {
+        tracing::error!("{e}");
+    }
+    if sys.is_mountpoint(DATA_MOUNT) {
+        let kernel = match kmsg::KmsgReader::open() {
+            Ok(k) => Some(Box::new(k) as Box<dyn persistlog::KernelSource>),
+            Err(e) => {
+                tracing::error!("kernel log not persisted: {e}");
+                None
+            }
+        };
+        if let Err(e) = persistlog::start(&ex, Path::new(DATA_MOUNT), &ring, kernel, &persist) {
+            tracing::error!("logs not persisted: {e}");
+        }
     }
     // Right after DATA: the clock file is there, and nothing below (TLS,
     // DHCP leases, logs) should see 1970.
@@ -202,7 +226,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         config: config.clone(),
         slot,
         release,
-        boot_id: boot_id(&*sys),
+        boot_id,
         log: ring,
         power: power_tx,
         platform: Box::new(BoardPlatform),
@@ -271,6 +295,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
             // A halted board must not be reset back to life.
             wd.disarm();
         }
+        tracing::warn!("{request:?} requested: saving logs, then shutting down");
+        persist.flush();
         let err = power::shutdown(&*sys, mode);
         tracing::error!("still running after a {request:?} request: {err}");
     }
@@ -387,6 +413,7 @@ fn start_commit_deadline(
     sys: &Arc<dyn Sys>,
     args: &cmdline::BootArgs,
     watchdog: Option<Arc<Watchdog>>,
+    persist: PersistHandle,
 ) -> Arc<AtomicBool> {
     let healthy = Arc::new(AtomicBool::new(false));
     if args.slot.is_some() {
@@ -395,6 +422,8 @@ fn start_commit_deadline(
             if let Some(wd) = &watchdog {
                 wd.stop_petting("health deadline missed");
             }
+            // The log of a boot that failed its health check matters most.
+            persist.flush();
             let err = power::shutdown(&*sys, RebootMode::Restart);
             tracing::error!("still running after the deadline reboot: {err}");
         };

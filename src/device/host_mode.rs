@@ -152,6 +152,14 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         release.version = v.trim().to_owned();
     }
     let services = config.services.clone();
+    let boot_id = runtime::random_boot_id();
+    tracing::info!("boot id {boot_id}");
+    // The system log of each "boot" (each re-exec) is kept under DATA/logs
+    // as on a board; host mode has no kernel log of its own.
+    let persist = super::persistlog::PersistHandle::new();
+    if let Err(e) = super::persistlog::start(&ex, &opts.data_dir, &log, None, &persist) {
+        tracing::error!("host mode: logs not persisted: {e}");
+    }
     // The host's clock is the "RTC"; steps are a process-local offset.
     let time = Arc::new(super::clock::TimeKeeper::boot(
         Arc::new(super::clock::OffsetClock::default()),
@@ -169,7 +177,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         config,
         slot,
         release,
-        boot_id: runtime::random_boot_id(),
+        boot_id,
         log,
         power: power_tx,
         platform: Box::new(HostPlatform {
@@ -244,20 +252,23 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     }));
     // As a board does before reboot or power-off.
     time.save();
-    match result {
+    let code = match result {
         Ok(PowerRequest::PowerOff) => {
             tracing::info!("host mode: power off");
             std::process::ExitCode::SUCCESS
         }
         Ok(PowerRequest::Reboot) => {
             tracing::info!("host mode: reboot (re-exec)");
-            reexec()
+            persist.flush();
+            return reexec();
         }
         Err(e) => {
             tracing::error!("host mode: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    persist.flush();
+    code
 }
 
 /// Open a simulated card in `dir` and boot it as U-Boot would.

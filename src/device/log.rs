@@ -29,6 +29,9 @@ pub const LINE_OVERHEAD: usize = 48;
 #[derive(Clone)]
 pub struct LogRing {
     inner: Arc<Mutex<Ring>>,
+    /// Raised when a warning or error is pushed, so the persisted log is
+    /// flushed within a second rather than at the next batch.
+    urgent: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for LogRing {
@@ -62,10 +65,20 @@ impl LogRing {
                 max_lines: max_lines.max(1),
                 max_bytes,
             })),
+            urgent: Default::default(),
         }
     }
 
+    /// Whether a warning or error was pushed since the last call.
+    pub fn take_urgent(&self) -> bool {
+        self.urgent.swap(false, std::sync::atomic::Ordering::AcqRel)
+    }
+
     pub fn push(&self, line: LogLine) {
+        if matches!(line.level, LogLevel::Warn | LogLevel::Error) {
+            self.urgent
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         // A poisoned lock only means another thread panicked mid-push; the
         // deque itself is still valid, so keep logging.
         let mut ring = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod config_apply;
 pub mod durable;
+pub mod grow;
 #[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;
@@ -17,6 +18,7 @@ pub mod modules;
 pub mod mounts;
 pub mod net;
 pub mod netinfo;
+pub mod persistlog;
 pub mod power;
 pub mod reaper;
 pub mod runtime;

@@ -8,6 +8,13 @@ use super::sys::{Errno, MsFlags, Sys, SysError};
 /// Where DATA is mounted.
 pub const DATA_MOUNT: &str = "/data";
 
+/// ext4 options for DATA, chosen for power cuts (docs/storage.md): metadata
+/// journalled and data written before the metadata that points at it
+/// (`data=ordered`, ext4's default, stated so a kernel default cannot change
+/// it), and on a detected inconsistency DATA turns read-only instead of
+/// spreading it (`errors=remount-ro`); the board keeps running and says so.
+pub const DATA_OPTIONS: &str = "data=ordered,errors=remount-ro";
+
 /// How long DATA's block device may take to appear after boot (the SD/virtio
 /// driver probes asynchronously), and how often we look.
 pub const DATA_DEVICE_WAIT: Duration = Duration::from_secs(10);
@@ -33,6 +40,8 @@ pub enum MountError {
     },
     #[error("unmounting {target}: {source}")]
     Unmount { target: String, source: SysError },
+    #[error("making / read-only: {0}")]
+    RootReadOnly(SysError),
 }
 
 /// One pseudo filesystem.
@@ -148,13 +157,29 @@ pub async fn mount_data_with(
     wait_for_device(sys, device, wait, poll).await?;
     sys.mkdir_p(target, 0o755).map_err(MountError::MountPoint)?;
     let flags = MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    sys.mount(Some(device), target, Some("ext4"), flags, None)
-        .map_err(|source| MountError::Data {
-            device: device.to_owned(),
-            target: target.to_owned(),
-            source,
-        })?;
+    sys.mount(
+        Some(device),
+        target,
+        Some("ext4"),
+        flags,
+        Some(DATA_OPTIONS),
+    )
+    .map_err(|source| MountError::Data {
+        device: device.to_owned(),
+        target: target.to_owned(),
+        source,
+    })?;
     tracing::info!(device, target, "DATA mounted");
+    Ok(())
+}
+
+/// Remount the root filesystem (the initramfs) read-only, once every mount
+/// point under it exists. Only DATA, /run and /tmp stay writable.
+pub fn root_read_only(sys: &dyn Sys) -> Result<(), MountError> {
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    sys.mount(None, "/", None, flags, None)
+        .map_err(MountError::RootReadOnly)?;
+    tracing::info!("root filesystem is read-only");
     Ok(())
 }
 
@@ -334,7 +359,7 @@ mod tests {
                     target: "/data".into(),
                     fstype: Some("ext4".into()),
                     flags: MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    data: None,
+                    data: Some(DATA_OPTIONS.into()),
                 }
             ]
         );
@@ -362,6 +387,26 @@ mod tests {
                 Call::Sync,
             ]
         );
+    }
+
+    #[test]
+    fn root_is_remounted_read_only_and_a_refusal_is_named() {
+        let sys = RecordingSys::new();
+        root_read_only(&sys).unwrap();
+        assert_eq!(
+            sys.actions(),
+            [Call::Mount {
+                source: None,
+                target: "/".into(),
+                fstype: None,
+                flags: MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                data: None,
+            }]
+        );
+        let sys = RecordingSys::new();
+        sys.fail("mount", "/", Errno::EINVAL);
+        let err = root_read_only(&sys).unwrap_err();
+        assert!(err.to_string().contains("read-only") && err.to_string().contains("EINVAL"));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! (youki's `syscall/syscall.rs` + `syscall/test.rs` shape).
 //!
 //! [`RealSys`] is the device backend. It is built on nix/rustix safe wrappers;
-//! the one `unsafe` in this file is the watchdog ioctl ([`watchdog_set_timeout`]),
-//! which no safe wrapper covers.
+//! the `unsafe` in this file is the ioctls no safe wrapper covers: the
+//! watchdog's ([`watchdog_set_timeout`]), BLKPG and EXT4_IOC_RESIZE_FS.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -118,6 +118,23 @@ pub trait Sys: Send + Sync {
     fn wait_peek_exited(&self) -> Result<Option<Exited>, SysError>;
     /// `waitpid(pid, WNOHANG)`: reap that one child.
     fn wait_reap(&self, pid: i32) -> Result<(), SysError>;
+    /// Read exactly `len` bytes at `offset` of a file or block device
+    /// (`len` is the caller's bounded constant).
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, SysError>;
+    /// Write `bytes` at `offset` of a file or block device, then fsync it.
+    fn write_at_sync(&self, path: &str, offset: u64, bytes: &[u8]) -> Result<(), SysError>;
+    /// `BLKPG_RESIZE_PARTITION` on the whole disk `disk`: partition `number`
+    /// now spans `length` bytes from `start` (bytes; `start` must not change).
+    fn resize_partition(
+        &self,
+        disk: &str,
+        number: i32,
+        start: u64,
+        length: u64,
+    ) -> Result<(), SysError>;
+    /// `EXT4_IOC_RESIZE_FS` on the ext4 filesystem mounted at `mountpoint`:
+    /// grow it online to `blocks` filesystem blocks.
+    fn resize_ext4(&self, mountpoint: &str, blocks: u64) -> Result<(), SysError>;
 }
 
 /// The device backend: real syscalls through nix/rustix.
@@ -267,6 +284,53 @@ impl Sys for RealSys {
             Err(e) => Err(SysError::call("waitpid", &pid.to_string(), e)),
         }
     }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, SysError> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(path).map_err(|e| SysError::call("open", path, io_errno(&e)))?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| SysError::call("read", path, io_errno(&e)))?;
+        Ok(buf)
+    }
+
+    fn write_at_sync(&self, path: &str, offset: u64, bytes: &[u8]) -> Result<(), SysError> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| SysError::call("open", path, io_errno(&e)))?;
+        file.write_all_at(bytes, offset)
+            .map_err(|e| SysError::call("write", path, io_errno(&e)))?;
+        file.sync_all()
+            .map_err(|e| SysError::call("fsync", path, io_errno(&e)))
+    }
+
+    fn resize_partition(
+        &self,
+        disk: &str,
+        number: i32,
+        start: u64,
+        length: u64,
+    ) -> Result<(), SysError> {
+        let file = File::open(disk).map_err(|e| SysError::call("open", disk, io_errno(&e)))?;
+        let (Ok(start), Ok(length)) = (i64::try_from(start), i64::try_from(length)) else {
+            return Err(SysError::call(
+                "BLKPG_RESIZE_PARTITION",
+                disk,
+                Errno::EINVAL,
+            ));
+        };
+        blk::resize_partition(&file, number, start, length)
+            .map_err(|e| SysError::call("BLKPG_RESIZE_PARTITION", disk, e))
+    }
+
+    fn resize_ext4(&self, mountpoint: &str, blocks: u64) -> Result<(), SysError> {
+        let dir =
+            File::open(mountpoint).map_err(|e| SysError::call("open", mountpoint, io_errno(&e)))?;
+        blk::resize_ext4(&dir, blocks)
+            .map_err(|e| SysError::call("EXT4_IOC_RESIZE_FS", mountpoint, e))
+    }
 }
 
 /// One call seen by [`RecordingSys`].
@@ -294,6 +358,15 @@ pub enum Call {
     KernelRelease,
     WaitPeekExited,
     WaitReap(i32),
+    ReadAt(String, u64, usize),
+    WriteAt(String, u64, Vec<u8>),
+    ResizePartition {
+        disk: String,
+        number: i32,
+        start: u64,
+        length: u64,
+    },
+    ResizeExt4(String, u64),
 }
 
 impl Call {
@@ -313,6 +386,10 @@ impl Call {
             Call::KernelRelease => "uname",
             Call::WaitPeekExited => "waitid",
             Call::WaitReap(_) => "waitpid",
+            Call::ReadAt(..) => "read_at",
+            Call::WriteAt(..) => "write_at",
+            Call::ResizePartition { .. } => "blkpg",
+            Call::ResizeExt4(..) => "ext4_resize",
         }
     }
 }
@@ -331,6 +408,8 @@ struct Script {
     loaded_modules: HashSet<String>,
     exited: VecDeque<i32>,
     release: String,
+    /// Binary files and block devices for `read_at` / `write_at_sync`.
+    blobs: HashMap<String, Vec<u8>>,
 }
 
 /// A fake [`Sys`] that records every call and answers from a script: files to
@@ -372,6 +451,7 @@ impl RecordingSys {
                         | Call::IsMountpoint(_)
                         | Call::KernelRelease
                         | Call::WaitPeekExited
+                        | Call::ReadAt(..)
                 )
             })
             .cloned()
@@ -430,6 +510,17 @@ impl RecordingSys {
     pub fn push_exited(&self, pid: i32) -> &Self {
         self.lock().exited.push_back(pid);
         self
+    }
+
+    /// The bytes `read_at` reads from `path` (a fake disk or partition).
+    pub fn set_blob(&self, path: &str, bytes: Vec<u8>) -> &Self {
+        self.lock().blobs.insert(path.to_owned(), bytes);
+        self
+    }
+
+    /// The bytes of a fake disk, after the writes made to it.
+    pub fn blob(&self, path: &str) -> Option<Vec<u8>> {
+        self.lock().blobs.get(path).cloned()
     }
 
     /// Pids still waiting to be reaped.
@@ -575,6 +666,55 @@ impl Sys for RecordingSys {
         }
         Ok(())
     }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>, SysError> {
+        self.record(Call::ReadAt(path.to_owned(), offset, len), path)?;
+        let script = self.lock();
+        let blob = script
+            .blobs
+            .get(path)
+            .ok_or_else(|| SysError::call("open", path, Errno::ENOENT))?;
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| blob.get(o..o.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| SysError::call("read", path, Errno::EIO))
+    }
+
+    fn write_at_sync(&self, path: &str, offset: u64, bytes: &[u8]) -> Result<(), SysError> {
+        self.record(Call::WriteAt(path.to_owned(), offset, bytes.to_vec()), path)?;
+        let mut script = self.lock();
+        let blob = script.blobs.entry(path.to_owned()).or_default();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(bytes.len());
+        if blob.len() < end {
+            blob.resize(end, 0);
+        }
+        if let Some(dst) = blob.get_mut(start..end) {
+            dst.copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn resize_partition(
+        &self,
+        disk: &str,
+        number: i32,
+        start: u64,
+        length: u64,
+    ) -> Result<(), SysError> {
+        let call = Call::ResizePartition {
+            disk: disk.to_owned(),
+            number,
+            start,
+            length,
+        };
+        self.record(call, disk)
+    }
+
+    fn resize_ext4(&self, mountpoint: &str, blocks: u64) -> Result<(), SysError> {
+        self.record(Call::ResizeExt4(mountpoint.to_owned(), blocks), mountpoint)
+    }
 }
 
 /// `WDIOC_SETTIMEOUT` on an open watchdog device: ask for `secs` seconds,
@@ -632,6 +772,75 @@ mod child_setup {
         unsafe {
             command.pre_exec(hook);
         }
+    }
+}
+
+/// Block-layer and ext4 ioctls (no safe wrapper covers them).
+#[allow(unsafe_code)]
+mod blk {
+    use nix::libc::{c_char, c_int, c_longlong, c_void};
+    use std::os::fd::AsRawFd;
+
+    // <linux/blkpg.h>
+    const BLKPG_RESIZE_PARTITION: c_int = 3;
+    const BLKPG_DEVNAMELTH: usize = 64;
+    const BLKPG_VOLNAMELTH: usize = 64;
+
+    #[repr(C)]
+    struct BlkpgPartition {
+        start: c_longlong,
+        length: c_longlong,
+        pno: c_int,
+        devname: [c_char; BLKPG_DEVNAMELTH],
+        volname: [c_char; BLKPG_VOLNAMELTH],
+    }
+
+    #[repr(C)]
+    struct BlkpgIoctlArg {
+        op: c_int,
+        flags: c_int,
+        datalen: c_int,
+        data: *mut c_void,
+    }
+
+    // #define BLKPG _IO(0x12,105), though it takes a pointer.
+    nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+    // #define EXT4_IOC_RESIZE_FS _IOW('f', 16, __u64)
+    nix::ioctl_write_ptr!(ext4_ioc_resize_fs, b'f', 16, u64);
+
+    pub(super) fn resize_partition(
+        disk: &impl AsRawFd,
+        number: c_int,
+        start: c_longlong,
+        length: c_longlong,
+    ) -> Result<(), nix::errno::Errno> {
+        let mut part = BlkpgPartition {
+            start,
+            length,
+            pno: number,
+            devname: [0; BLKPG_DEVNAMELTH],
+            volname: [0; BLKPG_VOLNAMELTH],
+        };
+        let arg = BlkpgIoctlArg {
+            op: BLKPG_RESIZE_PARTITION,
+            flags: 0,
+            datalen: c_int::try_from(std::mem::size_of::<BlkpgPartition>()).unwrap_or(0),
+            data: std::ptr::addr_of_mut!(part).cast(),
+        };
+        // SAFETY: the fd is borrowed from an open file for the whole call;
+        // BLKPG reads one `blkpg_ioctl_arg` through the pointer, and through
+        // its `data` one `blkpg_partition` of `datalen` bytes: both live on
+        // this stack frame until the call returns.
+        unsafe { blkpg(disk.as_raw_fd(), &arg) }?;
+        Ok(())
+    }
+
+    pub(super) fn resize_ext4(dir: &impl AsRawFd, blocks: u64) -> Result<(), nix::errno::Errno> {
+        // SAFETY: the fd is borrowed from an open file for the whole call;
+        // EXT4_IOC_RESIZE_FS reads one u64 (the new block count) through the
+        // pointer, which points at `blocks` on this stack frame.
+        unsafe { ext4_ioc_resize_fs(dir.as_raw_fd(), &blocks) }?;
+        Ok(())
     }
 }
 

@@ -67,7 +67,7 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
                 );
             }
         }
-        Response::Dmesg(text) => print!("{text}"),
+        Response::Dmesg(text) | Response::BootLog(text) => print!("{text}"),
         Response::Accepted => println!("{node}: accepted"),
         Response::Pong => println!("{node}: pong"),
         Response::End => {}

@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use super::cli::{Format, FormatArg};
 use super::client::Client;
 use super::{output, upload};
-use crate::wire::{self, ApplyMode, Request, Response, ServiceAction};
+use crate::wire::{self, ApplyMode, LogSource, Request, Response, ServiceAction};
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
@@ -26,6 +26,10 @@ pub enum DeviceCommand {
         /// Keep printing new lines (Ctrl-C to stop).
         #[arg(short = 'f', long)]
         follow: bool,
+        /// The system log of an earlier boot, as saved on DATA: -1 is the
+        /// previous boot (0 is this boot's saved copy).
+        #[arg(long, allow_negative_numbers = true, value_name = "-N")]
+        boot: Option<i8>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -34,6 +38,10 @@ pub enum DeviceCommand {
         /// At most this many bytes from the end.
         #[arg(long, default_value_t = 16384)]
         bytes: u32,
+        /// The kernel log of an earlier boot, as saved on DATA: -1 is the
+        /// previous boot.
+        #[arg(long, allow_negative_numbers = true, value_name = "-N")]
+        boot: Option<i8>,
         #[command(flatten)]
         format: FormatArg,
     },
@@ -215,6 +223,30 @@ pub fn run(
             service,
             lines,
             follow,
+            boot: Some(boot),
+            format,
+        } => {
+            if service.is_some() || follow {
+                bail!("--boot reads the saved system log: no SERVICE, no --follow");
+            }
+            let request = Request::BootLogs {
+                source: LogSource::System,
+                boot: boot.unsigned_abs(),
+                // Whole answer (the device cuts it to one frame), then --lines here.
+                max_bytes: u32::MAX,
+            };
+            match client.call(request)? {
+                Response::BootLog(text) => {
+                    (Response::BootLog(last_lines(&text, lines)), pick(&format))
+                }
+                other => (other, pick(&format)),
+            }
+        }
+        DeviceCommand::Logs {
+            service,
+            lines,
+            follow,
+            boot: None,
             format,
         } => {
             let format = pick(&format);
@@ -228,8 +260,24 @@ pub fn run(
             }
             (client.call(request)?, format)
         }
-        DeviceCommand::Dmesg { bytes, format } => (
+        DeviceCommand::Dmesg {
+            bytes,
+            boot: None,
+            format,
+        } => (
             client.call(Request::Dmesg { max_bytes: bytes })?,
+            pick(&format),
+        ),
+        DeviceCommand::Dmesg {
+            bytes,
+            boot: Some(boot),
+            format,
+        } => (
+            client.call(Request::BootLogs {
+                source: LogSource::Kernel,
+                boot: boot.unsigned_abs(),
+                max_bytes: bytes,
+            })?,
             pick(&format),
         ),
         DeviceCommand::Reboot(f) => (client.call(Request::Reboot)?, pick(&f)),
@@ -321,25 +369,60 @@ pub fn run(
     output::print(node, &response, format)
 }
 
-/// `status` shows the A/B slots too: both requests go out at once (one round
-/// trip); a device without slots answers the second with an error, left out.
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: u16) -> String {
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .filter(|&i| i < text.len())
+        .collect();
+    let from = match starts.len().checked_sub(usize::from(n)) {
+        Some(i) => starts.get(i).copied().unwrap_or(text.len()),
+        None => 0,
+    };
+    text.get(from..).unwrap_or_default().to_owned()
+}
+
+/// `status` shows the A/B slots and DATA's disk usage too: the three requests
+/// go out at once (one round trip); a device without slots answers that one
+/// with an error, left out.
 fn status(client: &mut Client, node: &str, format: Format) -> Result<()> {
     let mut answers = client
-        .pipeline(vec![Request::Status, Request::Slots])?
+        .pipeline(vec![Request::Status, Request::Slots, Request::Metrics])?
         .into_iter();
     let status = answers
         .next()
         .ok_or_else(|| anyhow::anyhow!("no answer to status"))??;
     let slots = answers.next().and_then(Result::ok);
+    let disk = match answers.next().and_then(Result::ok) {
+        Some(Response::Metrics(m)) => Some((m.disk_total_kib, m.disk_free_kib)),
+        _ => None,
+    };
     if format == Format::Json {
         let mut v = serde_json::to_value(&status)?;
-        if let (Some(obj), Some(Response::Slots(info))) = (v.as_object_mut(), &slots) {
-            obj.insert("Slots".into(), serde_json::to_value(info)?);
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(Response::Slots(info)) = &slots {
+                obj.insert("Slots".into(), serde_json::to_value(info)?);
+            }
+            if let Some((total, free)) = disk {
+                obj.insert(
+                    "Data".into(),
+                    serde_json::json!({ "total_kib": total, "free_kib": free, "used_kib": total.saturating_sub(free) }),
+                );
+            }
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     output::print(node, &status, format)?;
+    if let Some((total, free)) = disk {
+        println!(
+            "{:<10} {} MiB used of {} MiB ({} MiB free)",
+            "DATA",
+            total.saturating_sub(free) / 1024,
+            total / 1024,
+            free / 1024
+        );
+    }
     if let Some(slots) = slots {
         output::print(node, &slots, format)?;
     }
@@ -567,4 +650,17 @@ pub fn parse_sha256(hex: &str) -> Result<[u8; 32]> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("00"), 16)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_keeps_the_newest() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(last_lines("a\nb\nc\n", 9), "a\nb\nc\n");
+        assert_eq!(last_lines("a\nb\nc\n", 0), "");
+        assert_eq!(last_lines("", 3), "");
+    }
 }

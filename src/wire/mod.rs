@@ -9,7 +9,7 @@ pub mod serial;
 
 pub use error::{DecodeError, WireError};
 pub use frame::{encode_frame, FeedResult, FrameDecoder, FrameError};
-pub use request::{ApplyMode, Request, RequestFrame, Role, ServiceAction};
+pub use request::{ApplyMode, LogSource, Request, RequestFrame, Role, ServiceAction};
 pub use response::*;
 
 /// Version of the protocol spoken by this build. A peer states its version in

@@ -94,6 +94,23 @@ pub enum Request<'a> {
     },
     /// Tag 21: Keep the config applied with `Try` (answered `Accepted`).
     ConfigConfirm,
+    /// Tag 22: The persisted system or kernel log of an earlier boot (`boot`:
+    /// 1 = the previous boot, 0 = this boot as written to DATA), at most
+    /// `max_bytes` from its end; answered with `BootLog`.
+    BootLogs {
+        source: LogSource,
+        boot: u8,
+        max_bytes: u32,
+    },
+}
+
+/// Which persisted log `BootLogs` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogSource {
+    /// outpost-init's own log (tracing).
+    System,
+    /// The kernel log (/dev/kmsg).
+    Kernel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +191,7 @@ impl Request<'_> {
             | Services
             | ConfigGet
             | Slots
+            | BootLogs { .. }
             | Time
             | Metrics
             | Network => Role::Reader,
@@ -214,6 +232,7 @@ impl Request<'_> {
             Slots => "slots",
             ConfigApplyOpts { .. } => "config apply",
             ConfigConfirm => "config confirm",
+            BootLogs { .. } => "boot logs",
         }
     }
 }

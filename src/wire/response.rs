@@ -44,6 +44,9 @@ pub enum Response {
     Upload(UploadState),
     /// Tag 14: The A/B slots.
     Slots(SlotsInfo),
+    /// Tag 15: A persisted log of an earlier boot (answer to `BootLogs`):
+    /// whole lines, oldest first.
+    BootLog(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

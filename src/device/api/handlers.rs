@@ -159,7 +159,32 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             ab(ctx)?.rollback()?;
             power(ctx, PowerRequest::Reboot)
         }
+        Request::BootLogs {
+            source,
+            boot,
+            max_bytes,
+        } => boot_logs(ctx, *source, *boot, *max_bytes),
     }
+}
+
+/// A persisted log of this or an earlier boot, cut to fit one frame.
+fn boot_logs(
+    ctx: &ApiContext,
+    source: wire::LogSource,
+    boot: u8,
+    max_bytes: u32,
+) -> Result<Response, WireError> {
+    use crate::device::persistlog::{self, PersistError};
+    let max = usize::try_from(max_bytes)
+        .unwrap_or(usize::MAX)
+        .min(MAX_DMESG_BYTES);
+    let logs = ctx.data_dir.join(persistlog::LOG_DIR);
+    persistlog::read_boot(&logs, boot, source, max)
+        .map(Response::BootLog)
+        .map_err(|e| match e {
+            PersistError::OutOfRange { .. } => WireError::Invalid(e.to_string()),
+            _ => WireError::Device(e.to_string()),
+        })
 }
 
 fn ab(ctx: &ApiContext) -> Result<&std::sync::Arc<crate::device::upgrade::Ab>, WireError> {

@@ -565,12 +565,17 @@ pub fn read_boot_state(image: &Path) -> Result<Current> {
     Ok(Current::read(&first, &second))
 }
 
-/// The image's partition table must be the one we build.
+/// The image's partition table must be the one we build; DATA may be larger
+/// (a card whose DATA the device grew at its first boot).
 fn check_table(image: &Path) -> Result<DiskLayout> {
     let mut f = File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let table = mbrman::MBR::read_from(&mut f, mbr::SECTOR as u32)
         .with_context(|| format!("{}: no MBR partition table", image.display()))?;
-    let layout = DiskLayout::standard();
+    let mut layout = DiskLayout::standard();
+    let data_size = u64::from(table[usize::from(layout.data.number)].sectors) * mbr::SECTOR;
+    if data_size > layout.data.size {
+        layout.data.size = data_size;
+    }
     for p in layout.partitions() {
         let e = &table[usize::from(p.number)];
         if e.starting_lba != p.start_lba() || u64::from(e.sectors) * mbr::SECTOR != p.size {
