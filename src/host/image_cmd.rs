@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
-use super::cli::{Format, FormatArg};
+use super::cli::Format;
 use super::{flash, image, local};
 
 #[derive(Subcommand)]
@@ -40,8 +40,6 @@ pub struct PersonalizeArgs {
     /// With --device: do not read the written blocks back.
     #[arg(long, requires = "device")]
     pub no_verify: bool,
-    #[command(flatten)]
-    pub format: FormatArg,
 }
 
 pub fn run(cmd: ImageCommand, top: Format) -> Result<()> {
@@ -51,8 +49,9 @@ pub fn run(cmd: ImageCommand, top: Format) -> Result<()> {
     }
 }
 
-fn personalize(a: PersonalizeArgs, top: Format) -> Result<()> {
-    let format = a.format.output.unwrap_or(top);
+/// Output format: `outpost -o json image personalize …` (`-o` after the
+/// subcommand names the output image, as for `image build`).
+fn personalize(a: PersonalizeArgs, format: Format) -> Result<()> {
     let work;
     let out = match (&a.out, &a.device) {
         (Some(o), None) => o.clone(),

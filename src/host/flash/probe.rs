@@ -143,7 +143,13 @@ pub fn check(
     path: &Path,
     image_size: u64,
 ) -> Result<(Target, Vec<Refusal>), String> {
-    let (major, minor) = match probe.kind(path).map_err(|e| e.to_string())? {
+    let kind = probe.kind(path).map_err(|e| e.to_string())?;
+    // A mistyped /dev/sdX must not become a 400 MB file in /dev (a RAM
+    // file system): under /dev only devices are targets.
+    if path.starts_with("/dev") && matches!(kind, NodeKind::Missing | NodeKind::File { .. }) {
+        return Err("no such device (plain files are not written under /dev)".into());
+    }
+    let (major, minor) = match kind {
         NodeKind::Missing => return Ok((Target::File { exists: false }, Vec::new())),
         NodeKind::File { .. } => return Ok((Target::File { exists: true }, Vec::new())),
         NodeKind::Other => {
@@ -454,6 +460,11 @@ pub(crate) mod tests {
         );
         let p = p.node("/dev/tty0", NodeKind::Other);
         assert!(check(&p, Path::new("/dev/tty0"), 1).is_err());
+        // A mistyped device name is not created as a file in /dev.
+        let err = check(&p, Path::new("/dev/sdx"), 1).unwrap_err();
+        assert!(err.contains("no such device"), "{err}");
+        let p = p.file("/dev/sdq", "left over");
+        assert!(check(&p, Path::new("/dev/sdq"), 1).is_err());
     }
 
     #[test]
