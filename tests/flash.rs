@@ -437,6 +437,29 @@ fn flash_onto_loop_devices_and_refusals() {
         why.contains(&format!("is mounted on {}", mnt.display())),
         "{why}"
     );
+
+    // Holding the running system: in a mount namespace of its own, the
+    // loop device is mounted on /boot (the machine's /boot is untouched).
+    let script = format!(
+        "mount {dev} /boot && exec {bin} flash {img_s} {dev}",
+        dev = dev.0,
+        bin = env!("CARGO_BIN_EXE_outpost")
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("OUTPOST_CONFIG", env.path("cli.toml"))
+        .output()
+        .unwrap();
+    let why = stderr(&out);
+    if why.contains("unshare failed") || why.contains("mount:") {
+        eprintln!("SKIP running-system case: no private mount namespace here ({why})");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        why.contains("holds the running system (mounted on /boot)"),
+        "{why}"
+    );
 }
 
 /// A generic image becomes edge-2's: DATA holds edge-2's identity and
