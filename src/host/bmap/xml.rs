@@ -75,7 +75,7 @@ pub(super) fn render(b: &Bmap) -> String {
     let _ = writeln!(
         x,
         "    <!-- Count of mapped blocks: {} MiB or {percent:.1}% -->",
-        mapped * b.block_size >> 20
+        (mapped * b.block_size) >> 20
     );
     let _ = writeln!(x, "    <MappedBlocksCount> {mapped} </MappedBlocksCount>");
     x.push_str("    <ChecksumType> sha256 </ChecksumType>\n");
