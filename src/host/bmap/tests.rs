@@ -70,7 +70,8 @@ fn malformed_files_are_refused() {
         let fresh = crate::bundle::sha256_hex(zeroed.as_bytes());
         zeroed.replacen(&"0".repeat(64), &fresh, 1)
     };
-    let cases: Vec<(String, fn(&BmapError) -> bool)> = vec![
+    type Check = fn(&BmapError) -> bool;
+    let cases: Vec<(String, Check)> = vec![
         (good.replace("version=\"2.0\"", "version=\"1.4\""), |e| {
             matches!(e, BmapError::Version(_))
         }),
