@@ -47,6 +47,37 @@ fn filled(path: &Path, len: u64, byte: u8) {
     }
 }
 
+/// A "used card" of `len` bytes: old bytes ([`OLD`]) wherever the image's
+/// metadata lives — the first MiB, the first 4 MiB of each FAT partition
+/// (boot sector, FATs, root directory, first clusters) and all of DATA —
+/// zeros (holes) elsewhere, so tests do not fill the shared disk.
+fn used_card(path: &Path, len: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    let chunk = vec![OLD; 1 << 20];
+    let mut regions = vec![(0, 1 << 20)];
+    regions.extend(PARTS[..3].iter().map(|&(start, _)| (start, 4 << 20)));
+    regions.push(PARTS[3]);
+    for (start, size) in regions {
+        for off in (start..start + size).step_by(1 << 20) {
+            f.write_all_at(&chunk, off).unwrap();
+        }
+    }
+}
+
+/// The byte a used card had at `offset`.
+fn old_byte(offset: u64) -> u8 {
+    let in_fat = PARTS[..3]
+        .iter()
+        .any(|&(start, _)| (start..start + (4 << 20)).contains(&offset));
+    let in_data = (PARTS[3].0..PARTS[3].0 + PARTS[3].1).contains(&offset);
+    if offset < (1 << 20) || in_fat || in_data {
+        OLD
+    } else {
+        0
+    }
+}
+
 fn mapped(bmap: &Bmap, block: u64) -> bool {
     bmap.ranges
         .iter()
@@ -65,7 +96,12 @@ fn filesystems_clean(disk: &Path, work: &Path) -> Result<(), String> {
         let st = Command::new("dd")
             .arg(format!("if={}", disk.display()))
             .arg(format!("of={}", part.display()))
-            .args(["bs=1M", "status=none", "iflag=skip_bytes,count_bytes"])
+            .args([
+                "bs=1M",
+                "status=none",
+                "conv=sparse",
+                "iflag=skip_bytes,count_bytes",
+            ])
             .arg(format!("skip={start}"))
             .arg(format!("count={size}"))
             .status()
@@ -182,7 +218,7 @@ fn image_build_writes_an_honest_bmap_that_bmaptool_takes() {
         (&outpost::host::bmap::path_for(&img), true),
     ] {
         let card = env.path("card.img");
-        filled(&card, bmap.image_size, OLD);
+        used_card(&card, bmap.image_size);
         env.ok(&[
             "flash",
             img.to_str().unwrap(),
@@ -208,7 +244,7 @@ fn flash_onto_files() {
 
     let card = env.path("card.img");
     let card_len = bmap.image_size + (1 << 20);
-    filled(&card, card_len, OLD);
+    used_card(&card, card_len);
     let started = Instant::now();
     let r = env.json(&["flash", img_s, card.to_str().unwrap()]);
     eprintln!("flash with bmap: {:?} {r}", started.elapsed());
@@ -217,6 +253,7 @@ fn flash_onto_files() {
     assert_eq!(r["forced"], serde_json::json!([]));
     let got = std::fs::read(&card).unwrap();
     assert_eq!(got.len() as u64, card_len, "a larger file is not truncated");
+    let mut kept_old = 0u64;
     for (i, (a, b)) in got
         .chunks(BLOCK as usize)
         .zip(data.chunks(BLOCK as usize))
@@ -225,12 +262,18 @@ fn flash_onto_files() {
         if mapped(&bmap, i as u64) {
             assert!(a == b, "mapped block {i} differs");
         } else {
+            let old = old_byte(i as u64 * BLOCK);
             assert!(
-                a.iter().all(|&x| x == OLD),
+                a.iter().all(|&x| x == old),
                 "unmapped block {i} was written"
             );
+            kept_old += u64::from(old == OLD);
         }
     }
+    assert!(
+        kept_old > 10_000,
+        "only {kept_old} blocks of old data were checked"
+    );
     let work = env.path("work");
     std::fs::create_dir_all(&work).unwrap();
     filesystems_clean(&card, &work).unwrap();
@@ -247,6 +290,7 @@ fn flash_onto_files() {
     assert_eq!(r["bytes_written"], bmap.image_size);
     assert_eq!(r["bmap"], serde_json::Value::Null);
     assert!(std::fs::read(&fresh).unwrap() == data);
+    std::fs::remove_file(&fresh).unwrap(); // 385 MiB, all allocated
 
     // A bmap that is not this image's.
     let other = env.path("other.bmap");
@@ -329,7 +373,7 @@ fn flash_onto_loop_devices_and_refusals() {
     let data = std::fs::read(&img).unwrap();
 
     let backing = env.path("loop.img");
-    filled(&backing, bmap.image_size + (4 << 20), OLD);
+    used_card(&backing, bmap.image_size + (4 << 20));
     let dev = Loop::attach(&backing, false);
     let out = env.outpost(&["flash", img_s, &dev.0]);
     assert!(!out.status.success());
@@ -361,6 +405,7 @@ fn flash_onto_loop_devices_and_refusals() {
     );
     drop(dev);
     let got = std::fs::read(&backing).unwrap();
+    let mut kept_old = 0u64;
     for (i, (a, b)) in got
         .chunks(BLOCK as usize)
         .zip(data.chunks(BLOCK as usize))
@@ -369,12 +414,18 @@ fn flash_onto_loop_devices_and_refusals() {
         if mapped(&bmap, i as u64) {
             assert!(a == b, "mapped block {i} differs");
         } else {
+            let old = old_byte(i as u64 * BLOCK);
             assert!(
-                a.iter().all(|&x| x == OLD),
+                a.iter().all(|&x| x == old),
                 "unmapped block {i} was written"
             );
+            kept_old += u64::from(old == OLD);
         }
     }
+    assert!(
+        kept_old > 10_000,
+        "only {kept_old} blocks of old data were checked"
+    );
     let work = env.path("work");
     std::fs::create_dir_all(&work).unwrap();
     filesystems_clean(&backing, &work).unwrap();
@@ -568,7 +619,7 @@ fn personalize_replaces_only_data() {
 
     // Straight onto a card (a file here) through the flash path.
     let card = env.path("card.img");
-    filled(&card, new.len() as u64, OLD);
+    used_card(&card, new.len() as u64);
     let r = env.json(&[
         "image",
         "personalize",
