@@ -35,10 +35,10 @@ pub struct PersonalizeArgs {
     #[arg(long, conflicts_with = "out")]
     pub device: Option<PathBuf>,
     /// With --device: write even to a device `outpost flash` would refuse.
-    #[arg(long, requires = "device")]
+    #[arg(long)]
     pub force: bool,
     /// With --device: do not read the written blocks back.
-    #[arg(long, requires = "device")]
+    #[arg(long)]
     pub no_verify: bool,
 }
 
@@ -52,6 +52,7 @@ pub fn run(cmd: ImageCommand, top: Format) -> Result<()> {
 /// Output format: `outpost -o json image personalize …` (`-o` after the
 /// subcommand names the output image, as for `image build`).
 fn personalize(a: PersonalizeArgs, format: Format) -> Result<()> {
+    check_args(&a)?;
     let work;
     let out = match (&a.out, &a.device) {
         (Some(o), None) => o.clone(),
@@ -108,4 +109,76 @@ fn personalize(a: PersonalizeArgs, format: Format) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Flash options only make sense with a card. (clap's `requires` does not
+/// fire when the required argument conflicts with a present one.)
+fn check_args(a: &PersonalizeArgs) -> Result<()> {
+    if a.device.is_none() && (a.force || a.no_verify) {
+        bail!("--force and --no-verify go with --device (they are `outpost flash` options)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use crate::host::cli::{Cli, Command};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn personalize_needs_an_output_or_a_device() {
+        let base = [
+            "outpost",
+            "image",
+            "personalize",
+            "b.img",
+            "--site",
+            "s",
+            "--hostname",
+            "h",
+        ];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(parse(&[]).is_err(), "neither -o nor --device");
+        assert!(
+            parse(&["-o", "x.img", "--device", "/dev/sdb"]).is_err(),
+            "both"
+        );
+        let cli = parse(&["-o", "x.img", "--force"]).unwrap();
+        let Command::Image(super::ImageCommand::Personalize(a)) = cli.command else {
+            panic!("not personalize")
+        };
+        assert!(super::check_args(&a).is_err(), "--force only with --device");
+        let cli = parse(&["--device", "/dev/sdb", "--force"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Image(super::ImageCommand::Personalize(ref a)) if a.force && a.out.is_none()
+        ));
+        // `image build` still parses as before.
+        let cli = Cli::try_parse_from([
+            "outpost",
+            "image",
+            "build",
+            "--site",
+            "s",
+            "--hostname",
+            "h",
+            "-o",
+            "x.img",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Image(super::ImageCommand::Build(_))
+        ));
+        let cli =
+            Cli::try_parse_from(["outpost", "flash", "a.img", "/dev/sdb", "--no-verify"]).unwrap();
+        assert!(matches!(cli.command, Command::Flash(ref f) if f.no_verify && !f.force));
+    }
 }
