@@ -62,9 +62,12 @@ pub enum Command {
     /// Generate site PKI, device identities and client certificates.
     #[command(subcommand)]
     Gen(GenCommand),
-    /// Build OS images.
+    /// Build OS images and personalize them for one device.
     #[command(subcommand)]
-    Image(local::ImageCommand),
+    Image(super::image_cmd::ImageCommand),
+    /// Write an image onto an SD card (or a file): only the blocks its bmap
+    /// maps, read back and checked; refuses disks that look wrong.
+    Flash(super::flash::FlashArgs),
     /// Build signed OS bundles for over-the-air upgrades.
     #[command(subcommand)]
     Bundle(local::BundleCommand),
@@ -112,7 +115,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let top = cli.output.unwrap_or(Format::Text);
     match cli.command {
         Command::Gen(cmd) => gen(cmd, &config_path),
-        Command::Image(cmd) => local::image(cmd, top),
+        Command::Image(cmd) => super::image_cmd::run(cmd, top),
+        Command::Flash(args) => super::flash::run(args, top),
         Command::Bundle(cmd) => local::bundle(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
         Command::Linkemu(args) => linkemu::run(&args),

@@ -1,12 +1,15 @@
 //! The operator CLI (`outpost`): PKI, images, local QEMU devices, remote control.
 
+pub mod bmap;
 pub mod board;
 pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod context;
 pub mod debian;
+pub mod flash;
 pub mod image;
+pub mod image_cmd;
 pub mod linkemu;
 pub mod local;
 pub mod output;

@@ -13,6 +13,7 @@ mod initramfs;
 mod kernel;
 mod kmod;
 mod mbr;
+mod personalize;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -29,6 +30,7 @@ use crate::bundle::{sha256_hex, FileEntry, Manifest, MANIFEST_FILE, MAX_MANIFEST
 use crate::config::{validate_hostname, MachineConfig, Release, MAX_CONFIG_BYTES};
 
 pub use mbr::{Layout as DiskLayout, Partition};
+pub use personalize::{personalize, PersonalizeReport};
 
 /// Slot file names (boot.cmd loads these).
 pub const KERNEL_FILE: &str = "Image.gz";
@@ -147,6 +149,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     )
     .context("building DATA")?;
 
+    // A map left from an earlier build must never describe this image.
+    let bmap_path = crate::host::bmap::path_for(&opts.output);
+    let _ = std::fs::remove_file(&bmap_path);
     write_disk(
         &opts.output,
         &layout,
@@ -158,6 +163,9 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         ],
         &data_img,
     )?;
+    // The block map beside it (`IMG.bmap`): what `outpost flash` and
+    // `bmaptool copy` write.
+    crate::host::bmap::write_beside(&opts.output)?;
 
     Ok(BuildReport {
         image: opts.output.clone(),
