@@ -2,7 +2,8 @@
 # `outpost image build` compiles it into BOOT/boot.scr and puts a prelude in
 # front: devtype/devnum defaults (distro boot already sets both to the disk this
 # script came from), the board's load addresses, outpost_fdt_addr,
-# outpost_attempts and outpost_max_attempts (bare hex). Partitions: 1 BOOT
+# outpost_attempts and outpost_max_attempts (bare hex), outpost_slot_dtb (set
+# when slots carry DTBs) and then fdt_addr_r. Partitions: 1 BOOT
 # (this script, state.env, state2.env), 2 SLOT_A, 3 SLOT_B.
 #
 # The rule (RAUC's bootchooser; the same as outpost::bootstate, which tests
@@ -165,9 +166,20 @@ fi
 setenv OS_ARGS
 setenv OS_VERSION
 if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
+  # The slot's own device tree for the model U-Boot detected (${fdtfile},
+  # e.g. broadcom/bcm2837-rpi-3-b.dtb) when the board ships them
+  # (outpost_slot_dtb); else, or when missing, the firmware's.
+  setenv outpost_fdt ${outpost_fdt_addr}
+  if test -n "${outpost_slot_dtb}" && test -n "${fdtfile}"; then
+    if load ${devtype} ${devnum}:${outpost_part} ${fdt_addr_r} ${fdtfile}; then
+      setenv outpost_fdt ${fdt_addr_r}
+    else
+      echo "outpost: slot ${outpost_slot} has no ${fdtfile}; using the firmware's device tree"
+    fi
+  fi
   setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"
-  echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}"
-  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt_addr}
+  echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}, device tree at ${outpost_fdt}"
+  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt}
 fi
 
 # Still here: the slot is broken. Its attempt is spent, so a reset moves on.
