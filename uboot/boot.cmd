@@ -163,18 +163,20 @@ fi
 # boot.env (OS_ARGS, OS_VERSION) is loaded into the ramdisk area, which
 # initrd.img then overwrites. booti inflates Image.gz through
 # kernel_comp_addr_r; kernel_comp_size is the compressed size.
+# The device tree: the slot's own one for the model U-Boot detected (fdtfile,
+# e.g. broadcom/bcm2837-rpi-3-b.dtb) when the board ships them
+# (outpost_slot_dtb), loaded last to fdt_addr_r above the ramdisk; else, or
+# when the slot lacks that file, the firmware one (outpost_fdt_addr).
+# (No quote characters inside the if block: U-Boot hush misparses them.)
 setenv OS_ARGS
 setenv OS_VERSION
 if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
-  # The slot's own device tree for the model U-Boot detected (${fdtfile},
-  # e.g. broadcom/bcm2837-rpi-3-b.dtb) when the board ships them
-  # (outpost_slot_dtb); else, or when missing, the firmware's.
   setenv outpost_fdt ${outpost_fdt_addr}
   if test -n "${outpost_slot_dtb}" && test -n "${fdtfile}"; then
     if load ${devtype} ${devnum}:${outpost_part} ${fdt_addr_r} ${fdtfile}; then
       setenv outpost_fdt ${fdt_addr_r}
     else
-      echo "outpost: slot ${outpost_slot} has no ${fdtfile}; using the firmware's device tree"
+      echo "outpost: slot ${outpost_slot} has no ${fdtfile}; using the firmware device tree"
     fi
   fi
   setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"

@@ -129,6 +129,15 @@ pub enum QemuCommand {
         /// `1970-01-01` for a board without a battery-backed clock.
         #[arg(long, value_name = "DATE")]
         rtc_base: Option<String>,
+        /// Wire the board's management UART to this Unix socket (talk to it
+        /// with `outpost --serial PATH`): the PL011 on raspi3b, an added
+        /// 16550 on virt.
+        #[arg(long, value_name = "PATH")]
+        mgmt_serial: Option<PathBuf>,
+        /// Start QEMU and return, without waiting for the API over TCP
+        /// (a board managed over --mgmt-serial).
+        #[arg(long)]
+        no_wait: bool,
         /// Extra QEMU arguments (repeatable).
         #[arg(long = "qemu-arg", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
@@ -213,6 +222,8 @@ pub fn qemu(
             port,
             timeout,
             rtc_base,
+            mgmt_serial,
+            no_wait,
             mut qemu_args,
             format: f,
         } => {
@@ -271,6 +282,7 @@ pub fn qemu(
                 memory_mib: memory,
                 host_port,
                 guest_port: info.api_port,
+                mgmt_serial,
                 extra_args: qemu_args,
             };
             let node = Node {
@@ -287,6 +299,10 @@ pub fn qemu(
             let started = Instant::now();
             machine.start()?;
             let pid = qemu::running_pid(&name);
+            if no_wait {
+                println!("local device `{name}` started (not waiting for its API)");
+                return Ok(());
+            }
             let deadline = Duration::from_secs(timeout);
             loop {
                 match super::cli::call(&ctx, &node, Request::Status) {

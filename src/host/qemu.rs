@@ -35,6 +35,9 @@ pub struct Machine {
     pub memory_mib: u32,
     pub host_port: u16,
     pub guest_port: u16,
+    /// A Unix socket (QEMU the server) wired to the board's management
+    /// UART: raspi3b's PL011, virt's added 16550 (`-device pci-serial`).
+    pub mgmt_serial: Option<PathBuf>,
     /// Extra QEMU arguments (tests add devices or a different RTC).
     pub extra_args: Vec<String>,
 }
@@ -45,6 +48,10 @@ impl Machine {
     pub fn command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new("qemu-system-aarch64");
         let console = format!("file:{}", dir.join("console.log").display());
+        let mgmt = self
+            .mgmt_serial
+            .as_ref()
+            .map(|p| format!("socket,id=mgmt,path={},server=on,wait=off", p.display()));
         let netdev = format!(
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
             self.host_port, self.guest_port
@@ -66,6 +73,9 @@ impl Machine {
                     .args(["-netdev", &netdev])
                     .args(["-device", "virtio-net-pci,netdev=net0"])
                     .args(["-device", "i6300esb", "-watchdog-action", "reset"]);
+                if let Some(m) = &mgmt {
+                    cmd.args(["-chardev", m, "-device", "pci-serial,chardev=mgmt"]);
+                }
             }
             QemuMachine::Raspi3b => {
                 // The GPU firmware does not run in QEMU: QEMU loads u-boot.bin
@@ -73,10 +83,18 @@ impl Machine {
                 // on the mini UART (the second -serial), as on the board;
                 // the API over usb-net on the dwc2 USB host, the same
                 // USB path as the board's own Ethernet (smsc95xx).
+                // The PL011 (first -serial, ttyAMA0) is the management UART.
+                let uart0 = match &mgmt {
+                    Some(m) => {
+                        cmd.args(["-chardev", m]);
+                        "chardev:mgmt"
+                    }
+                    None => "null",
+                };
                 cmd.args(["-M", "raspi3b"])
                     .args(["-m", &self.memory_mib.to_string()])
                     .args(["-display", "none", "-monitor", "none"])
-                    .args(["-serial", "null", "-serial", &console])
+                    .args(["-serial", uart0, "-serial", &console])
                     .arg("-kernel")
                     .arg(&self.bios);
                 if let Some(dtb) = &self.dtb {
@@ -205,6 +223,7 @@ mod tests {
             memory_mib: 256,
             host_port: 40000,
             guest_port: 50000,
+            mgmt_serial: None,
             extra_args: vec![],
         };
         let cmd = m.command(Path::new("/tmp/d"));
@@ -228,6 +247,7 @@ mod tests {
             memory_mib: RASPI3B_MEMORY_MIB,
             host_port: 40000,
             guest_port: 50000,
+            mgmt_serial: None,
             extra_args: vec![],
         };
         let args: Vec<String> = m
