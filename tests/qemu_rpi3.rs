@@ -13,6 +13,7 @@
 //! - usb-net on its dwc2 host does not enumerate under Debian's dwc2 driver
 //!   ("dwc2 3f980000.usb: Not connected", no interface within 20 s), so the
 //!   API goes over the serial transport, with `outpost.serial=/dev/ttyAMA0`.
+//!
 //! Needs `scripts/setup` and `scripts/build-init`; OUTPOST_SKIP_QEMU=1 leaves
 //! it out.
 
@@ -33,13 +34,11 @@ fn rpi3_image_boots_in_raspi3b_and_answers_status() {
     let boards = env.path("boards");
     std::fs::create_dir_all(&boards).unwrap();
     let rpi3 = std::fs::read_to_string(repo().join("boards/rpi3.toml")).unwrap();
-    let test_board = rpi3
-        .replacen(", \"bcm2835_wdt\"]", "]", 1)
-        .replacen(
-            "cmdline = \"panic=5 loglevel=4\"",
-            "cmdline = \"panic=5 loglevel=4 outpost.serial=/dev/ttyAMA0\"",
-            1,
-        );
+    let test_board = rpi3.replacen(", \"bcm2835_wdt\"]", "]", 1).replacen(
+        "cmdline = \"panic=5 loglevel=4\"",
+        "cmdline = \"panic=5 loglevel=4 outpost.serial=/dev/ttyAMA0\"",
+        1,
+    );
     assert!(!test_board.contains("bcm2835_wdt\"") && test_board.contains("ttyAMA0"));
     std::fs::write(boards.join("rpi3.toml"), test_board).unwrap();
     // Cli passes a boards/ of its own dir on as OUTPOST_BOARDS.
