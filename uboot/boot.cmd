@@ -2,7 +2,8 @@
 # `outpost image build` compiles it into BOOT/boot.scr and puts a prelude in
 # front: devtype/devnum defaults (distro boot already sets both to the disk this
 # script came from), the board's load addresses, outpost_fdt_addr,
-# outpost_attempts and outpost_max_attempts (bare hex). Partitions: 1 BOOT
+# outpost_attempts and outpost_max_attempts (bare hex), outpost_slot_dtb (set
+# when slots carry DTBs) and then fdt_addr_r. Partitions: 1 BOOT
 # (this script, state.env, state2.env), 2 SLOT_A, 3 SLOT_B.
 #
 # The rule (RAUC's bootchooser; the same as outpost::bootstate, which tests
@@ -162,12 +163,25 @@ fi
 # boot.env (OS_ARGS, OS_VERSION) is loaded into the ramdisk area, which
 # initrd.img then overwrites. booti inflates Image.gz through
 # kernel_comp_addr_r; kernel_comp_size is the compressed size.
+# The device tree: the slot's own one for the model U-Boot detected (fdtfile,
+# e.g. broadcom/bcm2837-rpi-3-b.dtb) when the board ships them
+# (outpost_slot_dtb), loaded last to fdt_addr_r above the ramdisk; else, or
+# when the slot lacks that file, the firmware one (outpost_fdt_addr).
+# (No quote characters inside the if block: U-Boot hush misparses them.)
 setenv OS_ARGS
 setenv OS_VERSION
 if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
+  setenv outpost_fdt ${outpost_fdt_addr}
+  if test -n "${outpost_slot_dtb}" && test -n "${fdtfile}"; then
+    if load ${devtype} ${devnum}:${outpost_part} ${fdt_addr_r} ${fdtfile}; then
+      setenv outpost_fdt ${fdt_addr_r}
+    else
+      echo "outpost: slot ${outpost_slot} has no ${fdtfile}; using the firmware device tree"
+    fi
+  fi
   setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"
-  echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}"
-  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt_addr}
+  echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}, device tree at ${outpost_fdt}"
+  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt}
 fi
 
 # Still here: the slot is broken. Its attempt is spent, so a reset moves on.

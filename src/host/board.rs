@@ -33,6 +33,71 @@ pub struct Board {
     pub modules: Vec<String>,
     pub kernel: KernelSpec,
     pub uboot: UbootSpec,
+    /// Why this board cannot be built yet (what is missing); `image build`
+    /// refuses it with this text.
+    #[serde(default)]
+    pub unsupported: Option<String>,
+    /// Device trees the slot carries (and BOOT, for the firmware).
+    #[serde(default)]
+    pub dtbs: Vec<DtbSpec>,
+    /// Raspberry Pi firmware on BOOT; with it BOOT also gets config.txt and
+    /// U-Boot.
+    #[serde(default)]
+    pub firmware: Option<FirmwareSpec>,
+    /// The QEMU machine that emulates this board, if any (`outpost qemu up`).
+    #[serde(default)]
+    pub qemu: Option<QemuMachine>,
+}
+
+/// One device tree from the kernel package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtbSpec {
+    /// File in the kernel package's `usr/lib/linux-image-*/broadcom/`.
+    pub file: String,
+    /// The name U-Boot's `fdtfile` gives this model when it differs from
+    /// `file` (U-Boot says bcm2837-rpi-zero-2.dtb, the kernel ships
+    /// bcm2837-rpi-zero-2-w.dtb); the slot stores it as `broadcom/<this>`.
+    #[serde(default)]
+    pub uboot_name: Option<String>,
+    /// config.txt section (`pi3`, `pi4`, `pi400`, `cm4`, `pi02`) whose
+    /// `device_tree=` names this file for the firmware; empty: all models.
+    #[serde(default)]
+    pub config_filter: String,
+}
+
+impl DtbSpec {
+    /// Where the slot keeps it: the path U-Boot's `fdtfile` names.
+    pub fn slot_path(&self) -> String {
+        format!(
+            "broadcom/{}",
+            self.uboot_name.as_deref().unwrap_or(&self.file)
+        )
+    }
+}
+
+/// Raspberry Pi firmware files for BOOT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareSpec {
+    /// Debian package (`raspi-firmware`, non-free-firmware).
+    pub package: String,
+    /// Files relative to the package; each lands at BOOT's root by its name.
+    pub files: Vec<String>,
+    /// Extra config.txt lines after the generated ones.
+    #[serde(default)]
+    pub config: Vec<String>,
+}
+
+/// The QEMU machines `outpost qemu up` knows how to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QemuMachine {
+    /// `-M virt`: U-Boot as `-bios`, virtio disk and NIC, i6300esb.
+    Virt,
+    /// `-M raspi3b`: U-Boot as `-kernel` (the GPU firmware does not run in
+    /// QEMU), the board's first DTB as `-dtb`, SD card, usb-net.
+    Raspi3b,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,8 +121,13 @@ pub struct UbootSpec {
     pub kernel_comp_addr_r: u64,
     /// Where initrd.img is loaded.
     pub ramdisk_addr_r: u64,
-    /// U-Boot variable that holds the device tree address (`fdtcontroladdr`).
+    /// U-Boot variable that holds the device tree address (`fdtcontroladdr`):
+    /// the tree the kernel gets when the slot has none for this model.
     pub fdt_addr_var: String,
+    /// Where the slot's DTB is loaded (boards with `dtbs`); above the
+    /// ramdisk, so `fdt_addr_r - ramdisk_addr_r` bounds initrd.img.
+    #[serde(default)]
+    pub fdt_addr_r: Option<u64>,
 }
 
 impl Board {
@@ -190,18 +260,94 @@ impl Board {
                 bail!("`modules`: `{m}` is listed twice");
             }
         }
-        self.validate_uboot()
+        self.validate_uboot()?;
+        self.validate_rpi()
+    }
+
+    /// `dtbs`, `firmware` and `unsupported`.
+    fn validate_rpi(&self) -> Result<()> {
+        if let Some(why) = &self.unsupported {
+            if why.trim().is_empty() || why.len() > 1000 {
+                bail!("`unsupported`: say what is missing, in at most 1000 characters");
+            }
+        }
+        let file_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && !s.starts_with('.')
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b))
+        };
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.dtbs {
+            if !file_ok(&d.file) || !d.file.ends_with(".dtb") {
+                bail!("`dtbs.file`: `{}` is not a .dtb file name", d.file);
+            }
+            if let Some(u) = &d.uboot_name {
+                if !file_ok(u) || !u.ends_with(".dtb") {
+                    bail!("`dtbs.uboot_name`: `{u}` is not a .dtb file name");
+                }
+            }
+            if !seen.insert(d.slot_path()) {
+                bail!("`dtbs`: `{}` is listed twice", d.slot_path());
+            }
+            let filter_ok = d.config_filter.len() <= 16
+                && d.config_filter
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'+');
+            if !filter_ok {
+                bail!(
+                    "`dtbs.config_filter`: `{}` is not a config.txt filter like pi4",
+                    d.config_filter
+                );
+            }
+        }
+        if !self.dtbs.is_empty() {
+            let Some(fdt) = self.uboot.fdt_addr_r else {
+                bail!("`uboot.fdt_addr_r`: needed to load the slot's DTB (`dtbs` is set)");
+            };
+            if fdt <= self.uboot.ramdisk_addr_r {
+                bail!("`uboot.fdt_addr_r`: {fdt:#x} must be above ramdisk_addr_r");
+            }
+        }
+        if let Some(fw) = &self.firmware {
+            if !is_package(&fw.package) {
+                bail!(
+                    "`firmware.package`: `{}` is not a Debian package name",
+                    fw.package
+                );
+            }
+            if fw.files.is_empty() {
+                bail!("`firmware.files`: list the firmware files BOOT needs");
+            }
+            let mut names = std::collections::HashSet::new();
+            for f in &fw.files {
+                let name = Path::new(f).file_name().and_then(|n| n.to_str());
+                if !relative_ok(f) || !name.is_some_and(file_ok) {
+                    bail!("`firmware.files`: `{f}` must be a relative path inside the package");
+                }
+                if !names.insert(name) {
+                    bail!("`firmware.files`: two files are named {name:?}");
+                }
+            }
+            for line in &fw.config {
+                if line.len() > 200 || line.bytes().any(|b| b.is_ascii_control()) {
+                    bail!("`firmware.config`: `{line}` is not one config.txt line");
+                }
+            }
+            if self.dtbs.is_empty() {
+                bail!("`dtbs`: the Raspberry Pi firmware needs a device tree to hand to U-Boot");
+            }
+        }
+        if self.qemu == Some(QemuMachine::Raspi3b) && self.dtbs.is_empty() {
+            bail!("`qemu`: raspi3b needs the board's DTB for -dtb (`dtbs`)");
+        }
+        Ok(())
     }
 
     fn validate_uboot(&self) -> Result<()> {
         let u = &self.uboot;
-        let rel = Path::new(&u.binary);
-        if u.binary.is_empty()
-            || rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
+        if !relative_ok(&u.binary) {
             bail!(
                 "`uboot.binary`: `{}` must be a relative path inside the package",
                 u.binary
@@ -268,6 +414,32 @@ impl Board {
     pub fn uboot_binary(&self) -> Result<PathBuf> {
         self.uboot_package()?.file(&self.uboot.binary)
     }
+
+    /// The cached firmware package, if the board has firmware.
+    pub fn firmware_package(&self) -> Result<Option<Package>> {
+        self.firmware
+            .as_ref()
+            .map(|fw| Package::find(&debian::cache_dir()?, &self.suite, &fw.package))
+            .transpose()
+    }
+
+    /// Refuse a board whose definition says it cannot be built yet.
+    pub fn check_supported(&self) -> Result<()> {
+        match &self.unsupported {
+            Some(why) => bail!("board `{}` cannot be built yet: {}", self.name, why.trim()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A plain relative path: no root, `..` or `.`.
+fn relative_ok(s: &str) -> bool {
+    let rel = Path::new(s);
+    !s.is_empty()
+        && !rel.is_absolute()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 fn is_name(s: &str) -> bool {

@@ -158,6 +158,8 @@ pub struct Kernel {
     pub image: PathBuf,
     /// `lib/modules/<release>`.
     pub modules_dir: PathBuf,
+    /// `usr/lib/linux-image-<release>`: device trees by vendor (`broadcom/`).
+    pub dtb_dir: PathBuf,
 }
 
 impl Kernel {
@@ -192,6 +194,10 @@ impl Kernel {
         }
         Ok(Kernel {
             image: boot.join(format!("vmlinuz-{release}")),
+            dtb_dir: pkg
+                .root
+                .join("usr/lib")
+                .join(format!("linux-image-{release}")),
             release,
             modules_dir,
         })

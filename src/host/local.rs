@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 
-use super::board::Board;
+use super::board::{Board, QemuMachine};
 use super::cli::Format;
 use super::context::{CliConfig, Node};
+use super::debian::Kernel;
 use super::image::{self, BuildOptions, ImageInfo};
 use super::qemu::{self, Machine};
 use crate::wire::{Request, Response};
@@ -115,9 +116,9 @@ pub enum QemuCommand {
         /// Name of the local device (default: the image's hostname).
         #[arg(long)]
         name: Option<String>,
-        /// Guest RAM in MiB.
-        #[arg(long, default_value_t = 256)]
-        memory: u32,
+        /// Guest RAM in MiB (default: 256 on virt; raspi3b has 1024, fixed).
+        #[arg(long)]
+        memory: Option<u32>,
         /// Host port on 127.0.0.1 forwarded to the API (default: a free one).
         #[arg(long)]
         port: Option<u16>,
@@ -128,6 +129,15 @@ pub enum QemuCommand {
         /// `1970-01-01` for a board without a battery-backed clock.
         #[arg(long, value_name = "DATE")]
         rtc_base: Option<String>,
+        /// Wire the board's management UART to this Unix socket (talk to it
+        /// with `outpost --serial PATH`): the PL011 on raspi3b, an added
+        /// 16550 on virt.
+        #[arg(long, value_name = "PATH")]
+        mgmt_serial: Option<PathBuf>,
+        /// Start QEMU and return, without waiting for the API over TCP
+        /// (a board managed over --mgmt-serial).
+        #[arg(long)]
+        no_wait: bool,
         /// Extra QEMU arguments (repeatable).
         #[arg(long = "qemu-arg", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
@@ -212,6 +222,8 @@ pub fn qemu(
             port,
             timeout,
             rtc_base,
+            mgmt_serial,
+            no_wait,
             mut qemu_args,
             format: f,
         } => {
@@ -228,7 +240,32 @@ pub fn qemu(
             let format = f.output.unwrap_or(format);
             let info = ImageInfo::read(&image)?;
             let board = Board::load(&boards_dir(), &info.board)?;
+            let Some(kind) = board.qemu else {
+                bail!(
+                    "board `{}` has no QEMU machine (boards with one: qemu-virt, rpi3)",
+                    board.name
+                );
+            };
             let bios = board.uboot_binary()?;
+            let (memory, dtb) = match kind {
+                QemuMachine::Virt => (memory.unwrap_or(256), None),
+                QemuMachine::Raspi3b => {
+                    if memory.is_some_and(|m| m != qemu::RASPI3B_MEMORY_MIB) {
+                        bail!("--memory: QEMU's raspi3b has exactly 1024 MiB");
+                    }
+                    if let Some(size) = qemu::pad_sd_image(&image)? {
+                        eprintln!(
+                            "{}: padded to {} MiB (QEMU's SD card size must be a power of two)",
+                            image.display(),
+                            size >> 20
+                        );
+                    }
+                    let kern = board.kernel_package().and_then(|p| Kernel::find(&p))?;
+                    let first = board.dtbs.first().context("board has no dtbs")?;
+                    let dtb = kern.dtb_dir.join("broadcom").join(&first.file);
+                    (qemu::RASPI3B_MEMORY_MIB, Some(dtb))
+                }
+            };
             let name = name.unwrap_or_else(|| info.hostname.clone());
             let host_port = match port {
                 Some(p) => p,
@@ -239,10 +276,13 @@ pub fn qemu(
                 image: image
                     .canonicalize()
                     .with_context(|| format!("image {}", image.display()))?,
+                kind,
                 bios,
+                dtb,
                 memory_mib: memory,
                 host_port,
                 guest_port: info.api_port,
+                mgmt_serial,
                 extra_args: qemu_args,
             };
             let node = Node {
@@ -259,6 +299,10 @@ pub fn qemu(
             let started = Instant::now();
             machine.start()?;
             let pid = qemu::running_pid(&name);
+            if no_wait {
+                println!("local device `{name}` started (not waiting for its API)");
+                return Ok(());
+            }
             let deadline = Duration::from_secs(timeout);
             loop {
                 match super::cli::call(&ctx, &node, Request::Status) {

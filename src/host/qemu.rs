@@ -1,11 +1,17 @@
-//! Local devices: boot an Outpost image in QEMU (aarch64 `virt`), headless,
-//! with the API forwarded to a port on 127.0.0.1, and stop it again.
+//! Local devices: boot an Outpost image in QEMU (aarch64 `virt`, or
+//! `raspi3b` for the rpi3 board), headless, with the API forwarded to a port
+//! on 127.0.0.1, and stop it again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+
+use super::board::QemuMachine;
+
+/// QEMU's raspi3b has exactly 1 GiB; it refuses any other `-m`.
+pub const RASPI3B_MEMORY_MIB: u32 = 1024;
 
 /// Where local devices keep their pid file and console log.
 pub fn state_dir(name: &str) -> PathBuf {
@@ -19,11 +25,19 @@ pub fn state_dir(name: &str) -> PathBuf {
 
 pub struct Machine {
     pub name: String,
+    pub kind: QemuMachine,
     pub image: PathBuf,
+    /// U-Boot: `-bios` on virt, `-kernel` on raspi3b.
     pub bios: PathBuf,
+    /// raspi3b: the device tree QEMU hands to U-Boot (the firmware's job on
+    /// a real board).
+    pub dtb: Option<PathBuf>,
     pub memory_mib: u32,
     pub host_port: u16,
     pub guest_port: u16,
+    /// A Unix socket (QEMU the server) wired to the board's management
+    /// UART: raspi3b's PL011, virt's added 16550 (`-device pci-serial`).
+    pub mgmt_serial: Option<PathBuf>,
     /// Extra QEMU arguments (tests add devices or a different RTC).
     pub extra_args: Vec<String>,
 }
@@ -33,27 +47,66 @@ impl Machine {
     /// guest reaches nothing but QEMU's DHCP, and the API is forwarded to loopback only.
     pub fn command(&self, dir: &Path) -> Command {
         let mut cmd = Command::new("qemu-system-aarch64");
-        cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-smp", "1"])
-            .args(["-m", &self.memory_mib.to_string()])
-            .args(["-display", "none", "-monitor", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", dir.join("console.log").display()))
-            .arg("-bios")
-            .arg(&self.bios)
-            .arg("-drive")
-            .arg(format!(
-                "if=none,file={},format=raw,id=disk0",
-                self.image.display()
-            ))
-            .args(["-device", "virtio-blk-pci,drive=disk0"])
-            .arg("-netdev")
-            .arg(format!(
-                "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
-                self.host_port, self.guest_port
-            ))
-            .args(["-device", "virtio-net-pci,netdev=net0"])
-            .args(["-device", "i6300esb", "-watchdog-action", "reset"])
-            .arg("-pidfile")
+        let console = format!("file:{}", dir.join("console.log").display());
+        let mgmt = self
+            .mgmt_serial
+            .as_ref()
+            .map(|p| format!("socket,id=mgmt,path={},server=on,wait=off", p.display()));
+        let netdev = format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
+            self.host_port, self.guest_port
+        );
+        match self.kind {
+            QemuMachine::Virt => {
+                cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-smp", "1"])
+                    .args(["-m", &self.memory_mib.to_string()])
+                    .args(["-display", "none", "-monitor", "none"])
+                    .args(["-serial", &console])
+                    .arg("-bios")
+                    .arg(&self.bios)
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=none,file={},format=raw,id=disk0",
+                        self.image.display()
+                    ))
+                    .args(["-device", "virtio-blk-pci,drive=disk0"])
+                    .args(["-netdev", &netdev])
+                    .args(["-device", "virtio-net-pci,netdev=net0"])
+                    .args(["-device", "i6300esb", "-watchdog-action", "reset"]);
+                if let Some(m) = &mgmt {
+                    cmd.args(["-chardev", m, "-device", "pci-serial,chardev=mgmt"]);
+                }
+            }
+            QemuMachine::Raspi3b => {
+                // The GPU firmware does not run in QEMU: QEMU loads u-boot.bin
+                // (config.txt's kernel=) and passes the DTB itself. Console
+                // on the mini UART (the second -serial), as on the board;
+                // the API over usb-net on the dwc2 USB host, the same
+                // USB path as the board's own Ethernet (smsc95xx).
+                // The PL011 (first -serial, ttyAMA0) is the management UART.
+                let uart0 = match &mgmt {
+                    Some(m) => {
+                        cmd.args(["-chardev", m]);
+                        "chardev:mgmt"
+                    }
+                    None => "null",
+                };
+                cmd.args(["-M", "raspi3b"])
+                    .args(["-m", &self.memory_mib.to_string()])
+                    .args(["-display", "none", "-monitor", "none"])
+                    .args(["-serial", uart0, "-serial", &console])
+                    .arg("-kernel")
+                    .arg(&self.bios);
+                if let Some(dtb) = &self.dtb {
+                    cmd.arg("-dtb").arg(dtb);
+                }
+                cmd.arg("-drive")
+                    .arg(format!("if=sd,format=raw,file={}", self.image.display()))
+                    .args(["-netdev", &netdev])
+                    .args(["-device", "usb-net,netdev=net0"]);
+            }
+        }
+        cmd.arg("-pidfile")
             .arg(dir.join("qemu.pid"))
             .arg("-daemonize")
             .args(&self.extra_args);
@@ -80,6 +133,28 @@ impl Machine {
         }
         Ok(dir)
     }
+}
+
+/// QEMU's SD card must be a power of two in size: grow `image` (sparse,
+/// zeros past its end, like a larger card) to the next one. Returns the new
+/// size when it grew.
+pub fn pad_sd_image(image: &Path) -> Result<Option<u64>> {
+    let len = std::fs::metadata(image)
+        .with_context(|| format!("image {}", image.display()))?
+        .len();
+    let want = len
+        .checked_next_power_of_two()
+        .with_context(|| format!("image {} is too large", image.display()))?;
+    if want == len {
+        return Ok(None);
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {} to pad it", image.display()))?;
+    f.set_len(want)
+        .with_context(|| format!("padding {} to {want} bytes", image.display()))?;
+    Ok(Some(want))
 }
 
 /// Pid of a running local device, if its pid file names a live process.
@@ -133,6 +208,7 @@ pub fn console_tail(name: &str, lines: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -140,11 +216,14 @@ mod tests {
     fn command_restricts_user_networking_to_loopback() {
         let m = Machine {
             name: "t".into(),
+            kind: QemuMachine::Virt,
             image: "/x.img".into(),
             bios: "/u-boot.bin".into(),
+            dtb: None,
             memory_mib: 256,
             host_port: 40000,
             guest_port: 50000,
+            mgmt_serial: None,
             extra_args: vec![],
         };
         let cmd = m.command(Path::new("/tmp/d"));
@@ -155,5 +234,51 @@ mod tests {
         let netdev = args.iter().find(|a| a.starts_with("user,")).unwrap();
         assert!(netdev.contains("restrict=on"));
         assert!(netdev.contains("hostfwd=tcp:127.0.0.1:40000-:50000"));
+    }
+
+    #[test]
+    fn raspi3b_boots_u_boot_as_kernel_from_the_sd_card() {
+        let m = Machine {
+            name: "t".into(),
+            kind: QemuMachine::Raspi3b,
+            image: "/x.img".into(),
+            bios: "/u-boot.bin".into(),
+            dtb: Some("/b.dtb".into()),
+            memory_mib: RASPI3B_MEMORY_MIB,
+            host_port: 40000,
+            guest_port: 50000,
+            mgmt_serial: None,
+            extra_args: vec![],
+        };
+        let args: Vec<String> = m
+            .command(Path::new("/tmp/d"))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        for want in [
+            "-M raspi3b",
+            "-m 1024",
+            "-kernel /u-boot.bin",
+            "-dtb /b.dtb",
+            "if=sd,format=raw,file=/x.img",
+            "usb-net,netdev=net0",
+        ] {
+            assert!(joined.contains(want), "{want} missing from {joined}");
+        }
+        assert!(args
+            .iter()
+            .any(|a| a.starts_with("user,") && a.contains("restrict=on")));
+        assert!(!joined.contains("-bios"));
+    }
+
+    #[test]
+    fn sd_images_are_padded_to_a_power_of_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.img");
+        std::fs::write(&p, vec![1u8; 3000]).unwrap();
+        assert_eq!(pad_sd_image(&p).unwrap(), Some(4096));
+        assert_eq!(std::fs::read(&p).unwrap()[..3000], vec![1u8; 3000][..]);
+        assert_eq!(pad_sd_image(&p).unwrap(), None);
     }
 }

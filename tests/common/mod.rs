@@ -97,6 +97,11 @@ impl Cli {
             .env("OUTPOST_STATE", self.path("state"))
             .env_remove("OUTPOST_NODE")
             .env_remove("OUTPOST_BOARDS");
+        // A test that writes its own board definitions into `boards/` here
+        // (e.g. a copy without a module QEMU cannot take) gets them.
+        if self.path("boards").is_dir() {
+            cmd.env("OUTPOST_BOARDS", self.path("boards"));
+        }
         cmd
     }
 
@@ -152,6 +157,11 @@ impl Cli {
     /// Site `site_name` (made on first use), device `hostname` in it, and
     /// its image `HOSTNAME.img` for the QEMU board: an operator's steps.
     pub(crate) fn qemu_image(&self, site_name: &str, hostname: &str) -> PathBuf {
+        self.board_image(site_name, hostname, "qemu-virt")
+    }
+
+    /// As [`Cli::qemu_image`], for `board`.
+    pub(crate) fn board_image(&self, site_name: &str, hostname: &str, board: &str) -> PathBuf {
         let init = init_binary();
         let site = self.path("site");
         let site_s = site.to_str().unwrap();
@@ -160,12 +170,14 @@ impl Cli {
         }
         self.ok(&["gen", "device", "--site", site_s, "--hostname", hostname]);
         let img = self.path(&format!("{hostname}.img"));
-        self.ok(&image_build(
+        let mut args = image_build(
             site_s,
             hostname,
             img.to_str().unwrap(),
             init.to_str().unwrap(),
-        ));
+        );
+        args[3] = board;
+        self.ok(&args);
         img
     }
 

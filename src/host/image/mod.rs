@@ -1,9 +1,11 @@
 //! `outpost image build`: one complete, flashable disk image for one device,
 //! made without root, loop devices or mounts. See docs/image.md.
 //!
-//! MBR → BOOT (FAT: boot.scr, state.env, state2.env), SLOT_A (FAT: Image.gz, initrd.img,
-//! boot.env, manifest.toml), SLOT_B (empty FAT), DATA (ext4: identity,
-//! machine config, logs/).
+//! MBR → BOOT (FAT: boot.scr, state.env, state2.env; on a Raspberry Pi also
+//! the firmware, config.txt, u-boot.bin and the DTBs the firmware hands to
+//! U-Boot), SLOT_A (FAT: Image.gz, initrd.img, boot.env, broadcom/*.dtb,
+//! manifest.toml), SLOT_B (empty FAT), DATA (ext4: identity, machine config,
+//! logs/).
 
 mod bootscr;
 mod cpio;
@@ -14,6 +16,7 @@ mod kernel;
 mod kmod;
 mod mbr;
 mod personalize;
+mod rpi;
 
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
@@ -83,6 +86,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     board
         .validate()
         .with_context(|| format!("board {}", board.name))?;
+    board.check_supported()?;
     validate_hostname(&opts.hostname)?;
     validate_version(&opts.version)?;
     let build_time = build_time()?;
@@ -124,15 +128,17 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     // volume: contiguous, preallocated, never resized (U-Boot and
     // outpost-init rewrite them in place).
     let [first, second] = initial_copies(&BootState::initial())?;
-    let boot = fat::build(
-        &vol(&layout.boot),
-        &[
-            (BOOT_SCRIPT_FILE, &scr),
-            (COPY_FILES[0], &first),
-            (COPY_FILES[1], &second),
-        ],
-    )
-    .context("building BOOT")?;
+    let mut boot_files: Vec<(String, Vec<u8>)> = vec![
+        (BOOT_SCRIPT_FILE.into(), scr),
+        (COPY_FILES[0].into(), first),
+        (COPY_FILES[1].into(), second),
+    ];
+    boot_files.extend(rpi::boot_files(board, &kern)?);
+    let boot_refs: Vec<(&str, &[u8])> = boot_files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let boot = fat::build(&vol(&layout.boot), &boot_refs).context("building BOOT")?;
     let slot_b = fat::build(&vol(&layout.slot_b), &[]).context("building SLOT_B")?;
 
     // DATA.
@@ -210,6 +216,7 @@ pub struct SlotImage {
 /// site and board (that is what a bundle carries).
 pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     let board = inputs.board;
+    board.check_supported()?;
     let build_time = inputs.build_time;
     let cache = debian::cache_dir()?;
     let kpkg = Package::find(&cache, &board.suite, &board.kernel.package)?;
@@ -237,12 +244,23 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         release_keys: release_keys.as_deref(),
         extensions: &extensions,
     })?;
+    if let Some(fdt) = board.uboot.fdt_addr_r {
+        let room = fdt - board.uboot.ramdisk_addr_r;
+        if initrd.len() as u64 > room {
+            bail!(
+                "initrd.img is {} bytes but the board leaves {room} (ramdisk_addr_r..fdt_addr_r)",
+                initrd.len()
+            );
+        }
+    }
     let boot_env = boot_env(board, inputs.version);
-    let payload: [(&str, &[u8]); 3] = [
+    let dtbs = rpi::slot_dtbs(board, &kern)?;
+    let mut payload: Vec<(&str, &[u8])> = vec![
         (KERNEL_FILE, &image.gz),
         (INITRD_FILE, &initrd),
         (BOOT_ENV_FILE, boot_env.as_bytes()),
     ];
+    payload.extend(dtbs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
     let manifest = Manifest {
         board: board.name.clone(),
         version: inputs.version.to_owned(),
@@ -258,7 +276,7 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
             .collect(),
     };
     let manifest_text = manifest.to_toml();
-    let mut slot_files = payload.to_vec();
+    let mut slot_files = payload.clone();
     slot_files.push((MANIFEST_FILE, manifest_text.as_bytes()));
     let part = DiskLayout::standard().slot_a;
     let vol = fat::Volume {
@@ -332,6 +350,7 @@ fn boot_script(board: &Board, script: &str) -> Result<Vec<u8>> {
          setenv kernel_comp_addr_r {:#x}\n\
          setenv ramdisk_addr_r {:#x}\n\
          setenv outpost_fdt_addr ${{{fdt}}}\n\
+         {slot_dtb}\
          setenv outpost_attempts {attempts:x}\n\
          setenv outpost_max_attempts {max:x}\n\n",
         u.kernel_addr_r,
@@ -339,6 +358,11 @@ fn boot_script(board: &Board, script: &str) -> Result<Vec<u8>> {
         u.ramdisk_addr_r,
         name = board.name,
         fdt = u.fdt_addr_var,
+        // The slot carries DTBs: boot.cmd loads ${fdtfile} from it to here.
+        slot_dtb = match (board.dtbs.is_empty(), u.fdt_addr_r) {
+            (false, Some(a)) => format!("setenv fdt_addr_r {a:#x}\nsetenv outpost_slot_dtb 1\n"),
+            _ => "setenv outpost_slot_dtb\n".to_owned(),
+        },
         attempts = crate::bootstate::DEFAULT_ATTEMPTS,
         max = crate::bootstate::MAX_ATTEMPTS,
     );

@@ -323,3 +323,132 @@ fn read_fat(fs: &fatfs::FileSystem<std::io::Cursor<Vec<u8>>>, name: &str) -> Vec
         .unwrap();
     out
 }
+
+/// Every board in boards/: its image has the standard partitions, BOOT holds
+/// what its boot chain reads (firmware, config.txt naming U-Boot and each
+/// model's DTB, u-boot.bin from the package), and the slot carries the DTBs
+/// under the names U-Boot's `fdtfile` uses, byte-equal to the kernel's. An
+/// unsupported board is refused with its reason.
+#[test]
+fn every_board_image_layout() {
+    let work = tempfile::tempdir().unwrap();
+    let site = ext4::tests::fake_site("edge-1");
+    let init = work.path().join("init");
+    std::fs::write(&init, fake_init()).unwrap();
+    let boards = Board::list(&repo().join("boards")).unwrap();
+    for want in ["qemu-virt", "rpi3", "rpi4", "rpi-zero2w", "rpi5"] {
+        assert!(boards.iter().any(|b| b.name == want), "no board {want}");
+    }
+    for board in boards {
+        let img = work.path().join(format!("{}.img", board.name));
+        let opts = BuildOptions {
+            board: board.clone(),
+            site_dir: site.path().to_owned(),
+            hostname: "edge-1".into(),
+            output: img.clone(),
+            init_binary: init.clone(),
+            version: "0.1.0-test".into(),
+            uboot_script: repo().join("uboot/boot.cmd"),
+            extensions: Vec::new(),
+        };
+        if let Some(why) = &board.unsupported {
+            let err = format!("{:#}", build(&opts).unwrap_err());
+            assert!(err.contains("cannot be built yet"), "{err}");
+            assert!(err.contains(why.trim()), "{err}");
+            assert!(!img.exists());
+            continue;
+        }
+        // Packages missing: say so and go on (scripts/setup fetches them).
+        let kern = match board
+            .kernel_package()
+            .and_then(|p| Kernel::find(&p))
+            .and_then(|k| board.uboot_binary().map(|_| k))
+            .and_then(|k| board.firmware_package().map(|_| k))
+        {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("SKIP board {}: {e:#}", board.name);
+                continue;
+            }
+        };
+        let report = build(&opts).unwrap_or_else(|e| panic!("{}: {e:#}", board.name));
+        assert_eq!(report.board, board.name);
+        for m in &board.modules {
+            assert!(
+                report.modules.contains(&m.replace('-', "_")),
+                "{}: module {m} not in the initramfs",
+                board.name
+            );
+        }
+        let layout = check_table(&img).unwrap();
+        assert_eq!(layout, DiskLayout::standard());
+        let boot = io_fs(part_bytes(&img, &layout.boot));
+        let slot = io_fs(part_bytes(&img, &layout.slot_a));
+        for name in [BOOT_SCRIPT_FILE, COPY_FILES[0], COPY_FILES[1]] {
+            assert!(!read_fat(&boot, name).is_empty(), "{}: {name}", board.name);
+        }
+        let script = String::from_utf8_lossy(&read_fat(&boot, BOOT_SCRIPT_FILE)).into_owned();
+        let (devtype, devnum) = board.boot_device().unwrap();
+        assert!(script.contains(&format!("setenv devtype {devtype}\n")));
+        assert!(script.contains(&format!("setenv devnum {devnum}\n")));
+        let manifest =
+            Manifest::from_toml(&String::from_utf8_lossy(&read_fat(&slot, MANIFEST_FILE))).unwrap();
+
+        for d in &board.dtbs {
+            let theirs = std::fs::read(kern.dtb_dir.join("broadcom").join(&d.file)).unwrap();
+            assert_eq!(read_fat(&slot, &d.slot_path()), theirs, "{}", d.file);
+            assert!(
+                manifest
+                    .files
+                    .iter()
+                    .any(|f| f.name == d.slot_path()
+                        && f.sha256 == crate::bundle::sha256_hex(&theirs)),
+                "{}: manifest lacks {}",
+                board.name,
+                d.slot_path()
+            );
+            if board.firmware.is_some() {
+                assert_eq!(read_fat(&boot, &d.file), theirs, "BOOT/{}", d.file);
+            }
+        }
+        if board.dtbs.is_empty() {
+            assert!(script.contains("setenv outpost_slot_dtb\n"));
+        } else {
+            assert!(script.contains("setenv outpost_slot_dtb 1\n"));
+        }
+        let Some(fw) = &board.firmware else {
+            assert!(boot.root_dir().open_file(rpi::CONFIG_TXT).is_err());
+            continue;
+        };
+        let pkg = board.firmware_package().unwrap().unwrap();
+        for rel in &fw.files {
+            let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
+            assert_eq!(
+                read_fat(&boot, name),
+                std::fs::read(pkg.file(rel).unwrap()).unwrap(),
+                "{}: BOOT/{name}",
+                board.name
+            );
+        }
+        assert_eq!(
+            read_fat(&boot, rpi::UBOOT_FILE),
+            std::fs::read(board.uboot_binary().unwrap()).unwrap()
+        );
+        let config = String::from_utf8(read_fat(&boot, rpi::CONFIG_TXT)).unwrap();
+        assert_eq!(config, rpi::config_txt(&board));
+        for line in ["arm_64bit=1", "kernel=u-boot.bin", "enable_uart=1"] {
+            assert!(config.lines().any(|l| l == line), "{}: {line}", board.name);
+        }
+        for d in &board.dtbs {
+            assert!(config.contains(&format!("device_tree={}\n", d.file)));
+        }
+        // Pi 3 and Zero 2 W boot ROMs need bootcode.bin; the Pi 4 has an EEPROM.
+        let has_bootcode = boot.root_dir().open_file("bootcode.bin").is_ok();
+        assert_eq!(
+            has_bootcode,
+            board.name == "rpi3" || board.name == "rpi-zero2w",
+            "{}",
+            board.name
+        );
+    }
+}
