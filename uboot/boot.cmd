@@ -159,15 +159,47 @@ else
   setenv outpost_part 2
 fi
 
-# boot.env (OS_ARGS, OS_VERSION) is loaded into the ramdisk area, which
-# initrd.img then overwrites. booti inflates Image.gz through
+# boot.env (OS_ARGS, OS_VERSION, OS_OVERLAYS) is loaded into the ramdisk
+# area, which initrd.img then overwrites. booti inflates Image.gz through
 # kernel_comp_addr_r; kernel_comp_size is the compressed size.
 setenv OS_ARGS
 setenv OS_VERSION
-if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
+setenv OS_OVERLAYS
+if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION OS_OVERLAYS && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
   setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"
+  setenv outpost_fdt ${outpost_fdt_addr}
+  # The slot's device-tree overlays (docs/device-trees.md), applied to a copy
+  # of the board's DT in the 1 MiB-aligned space after the initrd (1.75 MiB
+  # for the DT, then the overlay). They come from the slot, so an upgrade
+  # that changes them is A/B like the kernel. Any failure: boot on the
+  # untouched DT (a board without its LED still answers; a failed apply can
+  # leave the copy damaged, so it is dropped as a whole).
+  if test -n "${OS_OVERLAYS}"; then
+    setexpr outpost_dt ${ramdisk_addr_r} + ${ramdisk_size}
+    setexpr outpost_dt ${outpost_dt} + 0xfffff
+    setexpr outpost_dt ${outpost_dt} / 0x100000
+    setexpr outpost_dt ${outpost_dt} * 0x100000
+    setexpr outpost_dto ${outpost_dt} + 0x1c0000
+    setenv outpost_dt_ok 0
+    if fdt addr ${outpost_fdt_addr} && fdt move ${outpost_fdt_addr} ${outpost_dt} 0x1c0000; then
+      setenv outpost_dt_ok 1
+    fi
+    for o in ${OS_OVERLAYS}; do
+      if test ${outpost_dt_ok} = 1; then
+        if load ${devtype} ${devnum}:${outpost_part} ${outpost_dto} overlays/${o}.dtbo && fdt apply ${outpost_dto}; then
+          echo "outpost: overlay ${o} applied"
+        else
+          echo "outpost: overlay ${o} failed; booting on the board's DT without overlays"
+          setenv outpost_dt_ok 0
+        fi
+      fi
+    done
+    if test ${outpost_dt_ok} = 1; then
+      setenv outpost_fdt 0x${outpost_dt}
+    fi
+  fi
   echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}"
-  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt_addr}
+  booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt}
 fi
 
 # Still here: the slot is broken. Its attempt is spent, so a reset moves on.
