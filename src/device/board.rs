@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use smol::Executor;
@@ -150,11 +150,8 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     }
     // Right after the modules (the GPIO drivers), so the LED tells of the
     // boot and the button is sampled from the start.
-    let led = args.led.as_ref().and_then(|spec| start_led(&ex, spec));
-    let button = args
-        .button
-        .as_ref()
-        .and_then(|spec| start_button(&ex, spec));
+    let led = args.led.as_ref().and_then(start_led);
+    let button = args.button.as_ref().and_then(start_button);
 
     // Right after the modules: the watchdog driver is one of them.
     let watchdog = watchdog::open(
@@ -292,8 +289,15 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Some(led) = &led {
         show_commit(led, &ctx, &args, &health, &healthy);
     }
-    if let Some(task) = button {
-        if task.await {
+    if let Some(held) = button {
+        // Decided within led::button::HOLD_MS of its start: long past, as a rule.
+        let held = loop {
+            if let Some(&held) = held.get() {
+                break held;
+            }
+            smol::Timer::after(Duration::from_millis(100)).await;
+        };
+        if held {
             rollback_from_button(&ctx);
         }
     }
@@ -508,9 +512,9 @@ fn commit_slot(
 }
 
 /// The status LED's driver on its GPIO line (docs/leds.md).
-fn start_led(ex: &Executor<'static>, spec: &cmdline::GpioSpec) -> Option<Arc<Led>> {
+fn start_led(spec: &cmdline::GpioSpec) -> Option<Arc<Led>> {
     match led::pin::open(spec, true, "outpost-led") {
-        Ok(pin) => Some(led::start(ex, pin, log::uptime_ms, |_| {})),
+        Ok(pin) => led::start(pin, log::uptime_ms, |_| {}),
         Err(e) => {
             tracing::error!("status LED: {e}");
             None
@@ -518,15 +522,23 @@ fn start_led(ex: &Executor<'static>, spec: &cmdline::GpioSpec) -> Option<Arc<Led
     }
 }
 
-/// Sample the rollback button for `led::button::HOLD_MS` from now.
-fn start_button(ex: &Executor<'static>, spec: &cmdline::GpioSpec) -> Option<smol::Task<bool>> {
-    match led::pin::open(spec, false, "outpost-button") {
-        Ok(pin) => Some(ex.spawn(led::button::sample(pin, log::uptime_ms))),
-        Err(e) => {
-            tracing::error!("rollback button: {e}");
-            None
-        }
-    }
+/// Sample the rollback button for `led::button::HOLD_MS` from now, on a
+/// thread; the answer appears in the cell.
+fn start_button(spec: &cmdline::GpioSpec) -> Option<Arc<OnceLock<bool>>> {
+    let pin = led::pin::open(spec, false, "outpost-button")
+        .map_err(|e| tracing::error!("rollback button: {e}"))
+        .ok()?;
+    let held = Arc::new(OnceLock::new());
+    let cell = held.clone();
+    std::thread::Builder::new()
+        .name("button".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let _ = cell.set(led::button::sample(pin, log::uptime_ms));
+        })
+        .map_err(|e| tracing::error!("rollback button: starting its thread: {e}"))
+        .ok()?;
+    Some(held)
 }
 
 /// After the commit point: healthy (or fell back) unless the boot is

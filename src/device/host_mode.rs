@@ -196,8 +196,8 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         services: std::sync::OnceLock::new(),
         led: std::sync::OnceLock::new(),
     });
-    if opts.led {
-        let _ = ctx.led.set(simulated_led(&ex, &opts.data_dir));
+    if let Some(led) = opts.led.then(|| simulated_led(&opts.data_dir)).flatten() {
+        let _ = ctx.led.set(led);
     }
     if let (Some((slots, booted)), Some(dir)) = (sim, &opts.slots) {
         // Host mode is healthy once the API is up: mark the slot good then.
@@ -293,9 +293,9 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
 pub const SIM_LED_FILE: &str = "state/led";
 
 /// A status LED without a GPIO: the pattern name goes to `DATA/state/led`.
-fn simulated_led(ex: &Executor<'static>, data: &std::path::Path) -> Arc<super::led::Led> {
+fn simulated_led(data: &std::path::Path) -> Option<Arc<super::led::Led>> {
     let file = data.join(SIM_LED_FILE);
-    super::led::start(ex, super::led::SimPin, super::log::uptime_ms, move |p| {
+    super::led::start(super::led::SimPin, super::log::uptime_ms, move |p| {
         let written = file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)

@@ -870,8 +870,12 @@ impl GpioLine {
     /// `consumer` (shown by `gpioinfo`).
     pub fn request(chip: &str, req: GpioRequest, consumer: &str) -> Result<GpioLine, SysError> {
         let f = File::open(chip).map_err(|e| SysError::call("open", chip, io_errno(&e)))?;
-        let fd = gpio::request_line(&f, req, consumer)
-            .map_err(|e| SysError::call("GPIO_V2_GET_LINE", chip, e))?;
+        // The line is part of what failed (EBUSY: the kernel owns it).
+        let fd = gpio::request_line(&f, req, consumer).map_err(|e| SysError::Call {
+            op: "GPIO_V2_GET_LINE",
+            target: format!("{chip} line {}", req.line),
+            errno: e,
+        })?;
         Ok(GpioLine { fd })
     }
 

@@ -441,13 +441,12 @@ mod tests {
             handle(&ctx, Role::Reader, &req),
             Err(WireError::PermissionDenied)
         );
-        let ex = smol::Executor::new();
         let led = crate::device::led::start(
-            &ex,
             crate::device::led::SimPin,
             crate::device::log::uptime_ms,
             |_| {},
-        );
+        )
+        .unwrap();
         let _ = ctx.led.set(led.clone());
         assert_eq!(handle(&ctx, Role::Operator, &req), Ok(Response::Accepted));
         assert_eq!(led.pattern(), crate::device::led::LedPattern::Identify);

@@ -65,15 +65,16 @@ impl HoldDetector {
 }
 
 /// Sample `pin` (high = pressed, polarity is the line's `active-low`) until
-/// the detector decides. Returns whether the button was held.
-pub async fn sample<P: InputPin>(mut pin: P, now_ms: impl Fn() -> u64) -> bool {
+/// the detector decides, sleeping between samples (run it on its own
+/// thread). Returns whether the button was held.
+pub fn sample<P: InputPin>(mut pin: P, now_ms: impl Fn() -> u64) -> bool {
     let mut detector = HoldDetector::new();
     loop {
         let pressed = pin.is_high().ok();
         match detector.feed(now_ms(), pressed) {
             Hold::Held => return true,
             Hold::NotHeld => return false,
-            Hold::Pending => smol::Timer::after(Duration::from_millis(SAMPLE_MS)).await,
+            Hold::Pending => std::thread::sleep(Duration::from_millis(SAMPLE_MS)),
         };
     }
 }
@@ -125,14 +126,14 @@ mod tests {
         let clock = std::sync::atomic::AtomicU64::new(0);
         // Each sample advances the fake clock by 1 s.
         let now = || clock.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed);
-        let held = smol::block_on(sample(Replay(vec![true; 10].into_iter()), now));
+        let held = sample(Replay(vec![true; 10].into_iter()), now);
         assert!(held);
         let clock2 = std::sync::atomic::AtomicU64::new(0);
         let now2 = || clock2.fetch_add(1_000, std::sync::atomic::Ordering::Relaxed);
-        let released = smol::block_on(sample(
+        let released = sample(
             Replay(vec![true, true, false, true, true].into_iter()),
             now2,
-        ));
+        );
         assert!(!released);
     }
 }

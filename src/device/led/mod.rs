@@ -1,12 +1,14 @@
 //! The status LED and the rollback button (docs/leds.md). The pattern logic
 //! is sans-io (`pattern`, `button`); the driver sets an embedded-hal output
-//! pin: a GPIO line on a board, a simulated LED in host mode.
+//! pin: a GPIO line on a board, a simulated LED in host mode. The driver and
+//! the button sampler run on small threads of their own: plain loops that
+//! sleep, which cost PID 1 less code than two more async tasks.
 
 pub mod button;
 pub mod pattern;
 pub mod pin;
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use embedded_hal::digital::{OutputPin, PinState};
@@ -16,25 +18,49 @@ pub use pattern::{Indicator, LedPattern};
 /// `Identify` longer than this is refused: a forgotten identify must not
 /// hide the board's state for long.
 pub const MAX_IDENTIFY_SECS: u16 = 3600;
+/// The driver thread only loops and sets a pin.
+const THREAD_STACK: usize = 64 << 10;
 
 /// Reports whether an install is writing a slot now.
 pub type InstallProbe = Box<dyn Fn() -> bool + Send + Sync>;
 
+struct Shared {
+    indicator: Indicator,
+    /// Set on a state change, so the driver does not sleep through it.
+    woken: bool,
+}
+
 /// The shared handle: boot, the API and the upgrade path tell it what
-/// happens; the driver task shows it.
+/// happens; the driver thread shows it.
 pub struct Led {
-    state: Mutex<Indicator>,
-    wake: smol::channel::Sender<()>,
+    shared: Mutex<Shared>,
+    wake: Condvar,
     installing: OnceLock<InstallProbe>,
     now_ms: fn() -> u64,
 }
 
 impl Led {
-    fn with<R>(&self, f: impl FnOnce(&mut Indicator) -> R) -> R {
-        let r = f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
-        // Full means a wake-up is pending already.
-        let _ = self.wake.try_send(());
-        r
+    fn new(now_ms: fn() -> u64) -> Self {
+        Self {
+            shared: Mutex::new(Shared {
+                indicator: Indicator::new(),
+                woken: false,
+            }),
+            wake: Condvar::new(),
+            installing: OnceLock::new(),
+            now_ms,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Indicator)) {
+        let mut shared = self.lock();
+        f(&mut shared.indicator);
+        shared.woken = true;
+        self.wake.notify_one();
     }
 
     /// The slot was committed; `fallback`: this boot fell back.
@@ -52,76 +78,95 @@ impl Led {
     /// in the boot than the LED).
     pub fn watch_installs(&self, probe: InstallProbe) {
         let _ = self.installing.set(probe);
-        let _ = self.wake.try_send(());
+        self.with(|_| {});
     }
 
     /// The pattern shown now.
     pub fn pattern(&self) -> LedPattern {
         let now = (self.now_ms)();
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pattern(now)
+        self.lock().indicator.pattern(now)
+    }
+
+    /// Sleep `ms`, or less if the state changes.
+    fn sleep(&self, ms: u64) {
+        let mut shared = self.lock();
+        if !shared.woken {
+            shared = self
+                .wake
+                .wait_timeout(shared, Duration::from_millis(ms))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        shared.woken = false;
     }
 }
 
-/// Start the driver for `pin` on `ex`; `on_change` hears each new pattern
-/// (host mode records it). Patterns are timed by `now_ms`.
-pub fn start<P: OutputPin + Send + 'static>(
-    ex: &smol::Executor<'static>,
+/// Sets the pin as the indicator says, one step at a time.
+struct Driver<P, F> {
     pin: P,
-    now_ms: fn() -> u64,
-    on_change: impl Fn(LedPattern) + Send + 'static,
-) -> Arc<Led> {
-    let (wake, woken) = smol::channel::bounded(1);
-    let led = Arc::new(Led {
-        state: Mutex::new(Indicator::new()),
-        wake,
-        installing: OnceLock::new(),
-        now_ms,
-    });
-    ex.spawn(drive(led.clone(), pin, woken, on_change)).detach();
-    led
+    on_change: F,
+    shown: Option<bool>,
+    failed: bool,
 }
 
-async fn drive<P: OutputPin>(
-    led: Arc<Led>,
-    mut pin: P,
-    woken: smol::channel::Receiver<()>,
-    on_change: impl Fn(LedPattern),
-) {
-    let mut shown: Option<bool> = None;
-    let mut failed = false;
-    loop {
+impl<P: OutputPin, F: Fn(LedPattern)> Driver<P, F> {
+    /// One step: set the level due now; returns how long until the next.
+    fn tick(&mut self, led: &Led) -> u64 {
         let installing = led.installing.get().is_some_and(|probe| probe());
         let now = (led.now_ms)();
         let step = {
-            let mut ind = led.state.lock().unwrap_or_else(PoisonError::into_inner);
-            ind.set_installing(installing);
-            ind.step(now)
+            let mut shared = led.lock();
+            shared.indicator.set_installing(installing);
+            shared.indicator.step(now)
         };
         if let Some(p) = step.changed {
             tracing::info!("status LED: {}", p.name());
-            on_change(p);
+            (self.on_change)(p);
         }
-        if shown != Some(step.on) {
-            match pin.set_state(PinState::from(step.on)) {
-                Ok(()) => shown = Some(step.on),
+        if self.shown != Some(step.on) {
+            match self.pin.set_state(PinState::from(step.on)) {
+                Ok(()) => self.shown = Some(step.on),
                 // Once in the log, not at every blink.
-                Err(e) if !failed => {
-                    failed = true;
+                Err(e) if !self.failed => {
+                    self.failed = true;
                     tracing::error!("status LED: {e:?}");
                 }
                 Err(_) => {}
             }
         }
-        let timer = async {
-            smol::Timer::after(Duration::from_millis(step.wait_ms)).await;
-        };
-        let wake = async {
-            let _ = woken.recv().await;
-        };
-        smol::future::or(timer, wake).await;
+        step.wait_ms
+    }
+}
+
+/// Start the driver thread for `pin`; `on_change` hears each new pattern
+/// (host mode records it). Patterns are timed by `now_ms`. `None` (logged)
+/// when the thread cannot start.
+pub fn start<P: OutputPin + Send + 'static>(
+    pin: P,
+    now_ms: fn() -> u64,
+    on_change: impl Fn(LedPattern) + Send + 'static,
+) -> Option<Arc<Led>> {
+    let led = Arc::new(Led::new(now_ms));
+    let shown = led.clone();
+    let mut driver = Driver {
+        pin,
+        on_change,
+        shown: None,
+        failed: false,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("led".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || loop {
+            let wait = driver.tick(&shown);
+            shown.sleep(wait);
+        });
+    match spawned {
+        Ok(_) => Some(led),
+        Err(e) => {
+            tracing::error!("status LED: starting its thread: {e}");
+            None
+        }
     }
 }
 
@@ -173,28 +218,30 @@ mod tests {
     /// changes: booting blinks, healthy is on, identify blinks, then back.
     #[test]
     fn driver_sets_the_pin_and_follows_the_state() {
-        let ex = Arc::new(smol::Executor::new());
+        FAKE_NOW.store(0, Ordering::SeqCst);
+        let led = Led::new(fake_now);
         let pin = RecordingPin::default();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
-        FAKE_NOW.store(0, Ordering::SeqCst);
-        let led = start(&ex, pin.clone(), fake_now, move |p| {
-            seen2.lock().unwrap().push(p)
-        });
-        let run = |ms: u64| {
-            // Advance the fake clock, then let the driver catch up.
-            FAKE_NOW.fetch_add(ms, Ordering::SeqCst);
-            let _ = led.wake.try_send(());
-            for _ in 0..50 {
-                ex.try_tick();
-            }
+        let mut driver = Driver {
+            pin: pin.clone(),
+            on_change: move |p| seen2.lock().unwrap().push(p),
+            shown: None,
+            failed: false,
         };
-        run(0);
+        // Advance the fake clock, then one driver step.
+        let mut run = |ms: u64| {
+            FAKE_NOW.fetch_add(ms, Ordering::SeqCst);
+            driver.tick(&led)
+        };
+        assert_eq!(run(0), 100);
         assert_eq!(*pin.0.lock().unwrap(), vec![true]);
-        run(120); // booting: off after 100 ms
+        assert_eq!(run(120), 80, "booting: off after 100 ms, for 100");
         assert_eq!(*pin.0.lock().unwrap(), vec![true, false]);
+        run(10);
+        assert_eq!(pin.0.lock().unwrap().len(), 2, "unchanged level: no write");
         led.committed(false);
-        run(0);
+        assert_eq!(run(0), pattern::MAX_POLL_MS);
         assert_eq!(led.pattern(), LedPattern::Healthy);
         assert_eq!(pin.0.lock().unwrap().last(), Some(&true));
         led.identify(2);
@@ -216,5 +263,24 @@ mod tests {
                 LedPattern::Upgrading
             ]
         );
+    }
+
+    /// A state change wakes the sleeping driver at once.
+    #[test]
+    fn a_state_change_cuts_the_sleep_short() {
+        let led = Arc::new(Led::new(fake_now));
+        let other = led.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            other.committed(false);
+        });
+        let start = std::time::Instant::now();
+        led.sleep(10_000);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+        // The wake-up was consumed: the next sleep waits its time.
+        let start = std::time::Instant::now();
+        led.sleep(30);
+        assert!(start.elapsed() >= Duration::from_millis(25));
     }
 }

@@ -4,7 +4,7 @@
 use embedded_hal::digital::{ErrorKind, ErrorType, InputPin, OutputPin};
 
 use crate::device::cmdline::GpioSpec;
-use crate::device::sys::{gpio_chip_label, GpioLine, GpioRequest, SysError};
+use crate::device::sys::{gpio_chip_label, Errno, GpioLine, GpioRequest, SysError};
 
 /// Chips looked at when CHIP is a label: /dev/gpiochip0 … 31.
 const MAX_GPIO_CHIPS: u32 = 32;
@@ -47,8 +47,8 @@ impl InputPin for LinuxPin {
 }
 
 /// The /dev path of `spec.chip`: `gpiochipN` directly, else the chip whose
-/// label it is.
-fn chip_path(chip: &str) -> Result<String, String> {
+/// label it is (ENODEV when none is).
+fn chip_path(chip: &str) -> Result<String, SysError> {
     if chip
         .strip_prefix("gpiochip")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
@@ -59,18 +59,20 @@ fn chip_path(chip: &str) -> Result<String, String> {
         let path = format!("/dev/gpiochip{n}");
         match gpio_chip_label(&path) {
             Ok(label) if label == chip => return Ok(path),
-            Ok(_) => {}
             // Chips are numbered without gaps: the first missing one ends the list.
-            Err(e) if e.errno() == Some(nix::errno::Errno::ENOENT) => break,
-            Err(_) => {}
+            Err(e) if e.errno() == Some(Errno::ENOENT) => break,
+            _ => {}
         }
     }
-    Err(format!("no GPIO chip labelled `{chip}`"))
+    Err(SysError::call(
+        "find GPIO chip labelled",
+        chip,
+        Errno::ENODEV,
+    ))
 }
 
 /// Request the LED (output) or button (input) line of `spec`.
-pub fn open(spec: &GpioSpec, output: bool, consumer: &str) -> Result<LinuxPin, String> {
-    let path = chip_path(&spec.chip)?;
+pub fn open(spec: &GpioSpec, output: bool, consumer: &str) -> Result<LinuxPin, SysError> {
     let req = GpioRequest {
         line: spec.line,
         output,
@@ -78,7 +80,5 @@ pub fn open(spec: &GpioSpec, output: bool, consumer: &str) -> Result<LinuxPin, S
         // An active-low button closes to ground and needs the pull-up.
         pull_up: !output && spec.active_low,
     };
-    GpioLine::request(&path, req, consumer)
-        .map(LinuxPin)
-        .map_err(|e| format!("{}:{}: {e}", spec.chip, spec.line))
+    GpioLine::request(&chip_path(&spec.chip)?, req, consumer).map(LinuxPin)
 }
