@@ -189,7 +189,7 @@ if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env i
         if load ${devtype} ${devnum}:${outpost_part} ${outpost_dto} overlays/${o}.dtbo && fdt apply ${outpost_dto}; then
           echo "outpost: overlay ${o} applied"
         else
-          echo "outpost: overlay ${o} failed; booting on the board's DT without overlays"
+          echo "outpost: overlay ${o} failed; booting on the board DT without overlays"
           setenv outpost_dt_ok 0
         fi
       fi
