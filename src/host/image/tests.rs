@@ -101,6 +101,16 @@ fn boot_cmd_uses_the_prelude_and_file_names() {
         assert!(text.contains(needle), "boot.cmd lacks {needle}");
     }
     assert_eq!(format!("{STATE_SIZE:#x}"), "0x4000");
+    // U-Boot's hush takes an apostrophe inside "…" for a quote: the whole
+    // script is then a syntax error and no slot boots.
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for (i, part) in line.split('"').enumerate() {
+            assert!(
+                i % 2 == 0 || !part.contains('\''),
+                "apostrophe in quotes: {line}"
+            );
+        }
+    }
 }
 
 fn build_once(site: &Path, out: &Path, init: &Path) -> BuildReport {
