@@ -189,3 +189,29 @@ fn boot_logs_bytes_are_pinned() {
     assert_eq!(resp.encode(), bytes);
     assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
 }
+
+/// Pinned bytes of `Identify` (request tag 23), answered `Accepted`.
+#[test]
+fn identify_bytes_are_pinned() {
+    use outpost::wire::{Response, ResponseFrame};
+    let req = RequestFrame {
+        id: 7,
+        body: Request::Identify { seconds: 30 },
+    };
+    let bytes = [7, 23, 30];
+    assert_eq!(req.encode(), bytes);
+    assert_eq!(RequestFrame::decode(&bytes).unwrap(), req);
+    // u16 varint: 300 takes two bytes; a value past u16 is refused.
+    let long = RequestFrame {
+        id: 7,
+        body: Request::Identify { seconds: 300 },
+    };
+    assert_eq!(long.encode(), [7, 23, 0xac, 0x02]);
+    assert!(RequestFrame::decode(&[7, 23, 0x80, 0x80, 0x04]).is_err());
+    let resp = ResponseFrame {
+        id: 7,
+        body: Ok(Response::Accepted),
+    };
+    assert_eq!(resp.encode(), [7, 0, 4]);
+    assert_eq!(ResponseFrame::decode(&[7, 0, 4]).unwrap(), resp);
+}

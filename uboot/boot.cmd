@@ -160,8 +160,8 @@ else
   setenv outpost_part 2
 fi
 
-# boot.env (OS_ARGS, OS_VERSION) is loaded into the ramdisk area, which
-# initrd.img then overwrites. booti inflates Image.gz through
+# boot.env (OS_ARGS, OS_VERSION, OS_OVERLAYS) is loaded into the ramdisk
+# area, which initrd.img then overwrites. booti inflates Image.gz through
 # kernel_comp_addr_r; kernel_comp_size is the compressed size.
 # The device tree: the slot's own one for the model U-Boot detected (fdtfile,
 # e.g. broadcom/bcm2837-rpi-3-b.dtb) when the board ships them
@@ -170,7 +170,9 @@ fi
 # (No quote characters inside the if block: U-Boot hush misparses them.)
 setenv OS_ARGS
 setenv OS_VERSION
-if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
+setenv OS_OVERLAYS
+if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env import -t ${ramdisk_addr_r} ${filesize} OS_ARGS OS_VERSION OS_OVERLAYS && load ${devtype} ${devnum}:${outpost_part} ${kernel_addr_r} Image.gz && setenv kernel_comp_size ${filesize} && load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} initrd.img && setenv ramdisk_size ${filesize}; then
+  setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"
   setenv outpost_fdt ${outpost_fdt_addr}
   if test -n "${outpost_slot_dtb}" && test -n "${fdtfile}"; then
     if load ${devtype} ${devnum}:${outpost_part} ${fdt_addr_r} ${fdtfile}; then
@@ -179,7 +181,36 @@ if load ${devtype} ${devnum}:${outpost_part} ${ramdisk_addr_r} boot.env && env i
       echo "outpost: slot ${outpost_slot} has no ${fdtfile}; using the firmware device tree"
     fi
   fi
-  setenv bootargs "${OS_ARGS} outpost.slot=${outpost_slot}"
+  # The slot's device-tree overlays (docs/device-trees.md), applied to a copy
+  # of the DT chosen above in the 1 MiB-aligned space after the initrd (1.75 MiB
+  # for the DT, then the overlay). They come from the slot, so an upgrade
+  # that changes them is A/B like the kernel. Any failure: boot on the
+  # untouched DT (a board without its LED still answers; a failed apply can
+  # leave the copy damaged, so it is dropped as a whole).
+  if test -n "${OS_OVERLAYS}"; then
+    setexpr outpost_dt ${ramdisk_addr_r} + ${ramdisk_size}
+    setexpr outpost_dt ${outpost_dt} + 0xfffff
+    setexpr outpost_dt ${outpost_dt} / 0x100000
+    setexpr outpost_dt ${outpost_dt} * 0x100000
+    setexpr outpost_dto ${outpost_dt} + 0x1c0000
+    setenv outpost_dt_ok 0
+    if fdt addr ${outpost_fdt} && fdt move ${outpost_fdt} ${outpost_dt} 0x1c0000; then
+      setenv outpost_dt_ok 1
+    fi
+    for o in ${OS_OVERLAYS}; do
+      if test ${outpost_dt_ok} = 1; then
+        if load ${devtype} ${devnum}:${outpost_part} ${outpost_dto} overlays/${o}.dtbo && fdt apply ${outpost_dto}; then
+          echo "outpost: overlay ${o} applied"
+        else
+          echo "outpost: overlay ${o} failed; booting on the board DT without overlays"
+          setenv outpost_dt_ok 0
+        fi
+      fi
+    done
+    if test ${outpost_dt_ok} = 1; then
+      setenv outpost_fdt 0x${outpost_dt}
+    fi
+  fi
   echo "outpost: booting slot ${outpost_slot}, version ${OS_VERSION}, device tree at ${outpost_fdt}"
   booti ${kernel_addr_r} ${ramdisk_addr_r}:${ramdisk_size} ${outpost_fdt}
 fi

@@ -5,25 +5,26 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use smol::Executor;
 
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::config_apply::{ConfigManager, LiveApply};
+use super::led::{self, Led};
 use super::mounts::DATA_MOUNT;
 use super::persistlog::{self, PersistHandle};
 use super::services::cgroup::{Cgroups, CGROUP_ROOT};
 use super::services::Supervisor;
 use super::slots::commit::{self, Committed, Health};
-use super::slots::{BlockBackend, Slots};
+use super::slots::{BlockBackend, Slots, LAST_BOOT_FILE};
 use super::sys::{MsFlags, RealSys, RebootMode, Sys};
 use super::upload::Uploads;
 use super::watchdog::{self, Watchdog};
 use super::{
     clock, cmdline, grow, hostname, kmsg, log, metrics, modules, mounts, net, netinfo, power,
-    reaper, runtime, serial,
+    reaper, runtime, serial, status,
 };
 use super::{install, upgrade};
 use crate::config::{MachineConfig, Release, RELEASE_PATH};
@@ -144,6 +145,13 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         }
         Err(e) => tracing::error!("modules: {e}"),
     }
+    for w in &args.warnings {
+        tracing::warn!("kernel command line: {w}");
+    }
+    // Right after the modules (the GPIO drivers), so the LED tells of the
+    // boot and the button is sampled from the start.
+    let led = args.led.as_ref().and_then(start_led);
+    let button = args.button.as_ref().and_then(start_button);
 
     // Right after the modules: the watchdog driver is one of them.
     let watchdog = watchdog::open(
@@ -235,7 +243,11 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
         ab: std::sync::OnceLock::new(),
         services: std::sync::OnceLock::new(),
+        led: std::sync::OnceLock::new(),
     });
+    if let Some(led) = &led {
+        let _ = ctx.led.set(led.clone());
+    }
     let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.current().api.port));
     let api_listening = match runtime::start_api(&ex, Path::new(DATA_MOUNT), listen, ctx.clone()) {
         Ok(addr) => {
@@ -273,6 +285,21 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     };
     if let Some(slots) = commit_slot(&args, health, &healthy, watchdog.as_deref()) {
         attach_ab(&ctx, slots, &args);
+    }
+    if let Some(led) = &led {
+        show_commit(led, &ctx, &args, &health, &healthy);
+    }
+    if let Some(held) = button {
+        // Decided within led::button::HOLD_MS of its start: long past, as a rule.
+        let held = loop {
+            if let Some(&held) = held.get() {
+                break held;
+            }
+            smol::Timer::after(Duration::from_millis(100)).await;
+        };
+        if held {
+            rollback_from_button(&ctx);
+        }
     }
 
     loop {
@@ -482,6 +509,76 @@ fn commit_slot(
         }
     }
     Some(slots)
+}
+
+/// The status LED's driver on its GPIO line (docs/leds.md).
+fn start_led(spec: &cmdline::GpioSpec) -> Option<Arc<Led>> {
+    match led::pin::open(spec, true, "outpost-led") {
+        Ok(pin) => led::start(pin, log::uptime_ms, |_| {}),
+        Err(e) => {
+            tracing::error!("status LED: {e}");
+            None
+        }
+    }
+}
+
+/// Sample the rollback button for `led::button::HOLD_MS` from now, on a
+/// thread; the answer appears in the cell.
+fn start_button(spec: &cmdline::GpioSpec) -> Option<Arc<OnceLock<bool>>> {
+    let pin = led::pin::open(spec, false, "outpost-button")
+        .map_err(|e| tracing::error!("rollback button: {e}"))
+        .ok()?;
+    let held = Arc::new(OnceLock::new());
+    let cell = held.clone();
+    std::thread::Builder::new()
+        .name("button".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let _ = cell.set(led::button::sample(pin, log::uptime_ms));
+        })
+        .map_err(|e| tracing::error!("rollback button: starting its thread: {e}"))
+        .ok()?;
+    Some(held)
+}
+
+/// After the commit point: healthy (or fell back) unless the boot is
+/// unhealthy, and the A/B manager's installs shown as they happen.
+fn show_commit(
+    led: &Led,
+    ctx: &ApiContext,
+    args: &cmdline::BootArgs,
+    health: &Health,
+    healthy: &AtomicBool,
+) {
+    let ok = if args.slot.is_some() {
+        healthy.load(Ordering::Acquire)
+    } else {
+        health.failures().is_empty()
+    };
+    if ok {
+        let record = status::read_small(&Path::new(DATA_MOUNT).join(LAST_BOOT_FILE));
+        led.committed(record.is_some_and(|r| r.contains("fallback = true")));
+    }
+    if let Some(ab) = ctx.ab.get() {
+        let ab = ab.clone();
+        led.watch_installs(Box::new(move || ab.installing()));
+    }
+}
+
+/// The button was held at boot: make the other good slot primary and reboot
+/// into it (a slot that is not good is refused, as `outpost rollback` is).
+fn rollback_from_button(ctx: &ApiContext) {
+    tracing::warn!("rollback button held at boot");
+    let Some(ab) = ctx.ab.get() else {
+        tracing::error!("rollback button: no A/B state on this boot; not rolling back");
+        return;
+    };
+    match ab.rollback() {
+        Ok(()) => {
+            let _ = ctx.power.try_send(PowerRequest::Reboot);
+        }
+        Err(e) => tracing::error!("rollback button: {e}"),
+    }
 }
 
 /// The API on the serial line named by `outpost.serial=`. A line missing now

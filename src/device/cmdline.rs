@@ -2,8 +2,9 @@
 //!
 //! Only `outpost.slot=A|B`, `outpost.data=/dev/…`, `outpost.serial=/dev/…`
 //! (the management serial line), `outpost.boot=/dev/…` (BOOT, for the boot
-//! state), `outpost.watchdog=SECS` and `outpost.fault=hang|unhealthy` (fault
-//! injection for system tests) are ours; every other
+//! state), `outpost.watchdog=SECS`, `outpost.led=` and `outpost.button=`
+//! (`CHIP:LINE[:active-low]`, docs/leds.md) and `outpost.fault=hang|unhealthy`
+//! (fault injection for system tests) are ours; every other
 //! word belongs to the kernel and is ignored. Values are validated here, so a
 //! typo in a boot script is a clear error rather than a wrong device mounted.
 
@@ -60,6 +61,63 @@ pub struct BootArgs {
     pub watchdog: Option<u32>,
     /// Fault injection for system tests (`outpost.fault=`).
     pub fault: Option<Fault>,
+    /// The status LED (`outpost.led=`).
+    pub led: Option<GpioSpec>,
+    /// The rollback button (`outpost.button=`).
+    pub button: Option<GpioSpec>,
+    /// Malformed optional words (LED, button): logged and ignored, because a
+    /// typo there must not cost the board its DATA or its slot.
+    pub warnings: Vec<String>,
+}
+
+/// One GPIO line: `CHIP:LINE[:active-low]`. CHIP is `gpiochipN` or the
+/// chip's label (`pinctrl-bcm2835`), which does not depend on probe order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpioSpec {
+    pub chip: String,
+    pub line: u32,
+    pub active_low: bool,
+}
+
+/// Chip labels are at most 31 bytes in the uAPI (`GPIO_MAX_NAME_SIZE`).
+const MAX_GPIO_CHIP: usize = 31;
+/// Highest line offset accepted; the largest SoC GPIO blocks have a few
+/// hundred lines, so anything bigger is a typo.
+const MAX_GPIO_LINE: u32 = 4095;
+
+impl GpioSpec {
+    pub fn parse(value: &str) -> Result<GpioSpec, &'static str> {
+        let mut parts = value.split(':');
+        let (Some(chip), Some(line)) = (parts.next(), parts.next()) else {
+            return Err("must be CHIP:LINE[:active-low]");
+        };
+        let active_low = match parts.next() {
+            None => false,
+            Some("active-low") => true,
+            Some(_) => return Err("the third part may only be `active-low`"),
+        };
+        if parts.next().is_some() {
+            return Err("must be CHIP:LINE[:active-low]");
+        }
+        if chip.is_empty()
+            || chip.len() > MAX_GPIO_CHIP
+            || !chip
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err("CHIP must be 1 to 31 letters, digits, `.`, `_` or `-`");
+        }
+        let line = line
+            .parse::<u32>()
+            .ok()
+            .filter(|l| *l <= MAX_GPIO_LINE)
+            .ok_or("LINE must be a number from 0 to 4095")?;
+        Ok(GpioSpec {
+            chip: chip.to_owned(),
+            line,
+            active_low,
+        })
+    }
 }
 
 /// `outpost.fault=`: make this boot fail on purpose, so system tests can
@@ -136,6 +194,26 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
                     _ => return Err(CmdlineError::BadFault(value.escape_debug().to_string())),
                 };
                 set_once(&mut args.fault, fault, "outpost.fault")?;
+            }
+            "outpost.led" | "outpost.button" => {
+                let field = if key == "outpost.led" {
+                    &mut args.led
+                } else {
+                    &mut args.button
+                };
+                let problem = match GpioSpec::parse(value) {
+                    Ok(spec) if field.as_ref().is_none_or(|old| *old == spec) => {
+                        *field = Some(spec);
+                        continue;
+                    }
+                    Ok(_) => "given twice with different values",
+                    Err(reason) => reason,
+                };
+                *field = None;
+                args.warnings.push(format!(
+                    "`{key}={}`: {problem}; ignored",
+                    value.escape_debug()
+                ));
             }
             "outpost.serial" => {
                 validate_device(value).map_err(|reason| CmdlineError::BadSerial {
@@ -343,6 +421,46 @@ mod tests {
             parse("outpost.slotx=Z foo=bar=baz outpost.other=1 -- outpost.slot=Q").unwrap(),
             BootArgs::default()
         );
+    }
+
+    #[test]
+    fn gpio_lines_parse_and_bad_ones_are_ignored_not_fatal() {
+        let args =
+            parse("outpost.slot=B outpost.led=raspberrypi-exp-gpio:2 outpost.button=gpiochip0:17:active-low")
+                .unwrap();
+        assert_eq!(args.slot, Some(Slot::B));
+        assert_eq!(
+            args.led,
+            Some(GpioSpec {
+                chip: "raspberrypi-exp-gpio".into(),
+                line: 2,
+                active_low: false
+            })
+        );
+        assert_eq!(
+            args.button.as_ref().map(|b| (b.line, b.active_low)),
+            Some((17, true))
+        );
+        assert!(args.warnings.is_empty());
+        for bad in [
+            "outpost.led=",
+            "outpost.led=chip",
+            "outpost.led=chip:x",
+            "outpost.led=chip:4096",
+            "outpost.led=chip:1:active-high",
+            "outpost.led=chip:1:active-low:x",
+            "outpost.led=a/b:1",
+            "outpost.led=0123456789012345678901234567890123:1",
+            "outpost.led=c:1 outpost.led=c:2",
+        ] {
+            let args = parse(&format!("outpost.data=/dev/vda4 {bad}")).unwrap();
+            assert_eq!(args.led, None, "{bad}");
+            assert_eq!(args.data.as_deref(), Some("/dev/vda4"), "{bad}");
+            assert_eq!(args.warnings.len(), 1, "{bad}");
+            assert!(args.warnings[0].contains("outpost.led"), "{bad}");
+        }
+        let same = parse("outpost.button=c:1 outpost.button=c:1").unwrap();
+        assert!(same.button.is_some() && same.warnings.is_empty());
     }
 
     #[test]

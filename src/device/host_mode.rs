@@ -35,6 +35,9 @@ pub struct HostOptions {
     /// Board and version this simulated device claims to run.
     pub board: String,
     pub version: String,
+    /// A simulated status LED (default): each pattern change is logged and
+    /// written to `DATA/state/led`. `--no-led`: a board without one.
+    pub led: bool,
 }
 
 impl HostOptions {
@@ -47,6 +50,7 @@ impl HostOptions {
         let (mut slots, mut release_keys) = (None, None);
         let mut board = "host".to_owned();
         let mut version = env!("CARGO_PKG_VERSION").to_owned();
+        let mut led = true;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| {
@@ -75,6 +79,7 @@ impl HostOptions {
                 "--release-keys" => release_keys = Some(PathBuf::from(value("--release-keys")?)),
                 "--board" => board = value("--board")?,
                 "--version" => version = value("--version")?,
+                "--no-led" => led = false,
                 other => return Err(format!("unknown argument `{other}`")),
             }
         }
@@ -87,6 +92,7 @@ impl HostOptions {
             release_keys,
             board,
             version,
+            led,
         })
     }
 }
@@ -188,7 +194,11 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         uploads: Uploads::new(&opts.data_dir),
         ab: std::sync::OnceLock::new(),
         services: std::sync::OnceLock::new(),
+        led: std::sync::OnceLock::new(),
     });
+    if let Some(led) = opts.led.then(|| simulated_led(&opts.data_dir)).flatten() {
+        let _ = ctx.led.set(led);
+    }
     if let (Some((slots, booted)), Some(dir)) = (sim, &opts.slots) {
         // Host mode is healthy once the API is up: mark the slot good then.
         let keys = opts
@@ -227,6 +237,14 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         .detach();
         let listener = runtime::start_api(&ex, &opts.data_dir, opts.listen, ctx.clone())?;
         tracing::info!("host mode: API on {listener}");
+        // Host mode is healthy once the API is up (as its slot is marked good).
+        if let Some(led) = ctx.led.get() {
+            led.committed(false);
+            if let Some(ab) = ctx.ab.get() {
+                let ab = ab.clone();
+                led.watch_installs(Box::new(move || ab.installing()));
+            }
+        }
         // After the API, as on a board. No cgroups here (unprivileged):
         // limits are skipped with one warning.
         let sup = super::services::Supervisor::start(
@@ -269,6 +287,23 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     };
     persist.flush();
     code
+}
+
+/// Where the simulated LED's pattern is written, under DATA.
+pub const SIM_LED_FILE: &str = "state/led";
+
+/// A status LED without a GPIO: the pattern name goes to `DATA/state/led`.
+fn simulated_led(data: &std::path::Path) -> Option<Arc<super::led::Led>> {
+    let file = data.join(SIM_LED_FILE);
+    super::led::start(super::led::SimPin, super::log::uptime_ms, move |p| {
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&file, p.name()));
+        if let Err(e) = written {
+            tracing::warn!("host mode: {}: {e}", file.display());
+        }
+    })
 }
 
 /// Open a simulated card in `dir` and boot it as U-Boot would.

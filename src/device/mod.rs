@@ -12,6 +12,7 @@ pub mod host_mode;
 pub mod hostname;
 pub mod install;
 pub mod kmsg;
+pub mod led;
 pub mod log;
 pub mod metrics;
 pub mod modules;

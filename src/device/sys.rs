@@ -5,7 +5,8 @@
 //!
 //! [`RealSys`] is the device backend. It is built on nix/rustix safe wrappers;
 //! the `unsafe` in this file is the ioctls no safe wrapper covers: the
-//! watchdog's ([`watchdog_set_timeout`]), BLKPG and EXT4_IOC_RESIZE_FS.
+//! watchdog's ([`watchdog_set_timeout`]), BLKPG, EXT4_IOC_RESIZE_FS and the
+//! GPIO character device's ([`GpioLine`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
@@ -841,6 +842,310 @@ mod blk {
         // pointer, which points at `blocks` on this stack frame.
         unsafe { ext4_ioc_resize_fs(dir.as_raw_fd(), &blocks) }?;
         Ok(())
+    }
+}
+
+/// How a GPIO line is requested (`GPIO_V2_LINE_FLAG_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpioRequest {
+    pub line: u32,
+    pub output: bool,
+    /// The kernel inverts the level: "active" (1) is electrically low.
+    pub active_low: bool,
+    /// Ask for the pull-up bias (a button to ground); drivers without bias
+    /// control ignore it.
+    pub pull_up: bool,
+}
+
+/// One requested GPIO line (GPIO character device, uAPI v2). Values are
+/// logical: with `active_low` the kernel inverts them. Dropping it releases
+/// the line.
+#[derive(Debug)]
+pub struct GpioLine {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl GpioLine {
+    /// Request `req.line` of the chip `/dev/gpiochipN` at `chip`, naming
+    /// `consumer` (shown by `gpioinfo`).
+    pub fn request(chip: &str, req: GpioRequest, consumer: &str) -> Result<GpioLine, SysError> {
+        let f = File::open(chip).map_err(|e| SysError::call("open", chip, io_errno(&e)))?;
+        // The line is part of what failed (EBUSY: the kernel owns it).
+        let fd = gpio::request_line(&f, req, consumer).map_err(|e| SysError::Call {
+            op: "GPIO_V2_GET_LINE",
+            target: format!("{chip} line {}", req.line),
+            errno: e,
+        })?;
+        Ok(GpioLine { fd })
+    }
+
+    /// Drive an output line.
+    pub fn set(&self, active: bool) -> Result<(), SysError> {
+        gpio::set_value(&self.fd, active)
+            .map_err(|e| SysError::call("GPIO_V2_LINE_SET_VALUES", "line", e))
+    }
+
+    /// Read the line.
+    pub fn get(&self) -> Result<bool, SysError> {
+        gpio::get_value(&self.fd).map_err(|e| SysError::call("GPIO_V2_LINE_GET_VALUES", "line", e))
+    }
+}
+
+/// The label of the GPIO chip at `chip` (`pinctrl-bcm2835`): chip numbers
+/// follow probe order, labels do not.
+pub fn gpio_chip_label(chip: &str) -> Result<String, SysError> {
+    let f = File::open(chip).map_err(|e| SysError::call("open", chip, io_errno(&e)))?;
+    gpio::chip_label(&f).map_err(|e| SysError::call("GPIO_GET_CHIPINFO", chip, e))
+}
+
+/// The GPIO character device uAPI v2 (`<linux/gpio.h>`), by hand: gpio-cdev
+/// and linux-embedded-hal bring far more than PID 1 needs.
+#[allow(unsafe_code)]
+mod gpio {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use nix::errno::Errno;
+
+    pub(super) const GPIO_MAX_NAME_SIZE: usize = 32;
+    pub(super) const GPIO_V2_LINES_MAX: usize = 64;
+    pub(super) const GPIO_V2_LINE_NUM_ATTRS_MAX: usize = 10;
+    pub(super) const FLAG_ACTIVE_LOW: u64 = 1 << 1;
+    pub(super) const FLAG_INPUT: u64 = 1 << 2;
+    pub(super) const FLAG_OUTPUT: u64 = 1 << 3;
+    pub(super) const FLAG_BIAS_PULL_UP: u64 = 1 << 8;
+
+    /// `struct gpio_v2_line_attribute`: id, padding, then a u64 union.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct LineAttribute {
+        pub(super) id: u32,
+        pub(super) padding: u32,
+        pub(super) value: u64,
+    }
+
+    /// `struct gpio_v2_line_config_attribute`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub(super) struct LineConfigAttribute {
+        pub(super) attr: LineAttribute,
+        pub(super) mask: u64,
+    }
+
+    /// `struct gpio_v2_line_config`.
+    #[repr(C)]
+    pub(super) struct LineConfig {
+        pub(super) flags: u64,
+        pub(super) num_attrs: u32,
+        pub(super) padding: [u32; 5],
+        pub(super) attrs: [LineConfigAttribute; GPIO_V2_LINE_NUM_ATTRS_MAX],
+    }
+
+    /// `struct gpio_v2_line_request`.
+    #[repr(C)]
+    pub(super) struct LineRequest {
+        pub(super) offsets: [u32; GPIO_V2_LINES_MAX],
+        pub(super) consumer: [u8; GPIO_MAX_NAME_SIZE],
+        pub(super) config: LineConfig,
+        pub(super) num_lines: u32,
+        pub(super) event_buffer_size: u32,
+        pub(super) padding: [u32; 5],
+        pub(super) fd: i32,
+    }
+
+    /// `struct gpio_v2_line_values`: bit i is line i of the request.
+    #[repr(C)]
+    #[derive(Default)]
+    pub(super) struct LineValues {
+        pub(super) bits: u64,
+        pub(super) mask: u64,
+    }
+
+    /// `struct gpiochip_info`.
+    #[repr(C)]
+    pub(super) struct ChipInfo {
+        pub(super) name: [u8; GPIO_MAX_NAME_SIZE],
+        pub(super) label: [u8; GPIO_MAX_NAME_SIZE],
+        pub(super) lines: u32,
+    }
+
+    // #define GPIO_GET_CHIPINFO_IOCTL _IOR(0xB4, 0x01, struct gpiochip_info)
+    nix::ioctl_read!(get_chipinfo, 0xB4, 0x01, ChipInfo);
+    // #define GPIO_V2_GET_LINE_IOCTL _IOWR(0xB4, 0x07, struct gpio_v2_line_request)
+    nix::ioctl_readwrite!(get_line, 0xB4, 0x07, LineRequest);
+    // #define GPIO_V2_LINE_GET_VALUES_IOCTL _IOWR(0xB4, 0x0E, struct gpio_v2_line_values)
+    nix::ioctl_readwrite!(get_values, 0xB4, 0x0E, LineValues);
+    // #define GPIO_V2_LINE_SET_VALUES_IOCTL _IOWR(0xB4, 0x0F, struct gpio_v2_line_values)
+    nix::ioctl_readwrite!(set_values, 0xB4, 0x0F, LineValues);
+
+    /// The request for one line; the consumer name is cut to fit (NUL-terminated).
+    pub(super) fn line_request(req: super::GpioRequest, consumer: &str) -> LineRequest {
+        let mut flags = if req.output { FLAG_OUTPUT } else { FLAG_INPUT };
+        if req.active_low {
+            flags |= FLAG_ACTIVE_LOW;
+        }
+        if req.pull_up {
+            flags |= FLAG_BIAS_PULL_UP;
+        }
+        let mut name = [0u8; GPIO_MAX_NAME_SIZE];
+        for (dst, src) in name
+            .iter_mut()
+            .zip(consumer.bytes().take(GPIO_MAX_NAME_SIZE - 1))
+        {
+            *dst = src;
+        }
+        let mut offsets = [0u32; GPIO_V2_LINES_MAX];
+        offsets[0] = req.line;
+        LineRequest {
+            offsets,
+            consumer: name,
+            config: LineConfig {
+                flags,
+                num_attrs: 0,
+                padding: [0; 5],
+                attrs: [LineConfigAttribute::default(); GPIO_V2_LINE_NUM_ATTRS_MAX],
+            },
+            num_lines: 1,
+            event_buffer_size: 0,
+            padding: [0; 5],
+            fd: -1,
+        }
+    }
+
+    pub(super) fn request_line(
+        chip: &impl AsRawFd,
+        req: super::GpioRequest,
+        consumer: &str,
+    ) -> Result<OwnedFd, Errno> {
+        let mut request = line_request(req, consumer);
+        // SAFETY: the chip fd is borrowed from an open file for the whole
+        // call; GPIO_V2_GET_LINE reads and writes one `gpio_v2_line_request`
+        // (592 bytes, layout pinned by the tests) through the pointer, which
+        // points at `request` on this stack frame.
+        unsafe { get_line(chip.as_raw_fd(), &mut request) }?;
+        if request.fd < 0 {
+            return Err(Errno::EBADF);
+        }
+        // SAFETY: on success the kernel stored a new file descriptor for the
+        // line in `fd`; nothing else owns it, so `OwnedFd` may close it.
+        Ok(unsafe { OwnedFd::from_raw_fd(request.fd) })
+    }
+
+    pub(super) fn set_value(line: &OwnedFd, active: bool) -> Result<(), Errno> {
+        let mut values = LineValues {
+            bits: u64::from(active),
+            mask: 1,
+        };
+        // SAFETY: `line` is an open line fd for the whole call; the ioctl
+        // reads and writes one `gpio_v2_line_values` at `values` on this frame.
+        unsafe { set_values(line.as_raw_fd(), &mut values) }?;
+        Ok(())
+    }
+
+    pub(super) fn get_value(line: &OwnedFd) -> Result<bool, Errno> {
+        let mut values = LineValues { bits: 0, mask: 1 };
+        // SAFETY: as in `set_value`: one `gpio_v2_line_values` on this frame.
+        unsafe { get_values(line.as_raw_fd(), &mut values) }?;
+        Ok(values.bits & 1 != 0)
+    }
+
+    pub(super) fn chip_label(chip: &impl AsRawFd) -> Result<String, Errno> {
+        let mut info = ChipInfo {
+            name: [0; GPIO_MAX_NAME_SIZE],
+            label: [0; GPIO_MAX_NAME_SIZE],
+            lines: 0,
+        };
+        // SAFETY: the fd is borrowed from an open file for the whole call;
+        // GPIO_GET_CHIPINFO writes one `gpiochip_info` (68 bytes) at `info`.
+        unsafe { get_chipinfo(chip.as_raw_fd(), &mut info) }?;
+        let end = info
+            .label
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(GPIO_MAX_NAME_SIZE);
+        Ok(String::from_utf8_lossy(info.label.get(..end).unwrap_or_default()).into_owned())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::mem::{offset_of, size_of};
+
+        /// Sizes, offsets and request codes as `<linux/gpio.h>` (Linux 6.1)
+        /// gives them: the kernel checks none of this, a mismatch corrupts memory.
+        #[test]
+        fn layouts_match_the_uapi_header() {
+            assert_eq!(size_of::<LineAttribute>(), 16);
+            assert_eq!(size_of::<LineConfigAttribute>(), 24);
+            assert_eq!(size_of::<LineConfig>(), 272);
+            assert_eq!(offset_of!(LineConfig, num_attrs), 8);
+            assert_eq!(offset_of!(LineConfig, attrs), 32);
+            assert_eq!(size_of::<LineRequest>(), 592);
+            assert_eq!(offset_of!(LineRequest, consumer), 256);
+            assert_eq!(offset_of!(LineRequest, config), 288);
+            assert_eq!(offset_of!(LineRequest, num_lines), 560);
+            assert_eq!(offset_of!(LineRequest, event_buffer_size), 564);
+            assert_eq!(offset_of!(LineRequest, fd), 588);
+            assert_eq!(size_of::<LineValues>(), 16);
+            assert_eq!(size_of::<ChipInfo>(), 68);
+            assert_eq!(offset_of!(ChipInfo, label), 32);
+            assert_eq!(offset_of!(ChipInfo, lines), 64);
+            let code = |dir: u64, nr: u64, size: usize| {
+                (dir << 30) | ((size as u64) << 16) | (0xB4 << 8) | nr
+            };
+            assert_eq!(code(3, 0x07, size_of::<LineRequest>()), 0xc250_b407);
+            assert_eq!(code(3, 0x0F, size_of::<LineValues>()), 0xc010_b40f);
+            assert_eq!(code(3, 0x0E, size_of::<LineValues>()), 0xc010_b40e);
+            assert_eq!(code(2, 0x01, size_of::<ChipInfo>()), 0x8044_b401);
+            assert_eq!(
+                nix::request_code_readwrite!(0xB4, 0x07, size_of::<LineRequest>()) as u64,
+                0xc250_b407
+            );
+            assert_eq!(
+                nix::request_code_read!(0xB4, 0x01, size_of::<ChipInfo>()) as u64,
+                0x8044_b401
+            );
+        }
+
+        #[test]
+        fn one_line_request_is_encoded() {
+            let req = super::super::GpioRequest {
+                line: 29,
+                output: true,
+                active_low: true,
+                pull_up: false,
+            };
+            let r = line_request(req, "outpost-led-with-a-very-long-consumer-name");
+            assert_eq!(r.num_lines, 1);
+            assert_eq!(r.offsets[0], 29);
+            assert_eq!(r.offsets[1], 0);
+            assert_eq!(r.config.flags, FLAG_OUTPUT | FLAG_ACTIVE_LOW);
+            assert_eq!(r.config.num_attrs, 0);
+            assert_eq!(&r.consumer[..6], b"outpos");
+            assert_eq!(r.consumer[31], 0, "NUL-terminated even when cut");
+            let button = super::super::GpioRequest {
+                line: 17,
+                output: false,
+                active_low: true,
+                pull_up: true,
+            };
+            assert_eq!(
+                line_request(button, "b").config.flags,
+                FLAG_INPUT | FLAG_ACTIVE_LOW | FLAG_BIAS_PULL_UP
+            );
+        }
+
+        #[test]
+        fn opening_a_non_chip_fails_cleanly() {
+            let f = std::fs::File::open("/dev/null").unwrap();
+            assert!(chip_label(&f).is_err());
+            let req = super::super::GpioRequest {
+                line: 0,
+                output: true,
+                active_low: false,
+                pull_up: false,
+            };
+            assert!(request_line(&f, req, "t").is_err());
+        }
     }
 }
 

@@ -47,6 +47,17 @@ pub struct Board {
     /// The QEMU machine that emulates this board, if any (`outpost qemu up`).
     #[serde(default)]
     pub qemu: Option<QemuMachine>,
+    /// Device-tree overlays from `device-trees/` (file stems), compiled into
+    /// the slot and applied by boot.scr in this order (docs/device-trees.md).
+    #[serde(default)]
+    pub overlays: Vec<String>,
+    /// The status LED (docs/leds.md); becomes `outpost.led=` on the kernel
+    /// command line.
+    #[serde(default)]
+    pub led: Option<GpioLineSpec>,
+    /// The rollback button; becomes `outpost.button=`.
+    #[serde(default)]
+    pub button: Option<GpioLineSpec>,
 }
 
 /// One device tree from the kernel package.
@@ -98,6 +109,55 @@ pub enum QemuMachine {
     /// `-M raspi3b`: U-Boot as `-kernel` (the GPU firmware does not run in
     /// QEMU), the board's first DTB as `-dtb`, SD card, usb-net.
     Raspi3b,
+}
+
+/// One GPIO line, as outpost-init requests it from the GPIO character device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioLineSpec {
+    /// `gpiochipN` or, better (numbers follow probe order), the chip's label
+    /// as `gpioinfo` shows it (`pinctrl-bcm2835`, `raspberrypi-exp-gpio`).
+    pub chip: String,
+    /// Line offset within the chip.
+    pub line: u32,
+    /// The line is active when electrically low (LED to 3V3, button to GND;
+    /// a button gets the pull-up then).
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+/// The uAPI's chip label limit (31 bytes and a NUL).
+const MAX_GPIO_CHIP: usize = 31;
+/// outpost-init refuses larger line offsets (src/device/cmdline.rs).
+const MAX_GPIO_LINE: u32 = 4095;
+/// Overlays per board: each is a load and an `fdt apply` at every boot.
+const MAX_OVERLAYS: usize = 16;
+
+impl GpioLineSpec {
+    /// `CHIP:LINE[:active-low]`, what outpost-init parses.
+    pub fn cmdline_value(&self) -> String {
+        let low = if self.active_low { ":active-low" } else { "" };
+        format!("{}:{}{low}", self.chip, self.line)
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        if self.chip.is_empty()
+            || self.chip.len() > MAX_GPIO_CHIP
+            || !self
+                .chip
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            bail!(
+                "`{field}.chip`: `{}` must be 1 to {MAX_GPIO_CHIP} letters, digits, `.`, `_` or `-`",
+                self.chip
+            );
+        }
+        if self.line > MAX_GPIO_LINE {
+            bail!("`{field}.line`: {} is more than {MAX_GPIO_LINE}", self.line);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +305,33 @@ impl Board {
             .any(|a| a.starts_with("outpost.slot="))
         {
             bail!("`cmdline`: outpost.slot= is added by boot.scr");
+        }
+        for (word, field) in [("outpost.led=", "led"), ("outpost.button=", "button")] {
+            if self.cmdline.split_whitespace().any(|a| a.starts_with(word)) {
+                bail!("`cmdline`: {word} is generated from [{field}]; set that instead");
+            }
+        }
+        if let Some(led) = &self.led {
+            led.validate("led")?;
+        }
+        if let Some(button) = &self.button {
+            button.validate("button")?;
+        }
+        if self.overlays.len() > MAX_OVERLAYS {
+            bail!(
+                "`overlays`: {} overlays, at most {MAX_OVERLAYS}",
+                self.overlays.len()
+            );
+        }
+        let mut seen_overlays = std::collections::HashSet::new();
+        for o in &self.overlays {
+            // Names go into boot.env and `load … overlays/NAME.dtbo`.
+            if !is_name(o) {
+                bail!("`overlays`: `{o}` must be lowercase letters, digits and '-'");
+            }
+            if !seen_overlays.insert(o) {
+                bail!("`overlays`: `{o}` is listed twice");
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for m in &self.modules {
@@ -480,6 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn led_button_and_overlays_are_optional() {
+        let good = std::fs::read_to_string(repo_boards().join("qemu-virt.toml")).unwrap();
+        let plain = Board::from_toml(&good).unwrap();
+        assert!(plain.overlays.is_empty() && plain.led.is_none() && plain.button.is_none());
+        let b = Board::from_toml(&good.replacen(
+            "[kernel]",
+            "overlays = [\"rpi3-status-led\"]\n[led]\nchip = \"raspberrypi-exp-gpio\"\nline = 2\n[button]\nchip = \"pinctrl-bcm2835\"\nline = 17\nactive_low = true\n[kernel]",
+            1,
+        ))
+        .unwrap();
+        assert_eq!(b.overlays, ["rpi3-status-led"]);
+        assert_eq!(b.led.unwrap().cmdline_value(), "raspberrypi-exp-gpio:2");
+        assert_eq!(
+            b.button.unwrap().cmdline_value(),
+            "pinctrl-bcm2835:17:active-low"
+        );
+    }
+
+    #[test]
     fn bad_boards_are_refused_with_the_field() {
         let good = std::fs::read_to_string(repo_boards().join("qemu-virt.toml")).unwrap();
         let cases = [
@@ -517,6 +623,25 @@ mod tests {
             let err = Board::from_toml(&good.replacen(from, to, 1)).unwrap_err();
             assert!(format!("{err:#}").contains(needle), "{needle}: {err:#}");
         }
+        let extra = |s: &str| good.replacen("[kernel]", &format!("{s}\n[kernel]"), 1);
+        for (added, needle) in [
+            ("overlays = [\"Bad_Name\"]", "overlays"),
+            ("overlays = [\"a\", \"a\"]", "overlays"),
+            ("[led]\nchip = \"a/b\"\nline = 1", "led.chip"),
+            ("[led]\nchip = \"gpiochip0\"\nline = 5000", "led.line"),
+            ("[button]\nchip = \"gpiochip0\"", "line"),
+            ("[button]\nchip = \"c\"\nline = 1\ncolour = 2", "colour"),
+        ] {
+            let err = Board::from_toml(&extra(added)).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{needle}: {err:#}");
+        }
+        let err = Board::from_toml(&good.replacen(
+            "cmdline = \"panic=5",
+            "cmdline = \"panic=5 outpost.led=c:1",
+            1,
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("[led]"), "{err:#}");
         assert!(Board::load(&repo_boards(), "../boards/qemu-virt").is_err());
         let err = Board::load(&repo_boards(), "no-such-board").unwrap_err();
         assert!(format!("{err:#}").contains("qemu-virt"), "{err:#}");

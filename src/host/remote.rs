@@ -94,6 +94,15 @@ pub enum DeviceCommand {
     Slots(FormatArg),
     /// Switch back to the other good slot.
     Rollback(FormatArg),
+    /// Blink the status LED in its identify pattern, so a technician on site
+    /// finds this board (`--seconds 0` stops it early).
+    Identify {
+        /// How long, at most 3600.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u16).range(0..=3600))]
+        seconds: u16,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Upload a file (e.g. an OS bundle) to the device's staging area. A cut
     /// connection is resumed where it stopped; running it again after a
     /// failure continues too.
@@ -363,6 +372,12 @@ pub fn run(
         DeviceCommand::Network(f) => (client.call(Request::Network)?, pick(&f)),
         DeviceCommand::Slots(f) => (client.call(Request::Slots)?, pick(&f)),
         DeviceCommand::Rollback(f) => (client.call(Request::Rollback)?, pick(&f)),
+        DeviceCommand::Identify { seconds, format } => (
+            client
+                .call(Request::Identify { seconds })
+                .with_context(|| format!("{node}: identify"))?,
+            pick(&format),
+        ),
         // Handled above, before connecting: an upload makes its own connections.
         DeviceCommand::Upload { .. } | DeviceCommand::Upgrade { .. } => return Ok(()),
     };

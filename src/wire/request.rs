@@ -102,6 +102,9 @@ pub enum Request<'a> {
         boot: u8,
         max_bytes: u32,
     },
+    /// Tag 23: Blink the status LED in its identify pattern for `seconds`
+    /// (0 stops it), so a technician finds this board; answered `Accepted`.
+    Identify { seconds: u16 },
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -195,7 +198,7 @@ impl Request<'_> {
             | Time
             | Metrics
             | Network => Role::Reader,
-            Reboot | Poweroff | Service { .. } => Role::Operator,
+            Reboot | Poweroff | Service { .. } | Identify { .. } => Role::Operator,
             ConfigApply { .. }
             | ConfigApplyOpts { .. }
             | ConfigConfirm
@@ -233,6 +236,7 @@ impl Request<'_> {
             ConfigApplyOpts { .. } => "config apply",
             ConfigConfirm => "config confirm",
             BootLogs { .. } => "boot logs",
+            Identify { .. } => "identify",
         }
     }
 }
@@ -322,6 +326,7 @@ mod tests {
                 &[5, 20, 1, b'x', 2, 0, 1, 0xac, 0x02],
             ),
             (Request::ConfigConfirm, &[5, 21]),
+            (Request::Identify { seconds: 300 }, &[5, 23, 0xac, 0x02]),
         ];
         for (req, bytes) in cases {
             let frame = RequestFrame {
@@ -390,6 +395,10 @@ mod tests {
             Role::Operator
         );
         assert_eq!(Request::Rollback.required_role(), Role::Admin);
+        assert_eq!(
+            Request::Identify { seconds: 1 }.required_role(),
+            Role::Operator
+        );
         assert_eq!(
             Request::UploadChunk {
                 handle: 0,

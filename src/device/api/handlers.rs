@@ -57,6 +57,8 @@ pub struct ApiContext {
     pub ab: std::sync::OnceLock<std::sync::Arc<crate::device::upgrade::Ab>>,
     /// The service supervisor, once services have been started (after the API).
     pub services: std::sync::OnceLock<std::sync::Arc<crate::device::services::Supervisor>>,
+    /// The status LED (unset on a board without one).
+    pub led: std::sync::OnceLock<std::sync::Arc<crate::device::led::Led>>,
 }
 
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
@@ -164,7 +166,28 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             boot,
             max_bytes,
         } => boot_logs(ctx, *source, *boot, *max_bytes),
+        Request::Identify { seconds } => identify(ctx, *seconds),
     }
+}
+
+/// Blink the status LED's identify pattern for `seconds` (0 stops it).
+fn identify(ctx: &ApiContext, seconds: u16) -> Result<Response, WireError> {
+    use crate::device::led::MAX_IDENTIFY_SECS;
+    let led = ctx.led.get().ok_or_else(|| {
+        WireError::Invalid(
+            "this board has no status LED (its board definition sets no [led], so the \
+             kernel command line has no outpost.led=)"
+                .into(),
+        )
+    })?;
+    if seconds > MAX_IDENTIFY_SECS {
+        return Err(WireError::Invalid(format!(
+            "identify for {seconds} s: at most {MAX_IDENTIFY_SECS} s"
+        )));
+    }
+    tracing::info!("identify: status LED for {seconds} s");
+    led.identify(seconds);
+    Ok(Response::Accepted)
 }
 
 /// A persisted log of this or an earlier boot, cut to fit one frame.
@@ -401,8 +424,41 @@ mod tests {
             uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
             ab: std::sync::OnceLock::new(),
             services: std::sync::OnceLock::new(),
+            led: std::sync::OnceLock::new(),
         };
         (ctx, rx)
+    }
+
+    #[test]
+    fn identify_needs_an_led_an_operator_and_a_sane_duration() {
+        let (ctx, _rx) = ctx();
+        let req = Request::Identify { seconds: 30 };
+        match handle(&ctx, Role::Operator, &req) {
+            Err(WireError::Invalid(why)) => assert!(why.contains("no status LED"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            handle(&ctx, Role::Reader, &req),
+            Err(WireError::PermissionDenied)
+        );
+        let led = crate::device::led::start(
+            crate::device::led::SimPin,
+            crate::device::log::uptime_ms,
+            |_| {},
+        )
+        .unwrap();
+        let _ = ctx.led.set(led.clone());
+        assert_eq!(handle(&ctx, Role::Operator, &req), Ok(Response::Accepted));
+        assert_eq!(led.pattern(), crate::device::led::LedPattern::Identify);
+        assert!(matches!(
+            handle(&ctx, Role::Admin, &Request::Identify { seconds: 3601 }),
+            Err(WireError::Invalid(_))
+        ));
+        assert_eq!(
+            handle(&ctx, Role::Operator, &Request::Identify { seconds: 0 }),
+            Ok(Response::Accepted)
+        );
+        assert_eq!(led.pattern(), crate::device::led::LedPattern::Booting);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod initramfs;
 mod kernel;
 mod kmod;
 mod mbr;
+pub mod overlays;
 mod personalize;
 mod rpi;
 
@@ -224,6 +225,8 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     let init = read_init(inputs.init_binary)?;
     let release_keys = read_optional(&inputs.site_dir.join("release.pub"), 16 << 10)?;
     let extensions = read_extensions(inputs.extensions)?;
+    // Before the slow steps: a missing overlay is a quick error.
+    let overlays = overlays::compile_all(Path::new(overlays::SOURCE_DIR), &board.overlays)?;
 
     let image = kernel::load(&kern.image)?;
     kernel::check_layout(&image, &board.uboot)?;
@@ -255,12 +258,21 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     }
     let boot_env = boot_env(board, inputs.version);
     let dtbs = rpi::slot_dtbs(board, &kern)?;
+    let overlay_files: Vec<(String, &[u8])> = overlays
+        .iter()
+        .map(|(name, blob)| (overlays::slot_path(name), blob.as_slice()))
+        .collect();
     let mut payload: Vec<(&str, &[u8])> = vec![
         (KERNEL_FILE, &image.gz),
         (INITRD_FILE, &initrd),
         (BOOT_ENV_FILE, boot_env.as_bytes()),
     ];
     payload.extend(dtbs.iter().map(|(n, d)| (n.as_str(), d.as_slice())));
+    payload.extend(
+        overlay_files
+            .iter()
+            .map(|(name, blob)| (name.as_str(), *blob)),
+    );
     let manifest = Manifest {
         board: board.name.clone(),
         version: inputs.version.to_owned(),
@@ -323,7 +335,9 @@ fn validate_version(v: &str) -> Result<()> {
     Ok(())
 }
 
-/// The slot's text env for `env import -t`.
+/// The slot's text env for `env import -t`: the kernel arguments (with the
+/// status LED and button lines), the version and, when the board has any,
+/// the overlays boot.scr applies from this slot.
 fn boot_env(board: &Board, version: &str) -> String {
     let mut args = format!(
         "console={} outpost.data={}",
@@ -333,7 +347,17 @@ fn boot_env(board: &Board, version: &str) -> String {
         args.push(' ');
         args.push_str(board.cmdline.trim());
     }
-    format!("OS_ARGS={args}\nOS_VERSION={version}\n")
+    if let Some(led) = &board.led {
+        args.push_str(&format!(" outpost.led={}", led.cmdline_value()));
+    }
+    if let Some(button) = &board.button {
+        args.push_str(&format!(" outpost.button={}", button.cmdline_value()));
+    }
+    let mut env = format!("OS_ARGS={args}\nOS_VERSION={version}\n");
+    if !board.overlays.is_empty() {
+        env.push_str(&format!("OS_OVERLAYS={}\n", board.overlays.join(" ")));
+    }
+    env
 }
 
 /// boot.cmd with a prelude of the board's values: the disk to use when the

@@ -101,6 +101,16 @@ fn boot_cmd_uses_the_prelude_and_file_names() {
         assert!(text.contains(needle), "boot.cmd lacks {needle}");
     }
     assert_eq!(format!("{STATE_SIZE:#x}"), "0x4000");
+    // U-Boot's hush takes an apostrophe inside "…" for a quote: the whole
+    // script is then a syntax error and no slot boots.
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for (i, part) in line.split('"').enumerate() {
+            assert!(
+                i % 2 == 0 || !part.contains('\''),
+                "apostrophe in quotes: {line}"
+            );
+        }
+    }
 }
 
 fn build_once(site: &Path, out: &Path, init: &Path) -> BuildReport {
@@ -451,4 +461,93 @@ fn every_board_image_layout() {
             board.name
         );
     }
+}
+
+#[test]
+fn boot_env_carries_led_button_and_overlays() {
+    let mut board = qemu_board();
+    board.led = Some(crate::host::board::GpioLineSpec {
+        chip: "raspberrypi-exp-gpio".into(),
+        line: 2,
+        active_low: false,
+    });
+    board.button = Some(crate::host::board::GpioLineSpec {
+        chip: "pinctrl-bcm2835".into(),
+        line: 17,
+        active_low: true,
+    });
+    board.overlays = vec!["bcm2837-watchdog".into(), "rpi3-status-led".into()];
+    let env = boot_env(&board, "1.2.3");
+    assert_eq!(
+        env,
+        "OS_ARGS=console=ttyAMA0 outpost.data=/dev/vda4 panic=5 loglevel=4 outpost.serial=/dev/ttyS0 \
+         outpost.led=raspberrypi-exp-gpio:2 outpost.button=pinctrl-bcm2835:17:active-low\n\
+         OS_VERSION=1.2.3\nOS_OVERLAYS=bcm2837-watchdog rpi3-status-led\n"
+    );
+    // boot.cmd imports the list and loads each from the slot's overlays/.
+    let text = read_script(&repo().join("uboot/boot.cmd")).unwrap();
+    for needle in [
+        "OS_OVERLAYS",
+        "overlays/${o}.dtbo",
+        "fdt apply",
+        "${outpost_fdt}",
+    ] {
+        assert!(text.contains(needle), "boot.cmd lacks {needle}");
+    }
+}
+
+/// A board's overlays are compiled into its slot (and so into bundles) as
+/// overlays/NAME.dtbo, listed with their hashes in the manifest.
+#[test]
+fn slot_carries_the_boards_overlays() {
+    if Command::new("dtc").arg("--version").output().is_err() {
+        eprintln!("SKIP: dtc (device-tree-compiler) not installed");
+        return;
+    }
+    if cached_kernel().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let site = ext4::tests::fake_site("edge-1");
+    let init = work.path().join("init");
+    std::fs::write(&init, fake_init()).unwrap();
+    let mut board = qemu_board();
+    board.overlays = vec!["rpi3-status-led".into()];
+    let slot = build_slot(&SlotInputs {
+        board: &board,
+        site_dir: site.path(),
+        init_binary: &init,
+        version: "0.1.0-test",
+        build_time: 1_700_000_000,
+        volume_id: 1,
+        extensions: &[],
+    })
+    .unwrap();
+    let entry = slot
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.name == "overlays/rpi3-status-led.dtbo")
+        .expect("overlay in the manifest");
+    let fs =
+        fatfs::FileSystem::new(std::io::Cursor::new(slot.image), fatfs::FsOptions::new()).unwrap();
+    let blob = read_fat(&fs, "overlays/rpi3-status-led.dtbo");
+    assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
+    assert_eq!(sha256_hex(&blob), entry.sha256);
+    let env = String::from_utf8(read_fat(&fs, BOOT_ENV_FILE)).unwrap();
+    assert!(env.ends_with("OS_OVERLAYS=rpi3-status-led\n"), "{env}");
+
+    board.overlays = vec!["no-such-overlay".into()];
+    let err = build_slot(&SlotInputs {
+        board: &board,
+        site_dir: site.path(),
+        init_binary: &init,
+        version: "0.1.0-test",
+        build_time: 1_700_000_000,
+        volume_id: 1,
+        extensions: &[],
+    })
+    .err()
+    .expect("missing overlay refused");
+    assert!(format!("{err:#}").contains("no-such-overlay"), "{err:#}");
 }
