@@ -12,7 +12,9 @@
 //!   bcm2835_wdt is left out;
 //! - usb-net on its dwc2 host does not enumerate under Debian's dwc2 driver
 //!   ("dwc2 3f980000.usb: Not connected", no interface within 20 s), so the
-//!   API goes over the serial transport, with `outpost.serial=/dev/ttyAMA0`.
+//!   API goes over the serial transport, with `outpost.serial=/dev/ttyAMA0`
+//!   and the `bcm2837-bt-off` overlay: Debian's DTB hangs Bluetooth under
+//!   the PL011 (serdev), which otherwise leaves no /dev/ttyAMA0.
 //!
 //! Needs `scripts/setup` and `scripts/build-init`; OUTPOST_SKIP_QEMU=1 leaves
 //! it out.
@@ -36,7 +38,7 @@ fn rpi3_image_boots_in_raspi3b_and_answers_status() {
     let rpi3 = std::fs::read_to_string(repo().join("boards/rpi3.toml")).unwrap();
     let test_board = rpi3.replacen(", \"bcm2835_wdt\"]", "]", 1).replacen(
         "cmdline = \"panic=5 loglevel=4\"",
-        "cmdline = \"panic=5 loglevel=4 outpost.serial=/dev/ttyAMA0\"",
+        "cmdline = \"panic=5 loglevel=4 outpost.serial=/dev/ttyAMA0\"\noverlays = [\"bcm2837-bt-off\"]",
         1,
     );
     assert!(!test_board.contains("bcm2835_wdt\"") && test_board.contains("ttyAMA0"));
@@ -84,7 +86,8 @@ fn rpi3_image_boots_in_raspi3b_and_answers_status() {
     assert_eq!(s["slot"], "A", "{s}");
 
     // It came the Raspberry Pi way: U-Boot rpi_3 on the mini UART ran our
-    // boot.scr from the SD card (mmc 0) and booted the slot's own DTB.
+    // boot.scr from the SD card (mmc 0) and booted the slot's own DTB with
+    // the slot's overlay (Bluetooth off, so the PL011 is ttyAMA0) applied.
     let console = env.console("pi");
     for needle in [
         "U-Boot 2023.01",
@@ -92,7 +95,8 @@ fn rpi3_image_boots_in_raspi3b_and_answers_status() {
         "Scanning mmc 0:1",
         "outpost: slot A chosen",
         "outpost: booting slot A",
-        "device tree at 0xa000000",
+        // The slot's DTB (fdt_addr_r) with the slot's overlay applied to a copy.
+        "outpost: overlay bcm2837-bt-off applied",
         "DATA mounted device=/dev/mmcblk0p4",
     ] {
         assert!(
@@ -102,7 +106,8 @@ fn rpi3_image_boots_in_raspi3b_and_answers_status() {
         );
     }
     assert!(!console.contains("using the firmware device tree"));
-    let dmesg = env.ok(&["--serial", sock_s, "dmesg"]);
+    // The machine line is among the first of the kernel log: ask for all of it.
+    let dmesg = env.ok(&["--serial", sock_s, "dmesg", "--bytes", "60000"]);
     assert!(dmesg.contains("Raspberry Pi 3 Model B"), "model in dmesg");
     assert!(dmesg.contains("outpost.slot=A"));
 }
