@@ -192,13 +192,16 @@ fn bmaptool_copies_with_ours() {
     std::fs::write(&map, bmap.to_xml()).unwrap();
     let dest = dir.path().join("dest.img");
     std::fs::write(&dest, vec![0xaa; 21 * 4096]).unwrap();
-    let out = Command::new("bmaptool")
-        .args(["copy", "--bmap"])
-        .arg(&map)
-        .arg(&img)
-        .arg(&dest)
-        .output()
-        .unwrap();
+    let copy = || {
+        Command::new("bmaptool")
+            .args(["copy", "--bmap"])
+            .arg(&map)
+            .arg(&img)
+            .arg(&dest)
+            .output()
+            .unwrap()
+    };
+    let out = copy();
     assert!(
         out.status.success(),
         "{}",
@@ -212,13 +215,7 @@ fn bmaptool_copies_with_ours() {
     let mut wrong = bmap.clone();
     wrong.ranges[1].sha256 = Some("00".repeat(32));
     std::fs::write(&map, wrong.to_xml()).unwrap();
-    let out = Command::new("bmaptool")
-        .args(["copy", "--bmap"])
-        .arg(&map)
-        .arg(&img)
-        .arg(&dest)
-        .output()
-        .unwrap();
+    let out = copy();
     assert!(
         !out.status.success(),
         "bmaptool must check our range checksums"

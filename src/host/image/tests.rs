@@ -512,17 +512,20 @@ fn slot_carries_the_boards_overlays() {
     let init = work.path().join("init");
     std::fs::write(&init, fake_init()).unwrap();
     let mut board = qemu_board();
+    // The same slot inputs, with the board's overlays as each case sets them.
+    let slot_for = |board: &crate::host::board::Board| {
+        build_slot(&SlotInputs {
+            board,
+            site_dir: site.path(),
+            init_binary: &init,
+            version: "0.1.0-test",
+            build_time: 1_700_000_000,
+            volume_id: 1,
+            extensions: &[],
+        })
+    };
     board.overlays = vec!["rpi3-status-led".into()];
-    let slot = build_slot(&SlotInputs {
-        board: &board,
-        site_dir: site.path(),
-        init_binary: &init,
-        version: "0.1.0-test",
-        build_time: 1_700_000_000,
-        volume_id: 1,
-        extensions: &[],
-    })
-    .unwrap();
+    let slot = slot_for(&board).unwrap();
     let entry = slot
         .manifest
         .files
@@ -538,16 +541,6 @@ fn slot_carries_the_boards_overlays() {
     assert!(env.ends_with("OS_OVERLAYS=rpi3-status-led\n"), "{env}");
 
     board.overlays = vec!["no-such-overlay".into()];
-    let err = build_slot(&SlotInputs {
-        board: &board,
-        site_dir: site.path(),
-        init_binary: &init,
-        version: "0.1.0-test",
-        build_time: 1_700_000_000,
-        volume_id: 1,
-        extensions: &[],
-    })
-    .err()
-    .expect("missing overlay refused");
+    let err = slot_for(&board).err().expect("missing overlay refused");
     assert!(format!("{err:#}").contains("no-such-overlay"), "{err:#}");
 }
