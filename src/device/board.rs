@@ -274,7 +274,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         registry,
         &ctx,
         init_start,
-        args.slot.is_some(),
+        args.slot.is_some().then(|| commit_deadline(&args)),
     )
     .await;
     let health = Health {
@@ -343,7 +343,7 @@ async fn start_services(
     registry: reaper::ChildRegistry,
     ctx: &ApiContext,
     init_start: u64,
-    wait_for_health: bool,
+    commit_deadline: Option<Duration>,
 ) -> bool {
     if config.services.is_empty() {
         return true;
@@ -360,11 +360,11 @@ async fn start_services(
     };
     let sup = Supervisor::start(ex, config.services.clone(), cgroups, registry);
     let _ = ctx.services.set(sup.clone());
-    if !wait_for_health {
+    let Some(deadline) = commit_deadline else {
         return true;
-    }
+    };
     let spent = Duration::from_millis(log::uptime_ms().saturating_sub(init_start));
-    let budget = commit::COMMIT_DEADLINE
+    let budget = deadline
         .saturating_sub(spent)
         .saturating_sub(SERVICES_HEALTH_MARGIN);
     let unhealthy = sup.wait_healthy(budget).await;
@@ -432,7 +432,15 @@ fn attach_ab(ctx: &ApiContext, slots: Arc<super::slots::Slots>, args: &cmdline::
     )));
 }
 
-/// Reboot unless this boot is healthy within `commit::COMMIT_DEADLINE`
+/// How long this boot has to become healthy: `outpost.commit_deadline=` when
+/// the board's command line sets one (slow boards, slow services), else
+/// `commit::COMMIT_DEADLINE`.
+fn commit_deadline(args: &cmdline::BootArgs) -> Duration {
+    args.commit_deadline
+        .map_or(commit::COMMIT_DEADLINE, |s| Duration::from_secs(s.into()))
+}
+
+/// Reboot unless this boot is healthy within [`commit_deadline`]
 /// (only when booted by boot.scr: `outpost.slot=` is set). Returns the flag
 /// that [`commit_slot`] raises.
 fn start_commit_deadline(
@@ -455,7 +463,7 @@ fn start_commit_deadline(
             tracing::error!("still running after the deadline reboot: {err}");
         };
         ex.spawn(commit::deadline(
-            commit::COMMIT_DEADLINE,
+            commit_deadline(args),
             healthy.clone(),
             on_miss,
         ))

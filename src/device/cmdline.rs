@@ -2,7 +2,8 @@
 //!
 //! Only `outpost.slot=A|B`, `outpost.data=/dev/…`, `outpost.serial=/dev/…`
 //! (the management serial line), `outpost.boot=/dev/…` (BOOT, for the boot
-//! state), `outpost.watchdog=SECS`, `outpost.led=` and `outpost.button=`
+//! state), `outpost.watchdog=SECS`, `outpost.commit_deadline=SECS` (how long
+//! a boot has to become healthy), `outpost.led=` and `outpost.button=`
 //! (`CHIP:LINE[:active-low]`, docs/leds.md) and `outpost.fault=hang|unhealthy`
 //! (fault injection for system tests) are ours; every other
 //! word belongs to the kernel and is ignored. Values are validated here, so a
@@ -36,6 +37,8 @@ pub enum CmdlineError {
     BadBoot { value: String, reason: &'static str },
     #[error("kernel command line: `outpost.watchdog={0}` is not {MIN_WATCHDOG_SECS} to {MAX_WATCHDOG_SECS} seconds")]
     BadWatchdog(String),
+    #[error("kernel command line: `outpost.commit_deadline={0}` is not {MIN_COMMIT_DEADLINE_SECS} to {MAX_COMMIT_DEADLINE_SECS} seconds")]
+    BadCommitDeadline(String),
     #[error("kernel command line: `outpost.fault={0}` is not hang or unhealthy")]
     BadFault(String),
     #[error("kernel command line: `{key}` is given twice with different values")]
@@ -59,6 +62,8 @@ pub struct BootArgs {
     pub boot: Option<String>,
     /// Hardware watchdog timeout in seconds (`outpost.watchdog=`).
     pub watchdog: Option<u32>,
+    /// Seconds from init's start to a healthy boot (`outpost.commit_deadline=`).
+    pub commit_deadline: Option<u32>,
     /// Fault injection for system tests (`outpost.fault=`).
     pub fault: Option<Fault>,
     /// The status LED (`outpost.led=`).
@@ -133,6 +138,11 @@ pub enum Fault {
 /// `outpost.watchdog=` bounds (the watchdog module clamps to the same).
 pub use crate::config::{MAX_WATCHDOG_SECS, MIN_WATCHDOG_SECS};
 
+/// `outpost.commit_deadline=` bounds: below 10 s even a healthy board under
+/// TCG misses it; above an hour a hung slot keeps a site down too long.
+pub const MIN_COMMIT_DEADLINE_SECS: u32 = 10;
+pub const MAX_COMMIT_DEADLINE_SECS: u32 = 3600;
+
 /// Read and parse `/proc/cmdline`.
 pub fn read(sys: &dyn Sys) -> Result<BootArgs, CmdlineError> {
     // One byte more than the cap so an oversized file is detected, not cut.
@@ -186,6 +196,16 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
                     .filter(|s| (MIN_WATCHDOG_SECS..=MAX_WATCHDOG_SECS).contains(s))
                     .ok_or_else(|| CmdlineError::BadWatchdog(value.escape_debug().to_string()))?;
                 set_once(&mut args.watchdog, secs, "outpost.watchdog")?;
+            }
+            "outpost.commit_deadline" => {
+                let secs = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| (MIN_COMMIT_DEADLINE_SECS..=MAX_COMMIT_DEADLINE_SECS).contains(s))
+                    .ok_or_else(|| {
+                        CmdlineError::BadCommitDeadline(value.escape_debug().to_string())
+                    })?;
+                set_once(&mut args.commit_deadline, secs, "outpost.commit_deadline")?;
             }
             "outpost.fault" => {
                 let fault = match value {
@@ -357,6 +377,16 @@ mod tests {
             );
         }
         for word in [
+            "outpost.commit_deadline=9",
+            "outpost.commit_deadline=3601",
+            "outpost.commit_deadline=1m",
+        ] {
+            assert!(
+                matches!(parse(word), Err(CmdlineError::BadCommitDeadline(_))),
+                "{word}"
+            );
+        }
+        for word in [
             "outpost.fault=",
             "outpost.fault=Hang",
             "outpost.fault=crash",
@@ -372,8 +402,9 @@ mod tests {
                 key: "outpost.fault"
             })
         );
-        let args = parse("outpost.boot=/dev/mmcblk0p1 outpost.watchdog=5 outpost.fault=unhealthy")
+        let args = parse("outpost.boot=/dev/mmcblk0p1 outpost.watchdog=5 outpost.fault=unhealthy outpost.commit_deadline=20")
             .unwrap();
+        assert_eq!(args.commit_deadline, Some(20));
         assert_eq!(args.boot.as_deref(), Some("/dev/mmcblk0p1"));
         assert_eq!(args.watchdog, Some(5));
         assert_eq!(args.fault, Some(Fault::Unhealthy));
