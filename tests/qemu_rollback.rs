@@ -72,9 +72,9 @@ impl Drop for Env {
     }
 }
 
-/// `boards/qemu-virt.toml` with `extra` appended to its kernel command line,
-/// in `dir` (for `OUTPOST_BOARDS`).
-fn faulty_board(dir: &Path, extra: &str) {
+/// `boards/qemu-virt.toml` with `extra` appended to its kernel command line
+/// and `tables` to its end, in `dir` (for `OUTPOST_BOARDS`).
+fn faulty_board(dir: &Path, extra: &str, tables: &str) {
     let text = std::fs::read_to_string(repo().join("boards/qemu-virt.toml")).unwrap();
     let mut found = false;
     let out: Vec<String> = text
@@ -97,7 +97,7 @@ fn faulty_board(dir: &Path, extra: &str) {
         "no `cmdline = \"...\"` line in boards/qemu-virt.toml"
     );
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("qemu-virt.toml"), out.join("\n") + "\n").unwrap();
+    std::fs::write(dir.join("qemu-virt.toml"), out.join("\n") + "\n" + tables).unwrap();
 }
 
 /// Site, device identity and the 0.1.0 image, built once for the tests that
@@ -141,6 +141,11 @@ impl Base {
 /// A copy of the 0.1.0 image and a faulty 0.2.0 bundle (the board's kernel
 /// command line plus `extra`); boot the image.
 fn boot_fresh(extra: &str) -> (Env, PathBuf) {
+    boot_fresh_with(extra, "")
+}
+
+/// [`boot_fresh`], with `tables` added to the 0.2.0 board definition.
+fn boot_fresh_with(extra: &str, tables: &str) -> (Env, PathBuf) {
     let base = Base::get();
     let init = init_binary();
     let cli = Cli::new();
@@ -162,7 +167,7 @@ fn boot_fresh(extra: &str) -> (Env, PathBuf) {
         .unwrap();
     assert!(cp.success());
     let boards = env.cli.path("boards");
-    faulty_board(&boards, extra);
+    faulty_board(&boards, extra, tables);
     let bundle = env.cli.path("faulty-0.2.0.bundle");
     let site = base.cli.path("site");
     let out = env
@@ -394,4 +399,64 @@ fn rollback_after_watchdog_reset() {
         env.console_tail(40)
     );
     finish(&env, "init hangs, i6300esb watchdog resets", took);
+}
+
+/// The rollback button, end to end on a real kernel GPIO line: QEMU virt's
+/// PL061 pulls its unconnected lines down, so line 0 read active-low is a
+/// button held from power-on (gpio_keys, which would claim line 3 for the
+/// power button, is not loaded). 0.2.0's board definition names it in
+/// `[button]`; A's does not.
+/// B boots, commits, sees the button held for 3 s, makes A primary and
+/// reboots: an operator's rollback, so B stays good.
+#[test]
+fn rollback_by_button_held_at_boot() {
+    if skip_qemu() {
+        return;
+    }
+    let (mut env, bundle) = boot_fresh_with(
+        "",
+        "[button]\nchip = \"9030000.pl061\"\nline = 0\nactive_low = true\n",
+    );
+    let start = Instant::now();
+    let limit = Duration::from_secs(150);
+    let log = std::fs::File::create(env.cli.path("upgrade.log")).unwrap();
+    let child = env
+        .cli
+        .command(&["upgrade", bundle.to_str().unwrap(), "--timeout", "150"])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    env.upgrade = Some(child);
+    let back = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        if let Some(s) = env.slots() {
+            if s["booted"] == "A" && s["slots"][1]["version"] == "0.2.0" {
+                break s;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not back on A within {} s; upgrade:\n{}\nconsole:\n{}",
+            limit.as_secs(),
+            std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default(),
+            env.console_tail(60)
+        );
+    };
+    let took = start.elapsed();
+    assert_eq!(s_str(&back, "primary"), "A", "{back}");
+    assert_eq!(back["slots"][1]["state"], "good", "{back}");
+    let console = env.console();
+    assert_eq!(
+        console.matches("rollback button held at boot").count(),
+        1,
+        "{}",
+        env.console_tail(60)
+    );
+    assert!(
+        console.contains("outpost: slot B chosen"),
+        "{}",
+        env.console_tail(60)
+    );
+    finish(&env, "button held at boot", took);
 }

@@ -58,7 +58,11 @@ impl Machine {
         );
         match self.kind {
             QemuMachine::Virt => {
-                cmd.args(["-M", "virt", "-cpu", "cortex-a53", "-smp", "1"])
+                // acpi=off: with firmware (-bios) QEMU otherwise replaces
+                // the PL061 GPIO controller by an ACPI event device; the
+                // kernel boots from U-Boot's device tree either way, and the
+                // PL061 gives the board real GPIO lines (the button test).
+                cmd.args(["-M", "virt,acpi=off", "-cpu", "cortex-a53", "-smp", "1"])
                     .args(["-m", &self.memory_mib.to_string()])
                     .args(["-display", "none", "-monitor", "none"])
                     .args(["-serial", &console])
