@@ -421,6 +421,21 @@ fn every_board_image_layout() {
                 assert_eq!(read_fat(&boot, &d.file), theirs, "BOOT/{}", d.file);
             }
         }
+        // The board's [led]/[button] reach the kernel command line.
+        let env = String::from_utf8_lossy(&read_fat(&slot, BOOT_ENV_FILE)).into_owned();
+        for (word, spec) in [
+            ("outpost.led=", &board.led),
+            ("outpost.button=", &board.button),
+        ] {
+            match spec {
+                Some(s) => assert!(
+                    env.contains(&format!("{word}{}", s.cmdline_value())),
+                    "{}: {env}",
+                    board.name
+                ),
+                None => assert!(!env.contains(word), "{}: {env}", board.name),
+            }
+        }
         if board.dtbs.is_empty() {
             assert!(script.contains("setenv outpost_slot_dtb\n"));
         } else {
