@@ -189,7 +189,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
                 None
             }
         };
-        if let Err(e) = persistlog::start(&ex, Path::new(DATA_MOUNT), &ring, kernel, &persist) {
+        if let Err(e) = persistlog::start(Path::new(DATA_MOUNT), &ring, kernel, &persist) {
             tracing::error!("logs not persisted: {e}");
         }
     }

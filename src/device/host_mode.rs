@@ -163,7 +163,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
     // The system log of each "boot" (each re-exec) is kept under DATA/logs
     // as on a board; host mode has no kernel log of its own.
     let persist = super::persistlog::PersistHandle::new();
-    if let Err(e) = super::persistlog::start(&ex, &opts.data_dir, &log, None, &persist) {
+    if let Err(e) = super::persistlog::start(&opts.data_dir, &log, None, &persist) {
         tracing::error!("host mode: logs not persisted: {e}");
     }
     // The host's clock is the "RTC"; steps are a process-local offset.

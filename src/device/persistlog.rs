@@ -58,6 +58,8 @@ pub enum PersistError {
     OutOfRange { boot: u8 },
     #[error("no {what} log of boot -{boot} on DATA")]
     Missing { boot: u8, what: &'static str },
+    #[error("starting the log writer thread: {0}")]
+    Thread(String),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PersistError + 'a {
@@ -389,11 +391,10 @@ impl PersistHandle {
     }
 }
 
-/// Start persisting this boot's logs under `data/logs`: rotate, then a task
+/// Start persisting this boot's logs under `data/logs`: rotate, then a thread
 /// that flushes every [`BATCH_INTERVAL`], and within [`URGENT_MIN_GAP`] of
 /// a warning or error.
 pub fn start(
-    ex: &smol::Executor<'static>,
     data: &Path,
     ring: &LogRing,
     kernel: Option<Box<dyn KernelSource>>,
@@ -403,22 +404,26 @@ pub fn start(
     let p = Persister::open(&logs, ring.clone(), kernel)?;
     handle.set(p);
     let (ring, handle) = (ring.clone(), handle.clone());
-    ex.spawn(async move {
-        // A tick per URGENT_MIN_GAP: new lines are taken (memory stays
-        // small), written and synced only when due or urgent.
-        let mut ticks = 0u32;
-        let per_batch = (BATCH_INTERVAL.as_millis() / URGENT_MIN_GAP.as_millis()).max(1);
-        loop {
-            smol::Timer::after(URGENT_MIN_GAP).await;
-            ticks += 1;
-            let due = u128::from(ticks) >= per_batch;
-            if due {
-                ticks = 0;
+    // A thread of its own, not a task: on a slow SD card an fsync can take a
+    // second, which the executor thread (the API, the watchdog) must not
+    // wait out. A tick per URGENT_MIN_GAP: new lines are taken (memory stays
+    // small), written and synced only when due or urgent.
+    let per_batch = (BATCH_INTERVAL.as_millis() / URGENT_MIN_GAP.as_millis()).max(1);
+    std::thread::Builder::new()
+        .name("persistlog".into())
+        .spawn(move || {
+            let mut ticks = 0u32;
+            loop {
+                std::thread::sleep(URGENT_MIN_GAP);
+                ticks += 1;
+                let due = u128::from(ticks) >= per_batch;
+                if due {
+                    ticks = 0;
+                }
+                handle.tick(due, ring.take_urgent());
             }
-            handle.tick(due, ring.take_urgent());
-        }
-    })
-    .detach();
+        })
+        .map_err(|e| PersistError::Thread(e.to_string()))?;
     tracing::info!(
         "persisting logs in {} (keeping {KEEP_BOOTS} boots)",
         logs.display()

@@ -231,11 +231,27 @@ impl rustls::time_provider::TimeProvider for TimeKeeper {
     }
 }
 
-/// Save the clock every [`SAVE_INTERVAL`], forever.
+/// Save the clock every [`SAVE_INTERVAL`], forever. The durable write
+/// (write, fsync, rename, fsync the directory) runs off the executor thread:
+/// on a slow SD card it can take a second, which the API and the watchdog
+/// must not wait out.
 pub async fn save_periodically(keeper: Arc<TimeKeeper>) {
     loop {
         smol::Timer::after(SAVE_INTERVAL).await;
-        keeper.save();
+        save_off_thread(&keeper);
+    }
+}
+
+/// [`TimeKeeper::save`] on a thread of its own, not awaited (a save is
+/// hourly or after a first sync: a short thread costs less than the ~10 KB a
+/// blocking pool adds to the binary).
+pub fn save_off_thread(keeper: &Arc<TimeKeeper>) {
+    let keeper = keeper.clone();
+    if let Err(e) = std::thread::Builder::new()
+        .name("clock-save".into())
+        .spawn(move || keeper.save())
+    {
+        tracing::warn!("clock: starting the save thread: {e}");
     }
 }
 

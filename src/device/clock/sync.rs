@@ -115,7 +115,7 @@ pub async fn run(keeper: Arc<TimeKeeper>, config: TimeConfig) {
                         if stepped || first {
                             tracing::info!("{msg}");
                             // A good time is worth keeping at once.
-                            keeper.save();
+                            super::save_off_thread(&keeper);
                         } else {
                             tracing::debug!("{msg}");
                         }
