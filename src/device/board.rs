@@ -215,7 +215,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         wd.set_timeout(secs);
     }
 
-    bring_up_network(&ex, &config).await;
+    let _links = bring_up_network(&ex, &config).await;
     ex.spawn(clock::sync::run(time.clone(), config.time.clone()))
         .detach();
 
@@ -592,16 +592,8 @@ fn start_serial(ex: &Arc<Executor<'static>>, tty: &Path, ctx: Arc<ApiContext>) {
     }
 }
 
-async fn bring_up_network(ex: &Arc<Executor<'static>>, config: &MachineConfig) {
-    match net::bring_up(&config.network).await {
-        Ok(up) => {
-            tracing::info!("network: {up}");
-            if let Some(task) = up.renewal() {
-                ex.spawn(task).detach();
-            }
-        }
-        Err(e) => tracing::error!("network: {e}"),
-    }
+async fn bring_up_network(ex: &Arc<Executor<'static>>, config: &MachineConfig) -> net::Links {
+    net::start(ex, &config.network).await
 }
 
 fn read_release(sys: &dyn Sys) -> Release {
