@@ -70,7 +70,48 @@ pub struct LinkConfig {
     /// Health probe; none: the link is healthy while it has carrier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ProbeConfig>,
+    /// An LTE modem's AT port that must dial before the link carries data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modem: Option<ModemConfig>,
 }
+
+/// The AT side of a modem link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModemConfig {
+    /// The AT port ("/dev/ttyUSB2").
+    pub port: String,
+    pub apn: String,
+    /// SIM PIN, if the SIM asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    #[serde(default)]
+    pub family: ModemFamily,
+    /// How long to wait for registration after attach.
+    #[serde(default = "default_register_secs")]
+    pub register_secs: u32,
+}
+
+/// How a modem starts its data session (docs/network.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModemFamily {
+    /// `AT+CGACT=1,1` (ECM/NCM modems that bridge the context themselves).
+    #[default]
+    Generic,
+    /// `AT+QNETDEVCTL=1,1,1` (Quectel in ECM mode).
+    Quectel,
+    /// `AT^NDISDUP=1,1,"APN"` (Huawei NDIS).
+    Huawei,
+}
+
+fn default_register_secs() -> u32 {
+    60
+}
+/// APN: at most 100 characters (3GPP TS 23.003 §9.1).
+const MAX_APN: usize = 100;
+/// Registration wait bounds (seconds).
+const MAX_REGISTER_SECS: u32 = 600;
 
 /// An extra route: `to` via `via` (or on-link) with `metric`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +182,7 @@ impl LinkConfig {
             dns: Vec::new(),
             routes: Vec::new(),
             probe: None,
+            modem: None,
         }
     }
 
@@ -381,6 +423,42 @@ fn validate_link(link: &LinkConfig) -> Result<(), ConfigError> {
     if let Some(p) = &link.probe {
         validate_probe(p).map_err(|(f, why)| bad(f, why))?;
     }
+    if let Some(m) = &link.modem {
+        validate_modem(m).map_err(|(f, why)| bad(f, why))?;
+    }
+    Ok(())
+}
+
+/// What goes into an AT command line must not end it or quote out of it.
+fn at_safe(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b';')
+}
+
+fn validate_modem(m: &ModemConfig) -> Result<(), (&'static str, String)> {
+    if !m.port.starts_with("/dev/") || m.port.len() > 64 || m.port.contains("..") {
+        return Err((
+            "network.links.modem.port",
+            format!("`{}` is not a /dev path", m.port),
+        ));
+    }
+    if m.apn.len() > MAX_APN || !at_safe(&m.apn) {
+        return Err((
+            "network.links.modem.apn",
+            format!("at most {MAX_APN} printable characters, no '\"' or ';'"),
+        ));
+    }
+    if let Some(pin) = &m.pin {
+        if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(("network.links.modem.pin", "4 to 8 digits".into()));
+        }
+    }
+    if !(1..=MAX_REGISTER_SECS).contains(&m.register_secs) {
+        return Err((
+            "network.links.modem.register_secs",
+            format!("{} is not 1 to {MAX_REGISTER_SECS}", m.register_secs),
+        ));
+    }
     Ok(())
 }
 
@@ -595,6 +673,29 @@ gateway = "192.0.2.5"
             err_field("[network]\ninterface = \"eth0\"\n[[network.links]]\nname = \"a\""),
             "network.interface"
         );
+        assert_eq!(
+            err_field(&link("modem = { port = \"ttyUSB2\", apn = \"x\" }")),
+            "network.links.modem.port"
+        );
+        assert_eq!(
+            err_field(&link(
+                "modem = { port = \"/dev/ttyUSB2\", apn = \"a\\\"\" }"
+            )),
+            "network.links.modem.apn"
+        );
+        assert_eq!(
+            err_field(&link(
+                "modem = { port = \"/dev/ttyUSB2\", apn = \"a\", pin = \"12\" }"
+            )),
+            "network.links.modem.pin"
+        );
+        let modem = MachineConfig::from_toml(&format!(
+            "hostname = \"ok\"\n{}",
+            link("modem = { port = \"/dev/ttyUSB2\", apn = \"internet\", pin = \"1234\", family = \"quectel\" }")
+        ))
+        .unwrap();
+        let m = modem.network.links[0].modem.as_ref().unwrap();
+        assert_eq!((m.family, m.register_secs), (ModemFamily::Quectel, 60));
         let many: String = (0..9)
             .map(|i| format!("[[network.links]]\nname = \"l{i}\"\n"))
             .collect();

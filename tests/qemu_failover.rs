@@ -1,0 +1,259 @@
+//! Failover in QEMU: a virt board with two NICs on their own slirp
+//! networks (both `restrict=on`, both 10.0.2.0/24, each forwarding the API
+//! from its own host port). Each link probes 10.0.2.100 (port 7 or 8), a `guestfwd` to
+//! a listener of this test on 127.0.0.1, so a probe succeeds exactly while
+//! its NIC passes packets. The preferred link is cut with the QEMU monitor
+//! (`set_link wan off`): the board moves its routes to the other link,
+//! the CLI (a node with both endpoints) reconnects there and resumes its TLS
+//! session; `set_link wan on` moves the routes back.
+//!
+//! Both slirps use one subnet on purpose: the answer to a management
+//! connection (from 10.0.2.2) leaves by the lowest-metric subnet route, so
+//! the API over the backup link answers only once the board has moved its
+//! routes — the test fails without failover.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{hmp, init_binary, skip_qemu, Cli, QemuGuard};
+use outpost::config::network::{LinkConfig, ProbeConfig};
+use outpost::config::MachineConfig;
+use outpost::host::client::{client_config, Client};
+use outpost::host::context::{CliConfig, Node};
+use outpost::host::pki::Site;
+use outpost::host::qemu::free_port;
+use outpost::wire::{Request, Response};
+
+const HOST: &str = "edge-fo";
+const WAN_MAC: &str = "52:54:00:00:00:a1";
+const LTE_MAC: &str = "52:54:00:00:00:a2";
+
+fn link(name: &str, mac: &str, priority: u32, guest_port: u16) -> LinkConfig {
+    let mut l = LinkConfig::new(name, "");
+    l.mac = Some(mac.into());
+    l.priority = priority;
+    // Static: QEMU's DHCP under `restrict=on` offers no router, and the
+    // default routes are what must move.
+    l.mode = outpost::config::NetworkMode::Static;
+    l.address = Some("10.0.2.15/24".into());
+    l.gateway = Some("10.0.2.2".into());
+    l.probe = Some(ProbeConfig {
+        target: format!("10.0.2.100:{guest_port}"),
+        interval_secs: 1,
+        timeout_ms: 500,
+        failures: 2,
+    });
+    l
+}
+
+/// `-netdev` and `-device` for one NIC with its API forward and probe target.
+/// (QEMU names the guestfwd's chardev after its guest port: one per NIC.)
+fn nic(id: &str, mac: &str, api_port: u16, guest_port: u16, probe_port: u16) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!(
+            "user,id={id},restrict=on,hostfwd=tcp:127.0.0.1:{api_port}-:50000,\
+             guestfwd=tcp:10.0.2.100:{guest_port}-tcp:127.0.0.1:{probe_port}"
+        ),
+        "-device".into(),
+        format!("virtio-net-pci,netdev={id},mac={mac}"),
+    ]
+}
+
+fn routes(env: &Cli) -> Vec<String> {
+    let v = env.json(&["network"]);
+    v["Network"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The interface name of the NIC with `mac` ("eth1 up 52:54:… mtu 1500").
+fn iface_of(env: &Cli, mac: &str) -> String {
+    let v = env.json(&["network"]);
+    let links = v["Network"]["links"].as_array().unwrap();
+    let line = links
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .find(|l| l.contains(mac))
+        .unwrap_or_else(|| panic!("no link with {mac}: {links:?}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn the_api_stays_reachable_when_the_preferred_link_fails() {
+    if skip_qemu() {
+        return;
+    }
+    let env = Cli::new();
+    let site_dir = env.path("site");
+    env.ok(&["gen", "site", site_dir.to_str().unwrap(), "--name", "fo"]);
+    env.ok(&[
+        "gen",
+        "device",
+        "--site",
+        site_dir.to_str().unwrap(),
+        "--hostname",
+        HOST,
+    ]);
+    let site = Site::open(&site_dir).unwrap();
+    let machine = site.device_dir(HOST).join("machine.toml");
+    let mut config = MachineConfig::from_toml(&std::fs::read_to_string(&machine).unwrap()).unwrap();
+    config.network.links = vec![link("wan", WAN_MAC, 10, 7), link("lte", LTE_MAC, 20, 8)];
+    std::fs::write(&machine, config.to_toml()).unwrap();
+    let img = env.path("fo.img");
+    let init = init_binary();
+    env.ok(&common::image_build(
+        site_dir.to_str().unwrap(),
+        HOST,
+        img.to_str().unwrap(),
+        init.to_str().unwrap(),
+    ));
+
+    // The probe target: QEMU connects each guestfwd here at start.
+    let probe_target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let probe_port = probe_target.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in probe_target.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let (wan_port, lte_port) = (free_port().unwrap(), free_port().unwrap());
+    let monitor = env.path("monitor.sock");
+    let mut args = vec![
+        "qemu".to_owned(),
+        "up".into(),
+        img.to_str().unwrap().into(),
+        "--name".into(),
+        "fo".into(),
+        "--no-wait".into(),
+    ];
+    let mut extra = nic("wan", WAN_MAC, wan_port, 7, probe_port);
+    extra.extend(nic("lte", LTE_MAC, lte_port, 8, probe_port));
+    extra.extend([
+        "-monitor".into(),
+        format!("unix:{},server=on,wait=off", monitor.display()),
+    ]);
+    for a in extra {
+        args.push(format!("--qemu-arg={a}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&args);
+    let _guard = QemuGuard::new(&env, "fo");
+
+    // The node: the wan forward first, then the lte one.
+    let both = format!("127.0.0.1:{wan_port},127.0.0.1:{lte_port}");
+    let cli_toml = env.path("cli.toml");
+    let mut cli = CliConfig::load(&cli_toml).unwrap();
+    let ctx = cli.context_mut(None).unwrap();
+    ctx.nodes.get_mut("fo").unwrap().address = both.clone();
+    let ctx = ctx.clone();
+    cli.save(&cli_toml).unwrap();
+    let up = wait_for("the API answers", Duration::from_secs(240), || {
+        env.outpost(&["status"]).status.success()
+    });
+    eprintln!("API up after {up:?}");
+
+    let wan = iface_of(&env, WAN_MAC);
+    let lte = iface_of(&env, LTE_MAC);
+    let wan_default = |metric: u32| format!("default via 10.0.2.2 dev {wan} metric {metric}");
+    let lte_default = format!("default via 10.0.2.2 dev {lte} metric 20");
+    let r = routes(&env);
+    assert!(
+        r.contains(&wan_default(10)) && r.contains(&lte_default),
+        "{r:?}"
+    );
+    assert!(
+        r.contains(&format!("10.0.2.0/24 dev {wan} metric 10")),
+        "{r:?}"
+    );
+
+    // One TLS config for the whole run, as the CLI keeps for one command.
+    let tls = client_config(&ctx.ca, &ctx.cert, &ctx.key).unwrap();
+    let node = Node {
+        address: both.clone(),
+        server_name: HOST.into(),
+    };
+    let lte_only = Node {
+        address: format!("127.0.0.1:{lte_port}"),
+        server_name: HOST.into(),
+    };
+    let wan_only = Node {
+        address: format!("127.0.0.1:{wan_port}"),
+        server_name: HOST.into(),
+    };
+    let status = |c: &mut Client| matches!(c.call(Request::Status), Ok(Response::Status(_)));
+    let mut first = Client::connect_with(tls.clone(), &node).unwrap();
+    assert!(status(&mut first));
+    drop(first);
+
+    // Cut the preferred link.
+    let out = hmp(&monitor, "set_link wan off");
+    assert!(!out.contains("not found"), "{out}");
+    let cut = Instant::now();
+    let mut resumed = false;
+    let reachable = wait_for(
+        "the API over the other link",
+        Duration::from_secs(60),
+        || match Client::connect_with(tls.clone(), &node) {
+            Ok(mut c) => {
+                resumed = c.resumed();
+                status(&mut c)
+            }
+            Err(_) => false,
+        },
+    );
+    eprintln!(
+        "BENCH failover: link cut -> API answering again: {} ms",
+        reachable.as_millis()
+    );
+    assert!(resumed, "the reconnect resumed the TLS session");
+    assert!(reachable < Duration::from_secs(20), "{reachable:?}");
+    // The backup endpoint alone answers (it would not with the old routes).
+    let mut c = Client::connect_with(tls.clone(), &lte_only).unwrap();
+    assert!(status(&mut c));
+    drop(c);
+    let r = routes(&env);
+    assert!(
+        r.contains(&wan_default(10_010)) && r.contains(&lte_default),
+        "{r:?}"
+    );
+    let logs = env.ok(&["logs", "--lines", "300"]);
+    assert!(logs.contains("link wan is down"), "{logs}");
+
+    // Mend it: the routes come back to the preferred link.
+    let mended = Instant::now();
+    hmp(&monitor, "set_link wan on");
+    wait_for("the routes back on wan", Duration::from_secs(30), || {
+        routes(&env).contains(&wan_default(10))
+    });
+    let back = mended.elapsed();
+    eprintln!(
+        "BENCH failback: link mended -> routes back on wan: {} ms",
+        back.as_millis()
+    );
+    let mut c = Client::connect_with(tls, &wan_only).unwrap();
+    assert!(status(&mut c));
+    drop(c);
+    let logs = env.ok(&["logs", "--lines", "100"]);
+    assert!(logs.contains("link wan is healthy again"), "{logs}");
+
+    let down = env.ok(&["qemu", "down", "--name", "fo"]);
+    assert!(down.contains("stopped"), "{down}");
+}
