@@ -84,6 +84,7 @@ fn config(family: ModemFamily) -> ModemConfig {
         pin: None,
         family,
         register_secs: 5,
+        reboot_after: 0,
     }
 }
 

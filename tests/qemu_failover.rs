@@ -203,12 +203,12 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
     assert!(status(&mut first));
     drop(first);
 
-    // Cut the preferred link.
+    // Cut the preferred link (times count from before the monitor command).
+    let cut = Instant::now();
     let out = hmp(&monitor, "set_link wan off");
     assert!(!out.contains("not found"), "{out}");
-    let cut = Instant::now();
     let mut resumed = false;
-    let reachable = wait_for(
+    wait_for(
         "the API over the other link",
         Duration::from_secs(60),
         || match Client::connect_with(tls.clone(), &node) {
@@ -219,6 +219,7 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
             Err(_) => false,
         },
     );
+    let reachable = cut.elapsed();
     eprintln!(
         "BENCH failover: link cut -> API answering again: {} ms",
         reachable.as_millis()
@@ -236,6 +237,22 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
     );
     let logs = env.ok(&["logs", "--lines", "300"]);
     assert!(logs.contains("link wan is down"), "{logs}");
+    // The configured links as the API shows them.
+    let links = env.json(&["network"])["Links"].clone();
+    let wan_info = &links[0];
+    assert_eq!(wan_info["name"], "wan");
+    assert_eq!(wan_info["healthy"], false, "{links}");
+    assert_eq!(wan_info["carrier"], false, "{links}");
+    assert_eq!(wan_info["metric"], 10_010);
+    assert_eq!(wan_info["downs"], 1);
+    assert!(wan_info["events"].to_string().contains("down"), "{links}");
+    assert_eq!(links[1]["healthy"], true, "{links}");
+    assert_eq!(links[1]["address"], "10.0.2.15/24 via 10.0.2.2");
+    let text = env.ok(&["network"]);
+    assert!(
+        text.contains("CONFIGURED LINKS") && text.contains("wan (") && text.contains("DOWN"),
+        "{text}"
+    );
 
     // Mend it: the routes come back to the preferred link.
     let mended = Instant::now();

@@ -73,6 +73,10 @@ pub struct LinkConfig {
     /// An LTE modem's AT port that must dial before the link carries data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modem: Option<ModemConfig>,
+    /// Monthly data budget (MB = 10^6 bytes); past it the link's probes
+    /// slow down tenfold and status says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_mb: Option<u32>,
 }
 
 /// The AT side of a modem link.
@@ -90,6 +94,10 @@ pub struct ModemConfig {
     /// How long to wait for registration after attach.
     #[serde(default = "default_register_secs")]
     pub register_secs: u32,
+    /// Reboot the board after this many failures in a row (watchdog
+    /// ladder, docs/network.md); 0 = never.
+    #[serde(default)]
+    pub reboot_after: u32,
 }
 
 /// How a modem starts its data session (docs/network.md).
@@ -110,6 +118,8 @@ fn default_register_secs() -> u32 {
 }
 /// APN: at most 100 characters (3GPP TS 23.003 §9.1).
 const MAX_APN: usize = 100;
+/// More failures than this before a reboot is "never" in practice.
+const MAX_REBOOT_AFTER: u32 = 1000;
 /// Registration wait bounds (seconds).
 const MAX_REGISTER_SECS: u32 = 600;
 
@@ -183,6 +193,7 @@ impl LinkConfig {
             routes: Vec::new(),
             probe: None,
             modem: None,
+            budget_mb: None,
         }
     }
 
@@ -452,6 +463,12 @@ fn validate_modem(m: &ModemConfig) -> Result<(), (&'static str, String)> {
         if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
             return Err(("network.links.modem.pin", "4 to 8 digits".into()));
         }
+    }
+    if m.reboot_after > MAX_REBOOT_AFTER {
+        return Err((
+            "network.links.modem.reboot_after",
+            format!("{} is above {MAX_REBOOT_AFTER}", m.reboot_after),
+        ));
     }
     if !(1..=MAX_REGISTER_SECS).contains(&m.register_secs) {
         return Err((

@@ -8,6 +8,8 @@
 //! a family is one arm in [`Modem::start_data`] (docs/network.md).
 
 pub mod at;
+pub mod task;
+pub mod watchdog;
 
 use std::io::{Read, Write};
 

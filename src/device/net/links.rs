@@ -186,14 +186,41 @@ pub struct LinkState {
     pub downs: u32,
     /// Uptime (ms) of the last health change.
     pub changed_ms: u64,
+    /// The modem's state ("dialling", "connected", the last error) and
+    /// what it reported, for a modem link.
+    pub modem: Option<(String, crate::device::modem::ModemStatus)>,
+    /// Watchdog steps and health changes, newest last.
+    pub events: std::collections::VecDeque<String>,
+    /// Bytes this month (across boots), and the counter at the last sample.
+    pub month_bytes: u64,
+    pub last_counter: Option<u64>,
+    /// This month's use passed the link's budget.
+    pub over_budget: bool,
 }
 
-/// One configured link at run time, shared by its DHCP and probe tasks,
-/// the monitor and the API.
+/// Events kept per link.
+const MAX_EVENTS: usize = 16;
+
+impl LinkState {
+    /// Record an event (stamped with the uptime), dropping the oldest.
+    pub fn event(&mut self, now_ms: u64, text: String) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events
+            .push_back(format!("{}.{:03}s {text}", now_ms / 1000, now_ms % 1000));
+    }
+}
+
+/// One configured link at run time, shared by its DHCP, probe and modem
+/// tasks, the monitor and the API.
 #[derive(Debug)]
 pub struct LinkRuntime {
     pub config: LinkConfig,
     state: Mutex<LinkState>,
+    /// Wakes the DHCP task early (the modem has just started its data
+    /// session: the interface can get a lease now).
+    pub kick: (smol::channel::Sender<()>, smol::channel::Receiver<()>),
 }
 
 impl LinkRuntime {
@@ -204,6 +231,7 @@ impl LinkRuntime {
                 healthy: true,
                 ..LinkState::default()
             }),
+            kick: smol::channel::bounded(1),
         }
     }
 
@@ -264,6 +292,8 @@ impl LinkRuntime {
         if !healthy {
             st.downs = st.downs.saturating_add(1);
         }
+        let what = if healthy { "healthy" } else { "down" };
+        st.event(now_ms, what.into());
         let new_routes = match (&st.iface, &st.addr) {
             (Some(i), Some(a)) => routes_for(&self.config, i.index, a, healthy),
             _ => Vec::new(),

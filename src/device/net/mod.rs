@@ -15,6 +15,8 @@ pub mod links;
 pub mod netlink;
 pub mod probe;
 pub mod reader;
+pub mod report;
+pub mod usage;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -75,17 +77,44 @@ pub struct Interface {
 /// The links of this boot, shared with the API.
 pub type Links = Arc<Vec<Arc<LinkRuntime>>>;
 
+/// This boot's links, for the API (set once by [`start`]).
+pub static LINKS: std::sync::OnceLock<Links> = std::sync::OnceLock::new();
+
+/// What [`start`] needs besides the config.
+pub struct Extras {
+    /// DATA, for the data-use record (`None`: not mounted, not kept).
+    pub data: Option<std::path::PathBuf>,
+    /// The clock, for the month of the data-use record.
+    pub now_secs: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The board's modem power GPIO (`outpost.modem_power=`).
+    pub modem_power: Option<crate::device::cmdline::GpioSpec>,
+    /// Asks for a reboot (the last step of a modem's watchdog).
+    pub reboot: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// Boot: bring up `lo` and every configured link, wait (boundedly) for
 /// their interfaces and first DHCP answers, start the tasks that keep them.
 /// Failures are logged, never fatal: the API must come up regardless (on
 /// another link, or the serial line).
-pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig) -> Links {
+pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig, extras: Extras) -> Links {
     let links: Links = Arc::new(
         effective_links(config)
             .into_iter()
             .map(|c| Arc::new(LinkRuntime::new(c)))
             .collect(),
     );
+    let _ = LINKS.set(links.clone());
+    for link in links.iter() {
+        if let Some(m) = &link.config.modem {
+            let reboot = extras.reboot.clone();
+            crate::device::modem::task::start(
+                link.clone(),
+                m.clone(),
+                extras.modem_power.clone(),
+                Box::new(move || reboot()),
+            );
+        }
+    }
     let mut first_answers = Vec::new();
     match Netlink::open() {
         Ok(mut nl) => {
@@ -130,6 +159,8 @@ pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig) -> Links
         let _ = answer.recv().await;
     }
     ex.spawn(monitor(ex.clone(), links.clone())).detach();
+    ex.spawn(report::account(links.clone(), extras.data, extras.now_secs))
+        .detach();
     links
 }
 
@@ -340,7 +371,17 @@ async fn run_dhcp(link: Arc<LinkRuntime>, iface: Interface, mut current: Option<
                 }
                 Err(e) => {
                     tracing::warn!(iface = %iface.name, "{e}; retrying in {retry:?}");
-                    smol::Timer::after(retry).await;
+                    // A modem that just connected kicks us out of the wait.
+                    let kicked = async {
+                        let _ = link.kick.1.recv().await;
+                    };
+                    smol::future::or(
+                        async {
+                            smol::Timer::after(retry).await;
+                        },
+                        kicked,
+                    )
+                    .await;
                     retry = retry.saturating_mul(2).min(ACQUIRE_RETRY_CAP);
                     None
                 }

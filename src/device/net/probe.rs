@@ -66,10 +66,18 @@ pub async fn run(link: Arc<LinkRuntime>, config: ProbeConfig) {
     let timeout = Duration::from_millis(u64::from(config.timeout_ms));
     loop {
         smol::Timer::after(interval).await;
-        let (iface, carrier) = {
+        let (iface, carrier, over_budget) = {
             let st = link.state();
-            (st.iface.as_ref().map(|i| i.name.clone()), st.health.carrier)
+            (
+                st.iface.as_ref().map(|i| i.name.clone()),
+                st.health.carrier,
+                st.over_budget,
+            )
         };
+        // Past the budget, probes are non-essential traffic: a tenth as many.
+        if over_budget {
+            smol::Timer::after(interval.saturating_mul(9)).await;
+        }
         // Without carrier the link is down anyway; a probe would only cost.
         let Some(iface) = iface.filter(|_| carrier) else {
             continue;
