@@ -260,7 +260,8 @@ fn links_bytes_are_pinned() {
         20, 1, 1, 0, 1, // metric, healthy, carrier, probe_misses, downs
         0, 0, 0, // address, dns, note
         0xac, 0x02, 2, 0xae, 0x02, 0, // rx, tx, month, budget None
-        1, 2, b'o', b'k', 0, 4, b'h', b'o', b'm', b'e', 0, // modem: state, sim, registration, operator
+        1, 2, b'o', b'k', 0, 4, b'h', b'o', b'm', b'e',
+        0, // modem: state, sim, registration, operator
         1, 0x91, 0x01, 0, // signal Some(-73) (zigzag 145), rsrp None
         0, // events
     ];

@@ -37,7 +37,8 @@ const MAX_PROBE_FAILURES: u32 = 20;
 const MIN_PROBE_TIMEOUT_MS: u32 = 100;
 const MAX_PROBE_TIMEOUT_MS: u32 = 30_000;
 
-/// One link.
+/// One link. Flat on purpose: every nested table type costs the device
+/// binary its own serde code for each TOML deserializer (~10 KB apiece).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
@@ -64,39 +65,63 @@ pub struct LinkConfig {
     /// DNS servers; DHCP ones are used when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<String>,
-    /// Extra routes out of this link.
+    /// Extra routes out of this link: "198.51.100.0/24 [via A.B.C.D]
+    /// [metric N]" (the metric is added to the link's priority).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub routes: Vec<RouteConfig>,
-    /// Health probe; none: the link is healthy while it has carrier.
+    pub routes: Vec<String>,
+    /// Health probe: a TCP connect to "A.B.C.D:PORT" out of this link
+    /// every `probe_interval_secs`; `probe_failures` misses in a row mark
+    /// the link down, one success up again. None: healthy while it has
+    /// carrier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe: Option<ProbeConfig>,
-    /// An LTE modem's AT port that must dial before the link carries data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modem: Option<ModemConfig>,
+    pub probe: Option<String>,
+    #[serde(default = "default_interval")]
+    pub probe_interval_secs: u32,
+    #[serde(default = "default_timeout")]
+    pub probe_timeout_ms: u32,
+    #[serde(default = "default_failures")]
+    pub probe_failures: u32,
     /// Monthly data budget (MB = 10^6 bytes); past it the link's probes
     /// slow down tenfold and status says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_mb: Option<u32>,
-}
-
-/// The AT side of a modem link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModemConfig {
-    /// The AT port ("/dev/ttyUSB2").
-    pub port: String,
+    /// An LTE modem's AT port ("/dev/ttyUSB2") that must dial before the
+    /// link carries data; the `modem_*` fields and `apn` go with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modem: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub apn: String,
     /// SIM PIN, if the SIM asks for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<String>,
     #[serde(default)]
-    pub family: ModemFamily,
+    pub modem_family: ModemFamily,
     /// How long to wait for registration after attach.
     #[serde(default = "default_register_secs")]
     pub register_secs: u32,
-    /// Reboot the board after this many failures in a row (watchdog
+    /// Reboot the board after this many modem failures in a row (watchdog
     /// ladder, docs/network.md); 0 = never.
     #[serde(default)]
+    pub reboot_after: u32,
+}
+
+/// A link's probe, from the `probe*` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub target: SocketAddrV4,
+    pub interval_secs: u32,
+    pub timeout_ms: u32,
+    pub failures: u32,
+}
+
+/// A link's modem, from the `modem*` fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModemConfig {
+    pub port: String,
+    pub apn: String,
+    pub pin: Option<String>,
+    pub family: ModemFamily,
+    pub register_secs: u32,
     pub reboot_after: u32,
 }
 
@@ -118,38 +143,10 @@ fn default_register_secs() -> u32 {
 }
 /// APN: at most 100 characters (3GPP TS 23.003 §9.1).
 const MAX_APN: usize = 100;
-/// More failures than this before a reboot is "never" in practice.
-const MAX_REBOOT_AFTER: u32 = 1000;
 /// Registration wait bounds (seconds).
 const MAX_REGISTER_SECS: u32 = 600;
-
-/// An extra route: `to` via `via` (or on-link) with `metric`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// "A.B.C.D/PREFIX".
-    pub to: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub via: Option<String>,
-    /// Added to the link's priority.
-    #[serde(default)]
-    pub metric: u32,
-}
-
-/// A TCP connect to `target`, out of this link only, every `interval_secs`;
-/// `failures` misses in a row mark the link down, one success up again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProbeConfig {
-    /// "A.B.C.D:PORT".
-    pub target: String,
-    #[serde(default = "default_interval")]
-    pub interval_secs: u32,
-    #[serde(default = "default_timeout")]
-    pub timeout_ms: u32,
-    #[serde(default = "default_failures")]
-    pub failures: u32,
-}
+/// More failures than this before a reboot is "never" in practice.
+const MAX_REBOOT_AFTER: u32 = 1000;
 
 fn default_interval() -> u32 {
     10
@@ -192,8 +189,16 @@ impl LinkConfig {
             dns: Vec::new(),
             routes: Vec::new(),
             probe: None,
-            modem: None,
+            probe_interval_secs: default_interval(),
+            probe_timeout_ms: default_timeout(),
+            probe_failures: default_failures(),
             budget_mb: None,
+            modem: None,
+            apn: String::new(),
+            pin: None,
+            modem_family: ModemFamily::Generic,
+            register_secs: default_register_secs(),
+            reboot_after: 0,
         }
     }
 
@@ -212,20 +217,39 @@ impl LinkConfig {
         self.dns.iter().filter_map(|d| d.parse().ok()).collect()
     }
 
-    /// Extra routes, their metrics on top of the link's priority.
+    /// Extra routes, their metrics on top of the link's priority
+    /// (validated configs: unparsable ones are left out).
     pub fn parsed_routes(&self) -> Vec<Route> {
         self.routes
             .iter()
             .filter_map(|r| {
-                let (to, prefix) = parse_cidr(&r.to).ok()?;
-                Some(Route {
-                    to,
-                    prefix,
-                    via: r.via.as_deref().and_then(|v| v.parse().ok()),
-                    metric: self.priority.saturating_add(r.metric),
-                })
+                let mut r = parse_route(r).ok()?;
+                r.metric = self.priority.saturating_add(r.metric);
+                Some(r)
             })
             .collect()
+    }
+
+    /// The probe, if one is set (and valid).
+    pub fn probe(&self) -> Option<ProbeConfig> {
+        Some(ProbeConfig {
+            target: self.probe.as_deref()?.parse().ok()?,
+            interval_secs: self.probe_interval_secs,
+            timeout_ms: self.probe_timeout_ms,
+            failures: self.probe_failures,
+        })
+    }
+
+    /// The modem, if this link has one.
+    pub fn modem(&self) -> Option<ModemConfig> {
+        Some(ModemConfig {
+            port: self.modem.clone()?,
+            apn: self.apn.clone(),
+            pin: self.pin.clone(),
+            family: self.modem_family,
+            register_secs: self.register_secs,
+            reboot_after: self.reboot_after,
+        })
     }
 
     /// The hardware address to match, if any.
@@ -247,10 +271,39 @@ impl LinkConfig {
     }
 }
 
-impl ProbeConfig {
-    pub fn target_addr(&self) -> Option<SocketAddrV4> {
-        self.target.parse().ok()
+/// "198.51.100.0/24 via 10.0.2.1 metric 5" (via and metric optional).
+pub fn parse_route(text: &str) -> Result<Route, String> {
+    let mut words = text.split_whitespace();
+    let (to, prefix) = parse_cidr(words.next().unwrap_or_default())?;
+    let mut route = Route {
+        to,
+        prefix,
+        via: None,
+        metric: 0,
+    };
+    while let Some(key) = words.next() {
+        let value = words
+            .next()
+            .ok_or_else(|| format!("`{key}` needs a value"))?;
+        match key {
+            "via" => {
+                route.via = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("via `{value}` is not an IPv4 address"))?,
+                )
+            }
+            "metric" => {
+                route.metric = value
+                    .parse()
+                    .ok()
+                    .filter(|m| *m <= MAX_PRIORITY)
+                    .ok_or_else(|| format!("metric `{value}` is not 0 to {MAX_PRIORITY}"))?
+            }
+            _ => return Err(format!("`{key}`: expected `via` or `metric`")),
+        }
     }
+    Ok(route)
 }
 
 /// "52:54:00:12:34:56" → bytes.
@@ -415,27 +468,13 @@ fn validate_link(link: &LinkConfig) -> Result<(), ConfigError> {
         ));
     }
     for r in &link.routes {
-        parse_cidr(&r.to).map_err(|why| bad("network.links.routes.to", why))?;
-        if let Some(via) = &r.via {
-            via.parse::<Ipv4Addr>().map_err(|_| {
-                bad(
-                    "network.links.routes.via",
-                    format!("`{via}` is not an IPv4 address"),
-                )
-            })?;
-        }
-        if r.metric > MAX_PRIORITY {
-            return Err(bad(
-                "network.links.routes.metric",
-                format!("{} is above {MAX_PRIORITY}", r.metric),
-            ));
-        }
+        parse_route(r).map_err(|why| bad("network.links.routes", format!("`{r}`: {why}")))?;
     }
     if let Some(p) = &link.probe {
-        validate_probe(p).map_err(|(f, why)| bad(f, why))?;
+        validate_probe(p, link).map_err(|(f, why)| bad(f, why))?;
     }
-    if let Some(m) = &link.modem {
-        validate_modem(m).map_err(|(f, why)| bad(f, why))?;
+    if let Some(port) = &link.modem {
+        validate_modem(port, link).map_err(|(f, why)| bad(f, why))?;
     }
     Ok(())
 }
@@ -446,69 +485,73 @@ fn at_safe(s: &str) -> bool {
         .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b';')
 }
 
-fn validate_modem(m: &ModemConfig) -> Result<(), (&'static str, String)> {
-    if !m.port.starts_with("/dev/") || m.port.len() > 64 || m.port.contains("..") {
+fn validate_modem(port: &str, m: &LinkConfig) -> Result<(), (&'static str, String)> {
+    if !port.starts_with("/dev/") || port.len() > 64 || port.contains("..") {
         return Err((
-            "network.links.modem.port",
-            format!("`{}` is not a /dev path", m.port),
+            "network.links.modem",
+            format!("`{port}` is not a /dev path"),
         ));
     }
     if m.apn.len() > MAX_APN || !at_safe(&m.apn) {
         return Err((
-            "network.links.modem.apn",
+            "network.links.apn",
             format!("at most {MAX_APN} printable characters, no '\"' or ';'"),
         ));
     }
     if let Some(pin) = &m.pin {
         if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(("network.links.modem.pin", "4 to 8 digits".into()));
+            return Err(("network.links.pin", "4 to 8 digits".into()));
         }
     }
     if m.reboot_after > MAX_REBOOT_AFTER {
         return Err((
-            "network.links.modem.reboot_after",
+            "network.links.reboot_after",
             format!("{} is above {MAX_REBOOT_AFTER}", m.reboot_after),
         ));
     }
     if !(1..=MAX_REGISTER_SECS).contains(&m.register_secs) {
         return Err((
-            "network.links.modem.register_secs",
+            "network.links.register_secs",
             format!("{} is not 1 to {MAX_REGISTER_SECS}", m.register_secs),
         ));
     }
     Ok(())
 }
 
-fn validate_probe(p: &ProbeConfig) -> Result<(), (&'static str, String)> {
-    if p.target_addr().is_none_or(|a| a.port() == 0) {
+fn validate_probe(target: &str, l: &LinkConfig) -> Result<(), (&'static str, String)> {
+    if target
+        .parse::<SocketAddrV4>()
+        .map_or(true, |a| a.port() == 0)
+    {
         return Err((
-            "network.links.probe.target",
-            format!("`{}` is not A.B.C.D:PORT", p.target),
+            "network.links.probe",
+            format!("`{target}` is not A.B.C.D:PORT"),
         ));
     }
-    if !(MIN_PROBE_INTERVAL..=MAX_PROBE_INTERVAL).contains(&p.interval_secs) {
-        return Err((
-            "network.links.probe.interval_secs",
-            format!(
-                "{} is not {MIN_PROBE_INTERVAL} to {MAX_PROBE_INTERVAL}",
-                p.interval_secs
-            ),
-        ));
-    }
-    if !(MIN_PROBE_TIMEOUT_MS..=MAX_PROBE_TIMEOUT_MS).contains(&p.timeout_ms) {
-        return Err((
-            "network.links.probe.timeout_ms",
-            format!(
-                "{} is not {MIN_PROBE_TIMEOUT_MS} to {MAX_PROBE_TIMEOUT_MS}",
-                p.timeout_ms
-            ),
-        ));
-    }
-    if !(1..=MAX_PROBE_FAILURES).contains(&p.failures) {
-        return Err((
-            "network.links.probe.failures",
-            format!("{} is not 1 to {MAX_PROBE_FAILURES}", p.failures),
-        ));
+    let ranges: [(&'static str, u32, u32, u32); 3] = [
+        (
+            "network.links.probe_interval_secs",
+            l.probe_interval_secs,
+            MIN_PROBE_INTERVAL,
+            MAX_PROBE_INTERVAL,
+        ),
+        (
+            "network.links.probe_timeout_ms",
+            l.probe_timeout_ms,
+            MIN_PROBE_TIMEOUT_MS,
+            MAX_PROBE_TIMEOUT_MS,
+        ),
+        (
+            "network.links.probe_failures",
+            l.probe_failures,
+            1,
+            MAX_PROBE_FAILURES,
+        ),
+    ];
+    for (name, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err((name, format!("{value} is not {min} to {max}")));
+        }
     }
     Ok(())
 }
@@ -531,8 +574,10 @@ name = "wan"
 interface = "eth0"
 priority = 10
 dns = ["192.0.2.53"]
-routes = [{ to = "198.51.100.0/24", via = "10.0.2.1", metric = 5 }]
-probe = { target = "10.0.2.100:7", interval_secs = 2, failures = 2 }
+routes = ["198.51.100.0/24 via 10.0.2.1 metric 5", "203.0.113.0/28"]
+probe = "10.0.2.100:7"
+probe_interval_secs = 2
+probe_failures = 2
 
 [[network.links]]
 name = "lte"
@@ -541,6 +586,10 @@ priority = 20
 mode = "static"
 address = "192.0.2.7/30"
 gateway = "192.0.2.5"
+modem = "/dev/ttyUSB2"
+apn = "internet"
+pin = "1234"
+modem_family = "quectel"
 "#;
 
     #[test]
@@ -552,15 +601,25 @@ gateway = "192.0.2.5"
         assert_eq!(wan.dns_servers(), [Ipv4Addr::new(192, 0, 2, 53)]);
         assert_eq!(
             wan.parsed_routes(),
-            [Route {
-                to: Ipv4Addr::new(198, 51, 100, 0),
-                prefix: 24,
-                via: Some(Ipv4Addr::new(10, 0, 2, 1)),
-                metric: 15
-            }]
+            [
+                Route {
+                    to: Ipv4Addr::new(198, 51, 100, 0),
+                    prefix: 24,
+                    via: Some(Ipv4Addr::new(10, 0, 2, 1)),
+                    metric: 15
+                },
+                Route {
+                    to: Ipv4Addr::new(203, 0, 113, 0),
+                    prefix: 28,
+                    via: None,
+                    metric: 10
+                }
+            ]
         );
-        let p = wan.probe.as_ref().unwrap();
+        let p = wan.probe().unwrap();
+        assert_eq!(p.target, "10.0.2.100:7".parse().unwrap());
         assert_eq!((p.interval_secs, p.timeout_ms, p.failures), (2, 2000, 2));
+        assert!(wan.modem().is_none() && lte.probe().is_none());
         assert!(wan.matches("eth0", None) && !wan.matches("eth1", None));
         assert!(lte.matches("wwan0", None) && !lte.matches("eth0", None));
         assert_eq!(
@@ -570,6 +629,23 @@ gateway = "192.0.2.5"
                 prefix: 30,
                 gateway: Some(Ipv4Addr::new(192, 0, 2, 5))
             })
+        );
+        let m = lte.modem().unwrap();
+        assert_eq!(
+            (
+                m.port.as_str(),
+                m.apn.as_str(),
+                m.pin.as_deref(),
+                m.family,
+                m.register_secs
+            ),
+            (
+                "/dev/ttyUSB2",
+                "internet",
+                Some("1234"),
+                ModemFamily::Quectel,
+                60
+            )
         );
         assert_eq!(MachineConfig::from_toml(&c.to_toml()).unwrap(), c);
     }
@@ -584,7 +660,7 @@ gateway = "192.0.2.5"
         assert_eq!(links.len(), 1);
         assert_eq!(links[0].interface, "eth1");
         assert_eq!(links[0].priority, 0);
-        assert!(links[0].probe.is_none());
+        assert!(links[0].probe().is_none());
         assert_eq!(
             links[0].static_address().unwrap().gateway,
             Some(Ipv4Addr::new(192, 0, 2, 1))
@@ -612,6 +688,21 @@ gateway = "192.0.2.5"
             "zz:54:00:00:00:0a",
         ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_strings() {
+        assert!(parse_route("10.0.0.0/8 via 10.0.2.1").is_ok());
+        for bad in [
+            "",
+            "10.0.0.0",
+            "10.0.0.0/8 via",
+            "10.0.0.0/8 via x",
+            "10.0.0.0/8 metric 10000",
+            "10.0.0.0/8 dev eth0",
+        ] {
+            assert!(parse_route(bad).is_err(), "{bad}");
         }
     }
 
@@ -649,34 +740,44 @@ gateway = "192.0.2.5"
             "network.links.dns"
         );
         assert_eq!(
-            err_field(&link("routes = [{ to = \"1.2.3.4\" }]")),
-            "network.links.routes.to"
+            err_field(&link("routes = [\"1.2.3.4\"]")),
+            "network.links.routes"
         );
         assert_eq!(
-            err_field(&link("routes = [{ to = \"1.2.3.0/24\", via = \"x\" }]")),
-            "network.links.routes.via"
+            err_field(&link("probe = \"1.2.3.4\"")),
+            "network.links.probe"
         );
         assert_eq!(
-            err_field(&link("probe = { target = \"1.2.3.4\" }")),
-            "network.links.probe.target"
+            err_field(&link("probe = \"1.2.3.4:0\"")),
+            "network.links.probe"
         );
         assert_eq!(
-            err_field(&link("probe = { target = \"1.2.3.4:0\" }")),
-            "network.links.probe.target"
+            err_field(&link("probe = \"1.2.3.4:7\"\nprobe_interval_secs = 0")),
+            "network.links.probe_interval_secs"
         );
         assert_eq!(
-            err_field(&link(
-                "probe = { target = \"1.2.3.4:7\", interval_secs = 0 }"
-            )),
-            "network.links.probe.interval_secs"
+            err_field(&link("probe = \"1.2.3.4:7\"\nprobe_failures = 0")),
+            "network.links.probe_failures"
         );
         assert_eq!(
-            err_field(&link("probe = { target = \"1.2.3.4:7\", failures = 0 }")),
-            "network.links.probe.failures"
+            err_field(&link("probe = \"1.2.3.4:7\"\nprobe_timeout_ms = 5")),
+            "network.links.probe_timeout_ms"
         );
         assert_eq!(
-            err_field(&link("probe = { target = \"1.2.3.4:7\", timeout_ms = 5 }")),
-            "network.links.probe.timeout_ms"
+            err_field(&link("modem = \"ttyUSB2\"")),
+            "network.links.modem"
+        );
+        assert_eq!(
+            err_field(&link("modem = \"/dev/ttyUSB2\"\napn = \"a\\\"\"")),
+            "network.links.apn"
+        );
+        assert_eq!(
+            err_field(&link("modem = \"/dev/ttyUSB2\"\npin = \"12\"")),
+            "network.links.pin"
+        );
+        assert_eq!(
+            err_field(&link("modem = \"/dev/ttyUSB2\"\nregister_secs = 0")),
+            "network.links.register_secs"
         );
         assert_eq!(
             err_field("[[network.links]]\nname = \"\""),
@@ -687,34 +788,15 @@ gateway = "192.0.2.5"
             "network.links.name"
         );
         assert_eq!(
+            err_field("[[network.links]]\nname = \"a\"\n[[network.links]]\nname = \"b\""),
+            "network.links.priority"
+        );
+        assert_eq!(
             err_field("[network]\ninterface = \"eth0\"\n[[network.links]]\nname = \"a\""),
             "network.interface"
         );
-        assert_eq!(
-            err_field(&link("modem = { port = \"ttyUSB2\", apn = \"x\" }")),
-            "network.links.modem.port"
-        );
-        assert_eq!(
-            err_field(&link(
-                "modem = { port = \"/dev/ttyUSB2\", apn = \"a\\\"\" }"
-            )),
-            "network.links.modem.apn"
-        );
-        assert_eq!(
-            err_field(&link(
-                "modem = { port = \"/dev/ttyUSB2\", apn = \"a\", pin = \"12\" }"
-            )),
-            "network.links.modem.pin"
-        );
-        let modem = MachineConfig::from_toml(&format!(
-            "hostname = \"ok\"\n{}",
-            link("modem = { port = \"/dev/ttyUSB2\", apn = \"internet\", pin = \"1234\", family = \"quectel\" }")
-        ))
-        .unwrap();
-        let m = modem.network.links[0].modem.as_ref().unwrap();
-        assert_eq!((m.family, m.register_secs), (ModemFamily::Quectel, 60));
         let many: String = (0..9)
-            .map(|i| format!("[[network.links]]\nname = \"l{i}\"\n"))
+            .map(|i| format!("[[network.links]]\nname = \"l{i}\"\npriority = {i}\n"))
             .collect();
         assert_eq!(err_field(&many), "network.links");
         // The message names the link.

@@ -426,11 +426,8 @@ mod tests {
         let l = link("wan", "eth1", 10);
         {
             let mut c = l.config.clone();
-            c.routes.push(crate::config::network::RouteConfig {
-                to: "198.51.100.0/24".into(),
-                via: Some("10.0.2.1".into()),
-                metric: 5,
-            });
+            c.routes
+                .push("198.51.100.0/24 via 10.0.2.1 metric 5".into());
             let l2 = LinkRuntime::new(c);
             l2.state().iface = Some(Interface {
                 index: 3,

@@ -105,11 +105,11 @@ pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig, extras: 
     );
     let _ = LINKS.set(links.clone());
     for link in links.iter() {
-        if let Some(m) = &link.config.modem {
+        if let Some(m) = link.config.modem() {
             let reboot = extras.reboot.clone();
             crate::device::modem::task::start(
                 link.clone(),
-                m.clone(),
+                m,
                 extras.modem_power.clone(),
                 Box::new(move || reboot()),
             );
@@ -158,8 +158,8 @@ pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig, extras: 
     for answer in first_answers {
         let _ = answer.recv().await;
     }
-    ex.spawn(monitor(ex.clone(), links.clone())).detach();
-    ex.spawn(report::account(links.clone(), extras.data, extras.now_secs))
+    let accounting = report::Accounting::new(extras.data, extras.now_secs);
+    ex.spawn(monitor(ex.clone(), links.clone(), accounting))
         .detach();
     links
 }
@@ -178,8 +178,8 @@ fn activate(
         tracing::error!("network: {}: {e}", iface.name);
     }
     link.state().dns = link.config.dns_servers();
-    if let Some(probe) = &link.config.probe {
-        ex.spawn(probe::run(link.clone(), probe.clone())).detach();
+    if let Some(probe) = link.config.probe() {
+        ex.spawn(probe::run(link.clone(), probe)).detach();
     }
     match link.config.mode {
         NetworkMode::Static => {
@@ -213,10 +213,17 @@ fn log_errors(link: &LinkConfig, errors: Vec<NetlinkError>) {
     }
 }
 
-/// Follow carrier, pick up late interfaces, move routes when health changes.
-async fn monitor(ex: Arc<Executor<'static>>, links: Links) {
+/// Follow carrier, pick up late interfaces, move routes when health
+/// changes; count data use every [`usage::SAMPLE`].
+async fn monitor(ex: Arc<Executor<'static>>, links: Links, mut accounting: report::Accounting) {
+    let mut last_sample = Instant::now();
+    accounting.sample(&links);
     loop {
         smol::Timer::after(MONITOR_TICK).await;
+        if last_sample.elapsed() >= usage::SAMPLE {
+            last_sample = Instant::now();
+            accounting.sample(&links);
+        }
         let mut nl = match Netlink::open() {
             Ok(nl) => nl,
             Err(e) => {

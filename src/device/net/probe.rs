@@ -59,9 +59,7 @@ pub async fn tcp(iface: &str, target: SocketAddrV4, timeout: Duration) -> bool {
 /// The probe task of one link: every `interval_secs` while it has an
 /// interface and carrier, one probe; health and routes follow at once.
 pub async fn run(link: Arc<LinkRuntime>, config: ProbeConfig) {
-    let Some(target) = config.target_addr() else {
-        return;
-    };
+    let target = config.target;
     let interval = Duration::from_secs(u64::from(config.interval_secs));
     let timeout = Duration::from_millis(u64::from(config.timeout_ms));
     loop {

@@ -62,18 +62,29 @@ pub fn infos(links: &Links) -> Vec<LinkInfo> {
         .collect()
 }
 
-/// Sample every link's counters each [`usage::SAMPLE`], add them to this
-/// month's record, save it now and then, watch budgets.
-pub async fn account(
-    links: Links,
+/// Data-use accounting: [`Accounting::sample`] every [`usage::SAMPLE`]
+/// (the monitor calls it) adds every link's counters to this month's
+/// record, saves it now and then, and watches budgets.
+pub struct Accounting {
+    record: usage::Usage,
+    samples: u32,
     data: Option<PathBuf>,
     now_secs: Box<dyn Fn() -> u64 + Send + Sync>,
-) {
-    let mut record = data.as_deref().map(usage::load).unwrap_or_default();
-    let mut samples = 0u32;
-    loop {
-        let month = usage::month_of(now_secs());
-        let turned = record.month != month;
+}
+
+impl Accounting {
+    pub fn new(data: Option<PathBuf>, now_secs: Box<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        Self {
+            record: data.as_deref().map(usage::load).unwrap_or_default(),
+            samples: 0,
+            data,
+            now_secs,
+        }
+    }
+
+    pub fn sample(&mut self, links: &Links) {
+        let month = usage::month_of((self.now_secs)());
+        let turned = self.record.month != month;
         for l in links.iter() {
             let iface = l.state().iface.as_ref().map(|i| i.name.clone());
             let Some(iface) = iface else { continue };
@@ -82,8 +93,8 @@ pub async fn account(
             let mut st = l.state();
             let delta = st.last_counter.map_or(0, |last| usage::delta(last, now));
             st.last_counter = Some(now);
-            record.add(&month, &l.config.name, delta);
-            st.month_bytes = record.get(&l.config.name);
+            self.record.add(&month, &l.config.name, delta);
+            st.month_bytes = self.record.get(&l.config.name);
             let over = l
                 .config
                 .budget_mb
@@ -99,12 +110,11 @@ pub async fn account(
                 st.event(crate::device::log::uptime_ms(), text.into());
             }
         }
-        samples = samples.wrapping_add(1);
-        if let Some(dir) = &data {
-            if turned || samples % usage::SAVE_EVERY == 0 {
-                usage::save(dir, &record);
+        self.samples = self.samples.wrapping_add(1);
+        if let Some(dir) = &self.data {
+            if turned || self.samples % usage::SAVE_EVERY == 0 {
+                usage::save(dir, &self.record);
             }
         }
-        smol::Timer::after(usage::SAMPLE).await;
     }
 }
