@@ -268,3 +268,52 @@ fn cme_errors_and_a_silent_port() {
         start.elapsed()
     );
 }
+
+/// The modem thread of a link, on the pty: a SIM that is missing fails the
+/// dial; with `reboot_after = 1` the watchdog's first step is the reboot,
+/// and every step is in the link's events (what the API shows).
+#[test]
+fn the_watchdog_records_its_steps_and_reboots() {
+    use outpost::config::network::LinkConfig;
+    use outpost::device::net::links::LinkRuntime;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let path = nix::unistd::ttyname(&pty.slave).unwrap();
+    let mut master = File::from(pty.master);
+    std::thread::spawn(move || {
+        let mut sim = Simulator::new(Scenario {
+            sim: Sim::Missing,
+            ..Scenario::default()
+        });
+        let _ = sim.serve(&mut master);
+    });
+    let mut config = LinkConfig::new("lte", "wwan0");
+    config.modem = Some(path.to_str().unwrap().into());
+    config.apn = "internet".into();
+    config.reboot_after = 1;
+    let link = Arc::new(LinkRuntime::new(config.clone()));
+    let rebooted = Arc::new(AtomicBool::new(false));
+    let flag = rebooted.clone();
+    outpost::device::modem::task::start(
+        link.clone(),
+        config.modem().unwrap(),
+        None,
+        Box::new(move || flag.store(true, Ordering::SeqCst)),
+    );
+    let start = Instant::now();
+    while !rebooted.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no reboot asked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = link.state();
+    let events: Vec<&String> = st.events.iter().collect();
+    assert!(events[0].contains("dial failed: no SIM card"), "{events:?}");
+    assert!(
+        events[1].contains("watchdog: failure 1 -> reboot"),
+        "{events:?}"
+    );
+    let (state, _) = st.modem.as_ref().unwrap();
+    assert_eq!(state, "recovering");
+    drop(pty.slave);
+}

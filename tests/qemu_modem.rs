@@ -168,6 +168,7 @@ fn the_board_dials_its_modem_and_answers_over_it() {
     );
     assert!(link["events"].to_string().contains("connected"), "{link}");
     let text = env.ok(&["network"]);
+    eprintln!("{text}");
     assert!(
         text.contains("modem: connected; SIM READY, home on Outpost Sim"),
         "{text}"
