@@ -41,6 +41,7 @@ fn link(name: &str, mac: &str, priority: u32, guest_port: u16) -> LinkConfig {
     l.mode = outpost::config::NetworkMode::Static;
     l.address = Some("10.0.2.15/24".into());
     l.gateway = Some("10.0.2.2".into());
+    l.dns = vec![format!("192.0.2.{guest_port}")];
     l.probe = Some(format!("10.0.2.100:{guest_port}"));
     l.probe_interval_secs = 1;
     l.probe_timeout_ms = 500;
@@ -265,6 +266,7 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
     assert!(wan_info["events"].to_string().contains("down"), "{links}");
     assert_eq!(links[1]["healthy"], true, "{links}");
     assert_eq!(links[1]["address"], "10.0.2.15/24 via 10.0.2.2");
+    assert_eq!(links[1]["dns"][0], "192.0.2.8");
     let text = env.ok(&["network"]);
     assert!(
         text.contains("CONFIGURED LINKS") && text.contains("wan (") && text.contains("DOWN"),

@@ -16,7 +16,7 @@
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::config::network::{LinkConfig, DOWN_METRIC_OFFSET};
+use crate::config::network::{LinkConfig, DOWN_METRIC_OFFSET, MAX_DNS};
 
 use super::netlink::{Netlink, NetlinkError, RouteSpec};
 use super::Interface;
@@ -304,6 +304,21 @@ impl LinkRuntime {
     }
 }
 
+/// resolv.conf text: the DNS servers of the links in order of preference
+/// (lowest metric first), each once, at most [`MAX_DNS`] (the resolver
+/// reads no more).
+pub fn resolv_conf(links: &[(u32, Vec<Ipv4Addr>)]) -> String {
+    let mut sorted: Vec<&(u32, Vec<Ipv4Addr>)> = links.iter().collect();
+    sorted.sort_by_key(|(m, _)| *m);
+    let mut seen = Vec::new();
+    for d in sorted.iter().flat_map(|(_, d)| d) {
+        if !seen.contains(d) && seen.len() < MAX_DNS {
+            seen.push(*d);
+        }
+    }
+    seen.iter().map(|d| format!("nameserver {d}\n")).collect()
+}
+
 /// Assign interfaces to links that have none: explicit patterns (name,
 /// prefix, MAC) first, then links without a pattern get the first free
 /// Ethernet links in kernel order. Returns the indexes of links newly
@@ -585,6 +600,25 @@ mod tests {
         let late = vec![link("x", "usb0", 1)];
         assert!(assign(&late, &available).is_empty());
         assert!(late[0].state().iface.is_none());
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_preferred_link() {
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        let b = Ipv4Addr::new(192, 0, 2, 2);
+        let c = Ipv4Addr::new(192, 0, 2, 3);
+        let d = Ipv4Addr::new(192, 0, 2, 4);
+        assert_eq!(resolv_conf(&[]), "");
+        assert_eq!(
+            resolv_conf(&[(10_010, vec![a]), (20, vec![b, a])]),
+            "nameserver 192.0.2.2\nnameserver 192.0.2.1\n"
+        );
+        assert_eq!(
+            resolv_conf(&[(1, vec![a, b]), (2, vec![c, d])])
+                .lines()
+                .count(),
+            3
+        );
     }
 
     #[test]

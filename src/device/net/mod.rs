@@ -218,8 +218,10 @@ fn log_errors(link: &LinkConfig, errors: Vec<NetlinkError>) {
 async fn monitor(ex: Arc<Executor<'static>>, links: Links, mut accounting: report::Accounting) {
     let mut last_sample = Instant::now();
     accounting.sample(&links);
+    let mut resolv = String::new();
     loop {
         smol::Timer::after(MONITOR_TICK).await;
+        write_resolv_conf(&links, &mut resolv);
         if last_sample.elapsed() >= usage::SAMPLE {
             last_sample = Instant::now();
             accounting.sample(&links);
@@ -253,6 +255,28 @@ async fn monitor(ex: Arc<Executor<'static>>, links: Links, mut accounting: repor
             link.state().health.carrier = carrier;
             refresh(&mut nl, link);
         }
+    }
+}
+
+/// Where the DNS servers go (/etc/resolv.conf links here in the image).
+const RESOLV_CONF: &str = "/run/resolv.conf";
+
+/// Write the DNS servers of the links, best first, when they changed.
+fn write_resolv_conf(links: &Links, last: &mut String) {
+    let dns: Vec<(u32, Vec<std::net::Ipv4Addr>)> = links
+        .iter()
+        .map(|l| {
+            let st = l.state();
+            (links::metric(l.config.priority, st.healthy), st.dns.clone())
+        })
+        .collect();
+    let text = links::resolv_conf(&dns);
+    if text != *last {
+        // Once per change, not every tick, if /run cannot take it.
+        if let Err(e) = std::fs::write(RESOLV_CONF, &text) {
+            tracing::warn!("network: {RESOLV_CONF}: {e}");
+        }
+        *last = text;
     }
 }
 
