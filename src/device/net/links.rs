@@ -308,12 +308,24 @@ impl LinkRuntime {
 /// (lowest metric first), each once, at most [`MAX_DNS`] (the resolver
 /// reads no more).
 pub fn resolv_conf(links: &[(u32, Vec<Ipv4Addr>)]) -> String {
-    let mut sorted: Vec<&(u32, Vec<Ipv4Addr>)> = links.iter().collect();
-    sorted.sort_by_key(|(m, _)| *m);
+    // A handful of links: pick the lowest metric left each round (no sort:
+    // its code is larger than this whole function).
+    let mut taken = vec![false; links.len()];
     let mut seen = Vec::new();
-    for d in sorted.iter().flat_map(|(_, d)| d) {
-        if !seen.contains(d) && seen.len() < MAX_DNS {
-            seen.push(*d);
+    for _ in 0..links.len() {
+        let best = links
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !taken.get(*i).copied().unwrap_or(true))
+            .min_by_key(|(_, (m, _))| *m);
+        let Some((i, (_, dns))) = best else { break };
+        if let Some(t) = taken.get_mut(i) {
+            *t = true;
+        }
+        for d in dns {
+            if !seen.contains(d) && seen.len() < MAX_DNS {
+                seen.push(*d);
+            }
         }
     }
     seen.iter().map(|d| format!("nameserver {d}\n")).collect()
