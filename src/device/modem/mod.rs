@@ -96,6 +96,11 @@ impl<P: Read + Write> Modem<P> {
 
     /// Send `command` and wait for its final result (any: OK or an error).
     pub fn command(&mut self, command: &str, timeout_ms: u64) -> Result<Reply, ModemError> {
+        // Lines left from before were not asked for (a stray result after
+        // a timed-out command): they must not answer this one.
+        while let Some(stale) = self.pending.pop_front() {
+            self.urc(stale);
+        }
         self.port.write_all(command.as_bytes())?;
         self.port.write_all(b"\r")?;
         self.port.flush()?;
@@ -106,12 +111,7 @@ impl<P: Read + Write> Modem<P> {
                 match ex.line(line)? {
                     Step::Pending => {}
                     Step::Done(reply) => return Ok(reply),
-                    Step::Urc(u) => {
-                        if self.urcs.len() >= MAX_URCS {
-                            self.urcs.pop_front();
-                        }
-                        self.urcs.push_back(u);
-                    }
+                    Step::Urc(u) => self.urc(u),
                 }
             }
             if let Some(e) = ex.expired((self.clock)()) {
@@ -134,6 +134,13 @@ impl<P: Read + Write> Modem<P> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    fn urc(&mut self, line: String) {
+        if self.urcs.len() >= MAX_URCS {
+            self.urcs.pop_front();
+        }
+        self.urcs.push_back(line);
     }
 
     /// `command`, which must answer OK.
@@ -298,5 +305,67 @@ impl<P: Read + Write> Modem<P> {
         self.start_data(config.family, &config.apn)?;
         status.data = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads hand out `chunks` one per call (then time out); writes are kept.
+    struct Script {
+        chunks: std::collections::VecDeque<&'static [u8]>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some(c) = self.chunks.pop_front() else {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            };
+            buf[..c.len()].copy_from_slice(c);
+            Ok(c.len())
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stray_result_does_not_answer_the_next_command() {
+        let port = Script {
+            chunks: vec![
+                &b"\r\nOK\r\n\r\nOK\r\n"[..],
+                &b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"[..],
+            ]
+            .into(),
+            written: Vec::new(),
+        };
+        let mut m = Modem::new(port, Box::new(|| 0));
+        assert_eq!(m.ok("AT", 1000).unwrap().info, Vec::<String>::new());
+        let csq = m.ok("AT+CSQ", 1000).unwrap();
+        assert_eq!(csq.value("+CSQ:"), Some("20,99"));
+        assert_eq!(m.urcs.iter().collect::<Vec<_>>(), ["OK"]);
+        assert_eq!(m.port.written, b"AT\rAT+CSQ\r");
+        // Nothing more comes: a timeout by name (the clock jumps past it).
+        let mut m = Modem::new(
+            Script {
+                chunks: Default::default(),
+                written: Vec::new(),
+            },
+            Box::new({
+                let now = std::sync::atomic::AtomicU64::new(0);
+                move || now.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
+            }),
+        );
+        let e = m.ok("AT+CGATT=1", 1000).unwrap_err();
+        assert!(e.to_string().contains("AT+CGATT=1"), "{e}");
     }
 }
