@@ -74,6 +74,9 @@ pub struct Modem<P: Read + Write> {
     /// Unsolicited result codes seen, newest last.
     pub urcs: std::collections::VecDeque<String>,
     clock: Box<dyn Fn() -> u64 + Send>,
+    /// The last command timed out: its answer may still come; read it
+    /// away before the next command.
+    resync: bool,
 }
 
 impl<P: Read + Write> Modem<P> {
@@ -86,6 +89,7 @@ impl<P: Read + Write> Modem<P> {
             pending: Default::default(),
             urcs: Default::default(),
             clock,
+            resync: false,
         }
     }
 
@@ -98,6 +102,21 @@ impl<P: Read + Write> Modem<P> {
     pub fn command(&mut self, command: &str, timeout_ms: u64) -> Result<Reply, ModemError> {
         // Lines left from before were not asked for (a stray result after
         // a timed-out command): they must not answer this one.
+        let mut buf = [0u8; READ_CHUNK];
+        if std::mem::take(&mut self.resync) {
+            // Until the port is quiet for one read timeout (bounded: a
+            // babbling port gets MAX_URCS lines' worth).
+            for _ in 0..MAX_URCS {
+                match self.port.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        let mut out = Vec::new();
+                        self.lines.feed(buf.get(..n).unwrap_or_default(), &mut out);
+                        self.pending.extend(out);
+                    }
+                    _ => break,
+                }
+            }
+        }
         while let Some(stale) = self.pending.pop_front() {
             self.urc(stale);
         }
@@ -105,7 +124,6 @@ impl<P: Read + Write> Modem<P> {
         self.port.write_all(b"\r")?;
         self.port.flush()?;
         let mut ex = Exchange::new(command, (self.clock)(), timeout_ms);
-        let mut buf = [0u8; READ_CHUNK];
         loop {
             while let Some(line) = self.pending.pop_front() {
                 match ex.line(line)? {
@@ -115,6 +133,7 @@ impl<P: Read + Write> Modem<P> {
                 }
             }
             if let Some(e) = ex.expired((self.clock)()) {
+                self.resync = true;
                 return Err(e.into());
             }
             match self.port.read(&mut buf) {
@@ -312,15 +331,23 @@ impl<P: Read + Write> Modem<P> {
 mod tests {
     use super::*;
 
-    /// Reads hand out `chunks` one per call (then time out); writes are kept.
+    /// Reads hand out `chunks` one per call (`None`: one read timeout, as
+    /// when nothing comes); writes are kept.
     struct Script {
-        chunks: std::collections::VecDeque<&'static [u8]>,
+        chunks: std::collections::VecDeque<Option<&'static [u8]>>,
         written: Vec<u8>,
+    }
+
+    fn script(chunks: Vec<Option<&'static [u8]>>) -> Script {
+        Script {
+            chunks: chunks.into(),
+            written: Vec::new(),
+        }
     }
 
     impl Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let Some(c) = self.chunks.pop_front() else {
+            let Some(Some(c)) = self.chunks.pop_front() else {
                 return Err(std::io::ErrorKind::TimedOut.into());
             };
             buf[..c.len()].copy_from_slice(c);
@@ -340,32 +367,37 @@ mod tests {
 
     #[test]
     fn a_stray_result_does_not_answer_the_next_command() {
-        let port = Script {
-            chunks: vec![
-                &b"\r\nOK\r\n\r\nOK\r\n"[..],
-                &b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"[..],
-            ]
-            .into(),
-            written: Vec::new(),
-        };
+        let port = script(vec![
+            Some(b"\r\nOK\r\n\r\nOK\r\n"),
+            Some(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"),
+        ]);
         let mut m = Modem::new(port, Box::new(|| 0));
         assert_eq!(m.ok("AT", 1000).unwrap().info, Vec::<String>::new());
         let csq = m.ok("AT+CSQ", 1000).unwrap();
         assert_eq!(csq.value("+CSQ:"), Some("20,99"));
         assert_eq!(m.urcs.iter().collect::<Vec<_>>(), ["OK"]);
         assert_eq!(m.port.written, b"AT\rAT+CSQ\r");
-        // Nothing more comes: a timeout by name (the clock jumps past it).
-        let mut m = Modem::new(
-            Script {
-                chunks: Default::default(),
-                written: Vec::new(),
-            },
-            Box::new({
-                let now = std::sync::atomic::AtomicU64::new(0);
-                move || now.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
-            }),
-        );
+    }
+
+    #[test]
+    fn a_late_answer_after_a_timeout_is_read_away() {
+        let clock = {
+            let now = std::sync::atomic::AtomicU64::new(0);
+            move || now.fetch_add(600, std::sync::atomic::Ordering::Relaxed)
+        };
+        let port = script(vec![
+            None,
+            // AT+CGATT's OK, after it timed out; then quiet; then AT+CSQ's.
+            Some(b"\r\nOK\r\n"),
+            None,
+            Some(b"\r\n+CSQ: 5,99\r\nOK\r\n"),
+        ]);
+        let mut m = Modem::new(port, Box::new(clock));
         let e = m.ok("AT+CGATT=1", 1000).unwrap_err();
+        assert!(matches!(e, ModemError::At(AtError::Timeout { .. })), "{e}");
         assert!(e.to_string().contains("AT+CGATT=1"), "{e}");
+        let csq = m.ok("AT+CSQ", 1_000_000).unwrap();
+        assert_eq!(csq.value("+CSQ:"), Some("5,99"));
+        assert_eq!(m.urcs.iter().collect::<Vec<_>>(), ["OK"]);
     }
 }
