@@ -107,7 +107,8 @@ impl Client {
         Self::connect_endpoint(config, single, &node.server_name, CONNECT_TIMEOUT)
     }
 
-    fn connect_endpoint(
+    /// One endpoint, TCP and TLS within `attempt`.
+    pub fn connect_endpoint(
         config: Arc<ClientConfig>,
         endpoint: &str,
         server_name: &str,
