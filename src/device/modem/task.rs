@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,8 +70,6 @@ fn open_port(path: &str) -> std::io::Result<Tty> {
     termios::tcsetattr(&file, OptionalActions::Now, &t)?;
     Ok(Tty(file))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 fn record(link: &LinkRuntime, state: &str, status: &ModemStatus, event: Option<String>) {
     let mut st = link.state();
