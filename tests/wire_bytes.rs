@@ -215,3 +215,56 @@ fn identify_bytes_are_pinned() {
     assert_eq!(resp.encode(), [7, 0, 4]);
     assert_eq!(ResponseFrame::decode(&[7, 0, 4]).unwrap(), resp);
 }
+
+/// Pinned bytes of `Links` (request tag 24) and `Links` (response tag 16).
+#[test]
+fn links_bytes_are_pinned() {
+    use outpost::wire::{LinkInfo, ModemInfo, Response, ResponseFrame};
+    let req = RequestFrame {
+        id: 5,
+        body: Request::Links,
+    };
+    assert_eq!(req.encode(), [5, 24]);
+    assert_eq!(RequestFrame::decode(&[5, 24]).unwrap(), req);
+    let resp = ResponseFrame {
+        id: 5,
+        body: Ok(Response::Links(vec![LinkInfo {
+            name: "lte".into(),
+            iface: "wwan0".into(),
+            metric: 20,
+            healthy: true,
+            carrier: true,
+            probe_misses: 0,
+            downs: 1,
+            address: "".into(),
+            dns: vec![],
+            note: "".into(),
+            rx_bytes: 300,
+            tx_bytes: 2,
+            month_bytes: 302,
+            budget_bytes: None,
+            modem: Some(ModemInfo {
+                state: "ok".into(),
+                sim: "".into(),
+                registration: "home".into(),
+                operator: "".into(),
+                signal_dbm: Some(-73),
+                rsrp_dbm: None,
+            }),
+            events: vec![],
+        }])),
+    };
+    let bytes = [
+        5, 0, 16, 1, // id, Ok, tag 16, one link
+        3, b'l', b't', b'e', 5, b'w', b'w', b'a', b'n', b'0', // name, iface
+        20, 1, 1, 0, 1, // metric, healthy, carrier, probe_misses, downs
+        0, 0, 0, // address, dns, note
+        0xac, 0x02, 2, 0xae, 0x02, 0, // rx, tx, month, budget None
+        1, 2, b'o', b'k', 0, 4, b'h', b'o', b'm', b'e',
+        0, // modem: state, sim, registration, operator
+        1, 0x91, 0x01, 0, // signal Some(-73) (zigzag 145), rsrp None
+        0, // events
+    ];
+    assert_eq!(resp.encode(), bytes);
+    assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
+}

@@ -87,6 +87,10 @@ pub struct NetworkConfig {
     /// Static mode: default gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// Several links with failover (`[[network.links]]`, see network.rs);
+    /// when set, the single-link fields above must stay unset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<super::network::LinkConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -146,6 +150,7 @@ impl MachineConfig {
             ));
         }
         super::services::validate_services(&self.services)?;
+        super::network::validate_links(&self.network)?;
         match self.network.mode {
             NetworkMode::Dhcp => {
                 if self.network.address.is_some() || self.network.gateway.is_some() {

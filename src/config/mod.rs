@@ -5,6 +5,7 @@
 mod apply;
 mod diff;
 mod machine;
+pub mod network;
 mod release;
 pub mod services;
 mod time;

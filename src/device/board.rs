@@ -48,6 +48,9 @@ impl Platform for BoardPlatform {
     fn net_counters(&self) -> Vec<crate::wire::NetCounters> {
         metrics::net_counters()
     }
+    fn links(&self) -> Vec<crate::wire::LinkInfo> {
+        net::LINKS.get().map(net::report::infos).unwrap_or_default()
+    }
 }
 
 /// Live config changes on a board: the kernel's hostname, the watchdog.
@@ -215,11 +218,11 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         wd.set_timeout(secs);
     }
 
-    bring_up_network(&ex, &config).await;
+    let (power_tx, power_rx) = smol::channel::bounded(1);
+    bring_up_network(&ex, &*sys, &config, &time, &power_tx).await;
     ex.spawn(clock::sync::run(time.clone(), config.time.clone()))
         .detach();
 
-    let (power_tx, power_rx) = smol::channel::bounded(1);
     let config = Arc::new(ConfigManager::new(
         Path::new(DATA_MOUNT),
         config,
@@ -600,16 +603,27 @@ fn start_serial(ex: &Arc<Executor<'static>>, tty: &Path, ctx: Arc<ApiContext>) {
     }
 }
 
-async fn bring_up_network(ex: &Arc<Executor<'static>>, config: &MachineConfig) {
-    match net::bring_up(&config.network).await {
-        Ok(up) => {
-            tracing::info!("network: {up}");
-            if let Some(task) = up.renewal() {
-                ex.spawn(task).detach();
-            }
-        }
-        Err(e) => tracing::error!("network: {e}"),
-    }
+async fn bring_up_network(
+    ex: &Arc<Executor<'static>>,
+    sys: &dyn Sys,
+    config: &MachineConfig,
+    time: &Arc<clock::TimeKeeper>,
+    power: &smol::channel::Sender<PowerRequest>,
+) {
+    let cmdline = sys
+        .read_to_string(cmdline::CMDLINE_PATH, cmdline::MAX_CMDLINE_BYTES)
+        .unwrap_or_default();
+    let time = time.clone();
+    let power = power.clone();
+    let extras = net::Extras {
+        data: sys.is_mountpoint(DATA_MOUNT).then(|| DATA_MOUNT.into()),
+        now_secs: Box::new(move || time.now().as_secs()),
+        modem_power: super::modem::task::power_gpio(&cmdline),
+        reboot: Arc::new(move || {
+            let _ = power.try_send(PowerRequest::Reboot);
+        }),
+    };
+    net::start(ex, &config.network, extras).await;
 }
 
 fn read_release(sys: &dyn Sys) -> Release {

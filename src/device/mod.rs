@@ -15,6 +15,7 @@ pub mod kmsg;
 pub mod led;
 pub mod log;
 pub mod metrics;
+pub mod modem;
 pub mod modules;
 pub mod mounts;
 pub mod net;

@@ -62,6 +62,12 @@ pub fn parse_routes(text: &str) -> Vec<String> {
                 hex(f.get(2)?)?,
                 hex(f.get(7)?)?,
             );
+            let metric = f.get(6).and_then(|m| m.parse::<u32>().ok()).unwrap_or(0);
+            let metric = if metric == 0 {
+                String::new()
+            } else {
+                format!(" metric {metric}")
+            };
             let prefix = u32::from(mask).leading_ones();
             let target = if prefix == 0 {
                 "default".to_owned()
@@ -69,9 +75,9 @@ pub fn parse_routes(text: &str) -> Vec<String> {
                 format!("{dest}/{prefix}")
             };
             Some(if gw.is_unspecified() {
-                format!("{target} dev {iface}")
+                format!("{target} dev {iface}{metric}")
             } else {
-                format!("{target} via {gw} dev {iface}")
+                format!("{target} via {gw} dev {iface}{metric}")
             })
         })
         .take(MAX_ENTRIES)
@@ -88,10 +94,15 @@ mod tests {
             "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                     eth0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
                     eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    eth1\t00000000\t0202000A\t0003\t0\t0\t10020\t00000000\t0\t0\t0\n\
                     junk line\n";
         assert_eq!(
             parse_routes(text),
-            vec!["default via 10.0.2.2 dev eth0", "10.0.2.0/24 dev eth0"]
+            vec![
+                "default via 10.0.2.2 dev eth0",
+                "10.0.2.0/24 dev eth0",
+                "default via 10.0.2.2 dev eth1 metric 10020"
+            ]
         );
         assert!(parse_routes("").is_empty());
     }

@@ -19,6 +19,10 @@ use crate::wire::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// With several endpoints, each gets this long for TCP and the TLS
+/// handshake before the next is tried: behind a NAT or QEMU's slirp a dead
+/// path still accepts TCP and then never answers.
+pub const ENDPOINT_ATTEMPT: Duration = Duration::from_secs(3);
 
 pub struct Client {
     stream: StreamOwned<ClientConnection, Box<dyn Transport>>,
@@ -77,20 +81,50 @@ impl Client {
         Self::connect_with(config, node)
     }
 
-    /// Connect over TCP to `node` and finish the TLS handshake.
+    /// Connect over TCP to `node` and finish the TLS handshake. A node
+    /// reachable over several links lists several endpoints in `address`,
+    /// comma-separated ("10.1.0.5:50000,192.0.2.7:50000"): they are tried
+    /// in order, each for at most [`ENDPOINT_ATTEMPT`]. With the same
+    /// `config`, the TLS session is resumed whichever endpoint answers.
     pub fn connect_with(config: Arc<ClientConfig>, node: &Node) -> Result<Self> {
-        let addr = node
-            .address
+        let endpoints = endpoints(&node.address);
+        let [single] = endpoints.as_slice() else {
+            let config = two_tickets(config);
+            let mut failures = Vec::new();
+            for endpoint in &endpoints {
+                match Self::connect_endpoint(
+                    config.clone(),
+                    endpoint,
+                    &node.server_name,
+                    ENDPOINT_ATTEMPT,
+                ) {
+                    Ok(client) => return Ok(client),
+                    Err(e) => failures.push(format!("{endpoint}: {e:#}")),
+                }
+            }
+            bail!("no endpoint answered ({})", failures.join("; "));
+        };
+        Self::connect_endpoint(config, single, &node.server_name, CONNECT_TIMEOUT)
+    }
+
+    /// One endpoint, TCP and TLS within `attempt`.
+    pub fn connect_endpoint(
+        config: Arc<ClientConfig>,
+        endpoint: &str,
+        server_name: &str,
+        attempt: Duration,
+    ) -> Result<Self> {
+        let addr = endpoint
             .to_socket_addrs()
-            .with_context(|| format!("resolving {}", node.address))?
+            .with_context(|| format!("resolving {endpoint}"))?
             .next()
-            .ok_or_else(|| anyhow!("{} resolves to no address", node.address))?;
-        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+            .ok_or_else(|| anyhow!("{endpoint} resolves to no address"))?;
+        let tcp = TcpStream::connect_timeout(&addr, attempt)
             .with_context(|| format!("connecting to {addr}"))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         tcp.set_nodelay(true)?;
-        Self::over(config, &node.server_name, Box::new(tcp))
-            .with_context(|| format!("TLS session with {}", node.address))
+        Self::over_within(config, server_name, Box::new(tcp), attempt.min(IO_TIMEOUT))
+            .with_context(|| format!("TLS session with {endpoint}"))
     }
 
     /// Run the TLS session over any transport (TCP, a serial line, a test pipe).
@@ -100,7 +134,17 @@ impl Client {
         server_name: &str,
         transport: Box<dyn Transport>,
     ) -> Result<Self> {
-        transport.set_read_timeout(Some(IO_TIMEOUT))?;
+        Self::over_within(config, server_name, transport, IO_TIMEOUT)
+    }
+
+    /// [`Client::over`] with the handshake's reads bounded by `handshake`.
+    fn over_within(
+        config: Arc<ClientConfig>,
+        server_name: &str,
+        transport: Box<dyn Transport>,
+        handshake: Duration,
+    ) -> Result<Self> {
+        transport.set_read_timeout(Some(handshake))?;
         let name = ServerName::try_from(server_name.to_owned())
             .with_context(|| format!("bad server name {server_name}"))?;
         let conn = ClientConnection::new(config, name)?;
@@ -112,6 +156,7 @@ impl Client {
                 .complete_io(&mut stream.sock)
                 .context("TLS handshake")?;
         }
+        stream.sock.set_read_timeout(Some(IO_TIMEOUT))?;
         Ok(Self {
             stream,
             decoder: Box::default(),
@@ -239,6 +284,31 @@ impl Client {
             }
         }
     }
+}
+
+/// `config` asking the device for two session tickets per handshake
+/// (RFC 9149): an attempt on a dead endpoint uses up the ticket it offers
+/// (TLS 1.3 tickets are single-use), and the second one resumes on the
+/// endpoint that answers. The copy shares `config`'s session store.
+fn two_tickets(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    if config.send_ticket_request.is_some() {
+        return config;
+    }
+    let mut c = (*config).clone();
+    c.send_ticket_request = Some(rustls::client::TicketRequest {
+        new_session_count: 2,
+        resumption_count: 2,
+    });
+    Arc::new(c)
+}
+
+/// The endpoints of a node address: "a:1,b:2" → ["a:1", "b:2"].
+pub fn endpoints(address: &str) -> Vec<&str> {
+    address
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
 }
 
 fn answer(resp: ResponseFrame) -> Result<Response> {

@@ -12,6 +12,7 @@ pub mod image;
 pub mod image_cmd;
 pub mod linkemu;
 pub mod local;
+pub mod modemsim;
 pub mod output;
 pub mod pki;
 pub mod qemu;

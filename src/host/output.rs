@@ -162,6 +162,52 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
                 }
             }
         }
+        Response::Links(links) => {
+            if !links.is_empty() {
+                println!("CONFIGURED LINKS");
+            }
+            for l in links {
+                let state = if l.healthy { "healthy" } else { "DOWN" };
+                let iface = if l.iface.is_empty() { "-" } else { &l.iface };
+                println!(
+                    "  {} ({iface}) {state}, metric {}, carrier {}, probe misses {}, down {} times",
+                    l.name,
+                    l.metric,
+                    if l.carrier { "on" } else { "off" },
+                    l.probe_misses,
+                    l.downs
+                );
+                if !l.address.is_empty() {
+                    println!("    address {}  dns {}", l.address, l.dns.join(" "));
+                }
+                if !l.note.is_empty() {
+                    println!("    {}", l.note);
+                }
+                let budget = l
+                    .budget_bytes
+                    .map(|b| format!(" of {} MB budget", b / 1_000_000))
+                    .unwrap_or_default();
+                println!(
+                    "    data: {} B in / {} B out since boot, {} B this month{budget}",
+                    l.rx_bytes, l.tx_bytes, l.month_bytes
+                );
+                if let Some(m) = &l.modem {
+                    let dbm = |v: Option<i16>| v.map_or("-".to_owned(), |d| format!("{d} dBm"));
+                    println!(
+                        "    modem: {}; SIM {}, {} on {}, signal {}, RSRP {}",
+                        m.state,
+                        m.sim,
+                        m.registration,
+                        m.operator,
+                        dbm(m.signal_dbm),
+                        dbm(m.rsrp_dbm)
+                    );
+                }
+                for e in &l.events {
+                    println!("    {e}");
+                }
+            }
+        }
         Response::Slots(info) => {
             println!("BOOTED    {}   PRIMARY {}", info.booted, info.primary);
             for slot in &info.slots {

@@ -369,7 +369,7 @@ pub fn run(
         }
         DeviceCommand::Time(f) => (client.call(Request::Time)?, pick(&f)),
         DeviceCommand::Metrics(f) => (client.call(Request::Metrics)?, pick(&f)),
-        DeviceCommand::Network(f) => (client.call(Request::Network)?, pick(&f)),
+        DeviceCommand::Network(f) => return network(client, node, pick(&f)),
         DeviceCommand::Slots(f) => (client.call(Request::Slots)?, pick(&f)),
         DeviceCommand::Rollback(f) => (client.call(Request::Rollback)?, pick(&f)),
         DeviceCommand::Identify { seconds, format } => (
@@ -382,6 +382,29 @@ pub fn run(
         DeviceCommand::Upload { .. } | DeviceCommand::Upgrade { .. } => return Ok(()),
     };
     output::print(node, &response, format)
+}
+
+/// `network`: links, addresses, routes, and the configured links with
+/// their health, modem and data use (a device without `Links` shows the
+/// first part only). JSON: `{"Network": …, "Links": […]}`.
+fn network(client: &mut Client, node: &str, format: Format) -> Result<()> {
+    let answers = client.pipeline(vec![Request::Network, Request::Links])?;
+    let mut answers = answers.into_iter();
+    let net = answers.next().context("no answer to network")??;
+    let links = match answers.next() {
+        Some(Ok(Response::Links(l))) => l,
+        _ => Vec::new(),
+    };
+    if format == Format::Json {
+        let mut v = serde_json::to_value(&net)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("Links".into(), serde_json::to_value(&links)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    output::print(node, &net, format)?;
+    output::print(node, &Response::Links(links), format)
 }
 
 /// The last `n` lines of `text`.

@@ -105,6 +105,9 @@ pub enum Request<'a> {
     /// Tag 23: Blink the status LED in its identify pattern for `seconds`
     /// (0 stops it), so a technician finds this board; answered `Accepted`.
     Identify { seconds: u16 },
+    /// Tag 24: The configured links: health, metric, addressing, modem,
+    /// data used, watchdog steps; answered with `Links`.
+    Links,
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -197,7 +200,8 @@ impl Request<'_> {
             | BootLogs { .. }
             | Time
             | Metrics
-            | Network => Role::Reader,
+            | Network
+            | Links => Role::Reader,
             Reboot | Poweroff | Service { .. } | Identify { .. } => Role::Operator,
             ConfigApply { .. }
             | ConfigApplyOpts { .. }
@@ -237,6 +241,7 @@ impl Request<'_> {
             ConfigConfirm => "config confirm",
             BootLogs { .. } => "boot logs",
             Identify { .. } => "identify",
+            Links => "links",
         }
     }
 }

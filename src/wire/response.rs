@@ -47,6 +47,52 @@ pub enum Response {
     /// Tag 15: A persisted log of an earlier boot (answer to `BootLogs`):
     /// whole lines, oldest first.
     BootLog(String),
+    /// Tag 16: The configured links (answer to `Links`).
+    Links(Vec<LinkInfo>),
+}
+
+/// One configured link (docs/network.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// The config's name ("wan", "lte").
+    pub name: String,
+    /// Its interface ("" while none matched yet).
+    pub iface: String,
+    /// The metric its routes have now (priority; + 10000 while down).
+    pub metric: u32,
+    pub healthy: bool,
+    pub carrier: bool,
+    /// Probe misses in a row.
+    pub probe_misses: u32,
+    /// Times it went down since boot.
+    pub downs: u32,
+    /// "10.0.2.15/24 via 10.0.2.2", or "".
+    pub address: String,
+    pub dns: Vec<String>,
+    /// How it is addressed, or why it is not.
+    pub note: String,
+    /// Bytes received and sent since boot.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Bytes this calendar month (UTC), across boots.
+    pub month_bytes: u64,
+    /// The monthly budget in bytes, if one is set.
+    pub budget_bytes: Option<u64>,
+    pub modem: Option<ModemInfo>,
+    /// Watchdog steps and state changes, newest last.
+    pub events: Vec<String>,
+}
+
+/// A modem's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModemInfo {
+    /// "connected", "dialling", or the last error.
+    pub state: String,
+    pub sim: String,
+    pub registration: String,
+    pub operator: String,
+    pub signal_dbm: Option<i16>,
+    pub rsrp_dbm: Option<i16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -392,3 +392,27 @@ impl Drop for HostDevice {
         }
     }
 }
+
+/// One QEMU human-monitor command over the monitor's Unix socket (QEMU
+/// started with `-monitor unix:PATH,server=on,wait=off`); its output.
+pub(crate) fn hmp(socket: &Path, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The banner and prompt, then the command and what it printed.
+    let mut drain = |s: &mut std::os::unix::net::UnixStream, out: &mut Vec<u8>| {
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    drain(&mut s, &mut out);
+    s.write_all(format!("{command}\n").as_bytes()).unwrap();
+    drain(&mut s, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -34,6 +34,10 @@ pub trait Platform: Send + Sync {
     fn network(&self) -> NetworkInfo;
     /// Per-interface byte and packet counters.
     fn net_counters(&self) -> Vec<wire::NetCounters>;
+    /// The configured links (none in host mode).
+    fn links(&self) -> Vec<wire::LinkInfo> {
+        Vec::new()
+    }
 }
 
 /// Everything a handler may read or trigger.
@@ -167,6 +171,7 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             max_bytes,
         } => boot_logs(ctx, *source, *boot, *max_bytes),
         Request::Identify { seconds } => identify(ctx, *seconds),
+        Request::Links => Ok(Response::Links(ctx.platform.links())),
     }
 }
 

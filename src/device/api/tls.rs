@@ -171,5 +171,8 @@ pub fn server_config(
     // One ticket per handshake is enough to resume after a dropped link.
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
     config.send_tls13_tickets = 1;
+    // A client with several endpoints (links) asks for two (RFC 9149): an
+    // attempt on a dead path burns the ticket it offers, the second resumes.
+    config.max_tls13_tickets = 2;
     Ok(Arc::new(config))
 }

@@ -1,26 +1,39 @@
-//! The network: find the interface, bring it and `lo` up, address it (DHCP or
-//! static from the machine config), keep the DHCP lease renewed.
+//! The network: find each configured link's interface, bring it and `lo`
+//! up, address it (DHCP or static), keep DHCP leases renewed, probe the
+//! links and keep the preferred default route on the best healthy one
+//! (links.rs).
 //!
-//! Boot calls [`bring_up`] once; when it used DHCP, the lead spawns
-//! [`NetUp::renewal`] as a task, which renews at T1 forever (and keeps trying
-//! to get a lease if boot got none). [`addresses`] feeds the status API.
+//! Boot calls [`start`] once: it waits (boundedly) for the interfaces and
+//! the first DHCP answers, then leaves tasks running: one DHCP task per
+//! DHCP link, one probe task per probed link, and the monitor, which
+//! follows carrier, picks up interfaces that appear later (a USB modem) and
+//! re-programs routes when health changes. [`addresses`] feeds the status
+//! API.
 
 pub mod dhcp;
+pub mod links;
 pub mod netlink;
+pub mod probe;
 pub mod reader;
+pub mod report;
+pub mod usage;
 
-use std::fmt;
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{parse_cidr, NetworkConfig, NetworkMode};
+use smol::Executor;
+
+use crate::config::network::{effective_links, LinkConfig};
+use crate::config::{NetworkConfig, NetworkMode};
 
 use dhcp::{Backoff, Client, DhcpError, Lease, RequestKind};
+use links::{Addressed, LinkRuntime};
 use netlink::{AddressInfo, Link, Netlink, NetlinkError};
 
-/// How long the interface may take to appear once its driver is loaded
-/// (virtio_net probes asynchronously), and how often we look.
+/// How long boot waits for the configured interfaces to appear once their
+/// drivers are loaded (virtio_net probes asynchronously); later ones (a
+/// modem still enumerating) are picked up by the monitor.
 pub const INTERFACE_WAIT: Duration = Duration::from_secs(5);
 /// Polling interval for the interface and its carrier: short, because boot
 /// waits on it (the link usually comes up within tens of ms of `set_up`).
@@ -28,6 +41,8 @@ const INTERFACE_POLL: Duration = Duration::from_millis(10);
 /// How long to wait for carrier after setting the link up before the first
 /// DHCP packet (sent without carrier, it is lost and costs a retransmission).
 const CARRIER_WAIT: Duration = Duration::from_secs(3);
+/// The monitor's period: carrier changes move routes within this.
+const MONITOR_TICK: Duration = Duration::from_secs(1);
 /// Without a lease, the renewal task tries again after this, doubling to the cap.
 const ACQUIRE_RETRY_FIRST: Duration = Duration::from_secs(10);
 const ACQUIRE_RETRY_CAP: Duration = Duration::from_secs(300);
@@ -47,15 +62,11 @@ pub enum NetError {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
-    #[error("no {} appeared within {waited:?}", if wanted.is_empty() { "Ethernet interface".to_owned() } else { format!("interface `{wanted}`") })]
-    NoInterface { wanted: String, waited: Duration },
     #[error("interface {0} has no Ethernet hardware address: DHCP needs one")]
     NoHardwareAddress(String),
-    #[error("static network config: {0}")]
-    Static(String),
 }
 
-/// The interface we configure.
+/// The interface a link runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     pub index: u32,
@@ -63,238 +74,289 @@ pub struct Interface {
     pub mac: Option<[u8; 6]>,
 }
 
-/// `wanted` by name, or (empty) the first Ethernet link in kernel order.
-pub fn choose_interface(links: &[Link], wanted: &str) -> Option<Interface> {
-    let link = if wanted.is_empty() {
-        links.iter().find(|l| l.is_ethernet())
-    } else {
-        links.iter().find(|l| l.name == wanted)
-    }?;
-    Some(Interface {
-        index: link.index,
-        name: link.name.clone(),
-        mac: link.mac.filter(|m| *m != [0; 6]),
-    })
+/// The links of this boot, shared with the API.
+pub type Links = Arc<Vec<Arc<LinkRuntime>>>;
+
+/// This boot's links, for the API (set once by [`start`]).
+pub static LINKS: std::sync::OnceLock<Links> = std::sync::OnceLock::new();
+
+/// What [`start`] needs besides the config.
+pub struct Extras {
+    /// DATA, for the data-use record (`None`: not mounted, not kept).
+    pub data: Option<std::path::PathBuf>,
+    /// The clock, for the month of the data-use record.
+    pub now_secs: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The board's modem power GPIO (`outpost.modem_power=`).
+    pub modem_power: Option<crate::device::cmdline::GpioSpec>,
+    /// Asks for a reboot (the last step of a modem's watchdog).
+    pub reboot: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Poll the link list until the interface shows up.
-pub async fn wait_for_interface(
+/// Boot: bring up `lo` and every configured link, wait (boundedly) for
+/// their interfaces and first DHCP answers, start the tasks that keep them.
+/// Failures are logged, never fatal: the API must come up regardless (on
+/// another link, or the serial line).
+pub async fn start(ex: &Arc<Executor<'static>>, config: &NetworkConfig, extras: Extras) -> Links {
+    let links: Links = Arc::new(
+        effective_links(config)
+            .into_iter()
+            .map(|c| Arc::new(LinkRuntime::new(c)))
+            .collect(),
+    );
+    let _ = LINKS.set(links.clone());
+    for link in links.iter() {
+        if let Some(m) = link.config.modem() {
+            let reboot = extras.reboot.clone();
+            crate::device::modem::task::start(
+                link.clone(),
+                m,
+                extras.modem_power.clone(),
+                Box::new(move || reboot()),
+            );
+        }
+    }
+    let mut first_answers = Vec::new();
+    match Netlink::open() {
+        Ok(mut nl) => {
+            match nl.links() {
+                Ok(all) => {
+                    if let Some(lo) = all.iter().find(|l| l.loopback) {
+                        if let Err(e) = nl.set_up(lo.index) {
+                            tracing::error!("bringing up lo: {e}");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("network: {e}"),
+            }
+            let begin = Instant::now();
+            loop {
+                match nl.links() {
+                    Ok(all) => {
+                        for n in links::assign(&links, &all) {
+                            if let Some(link) = links.get(n) {
+                                first_answers.extend(activate(ex, &mut nl, link));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!("network: {e}"),
+                }
+                let all_found = links.iter().all(|l| l.state().iface.is_some());
+                if all_found || begin.elapsed() >= INTERFACE_WAIT {
+                    break;
+                }
+                smol::Timer::after(INTERFACE_POLL).await;
+            }
+            for l in links.iter().filter(|l| l.state().iface.is_none()) {
+                tracing::warn!(
+                    "network: link {}: no matching interface yet; waiting for it",
+                    l.config.name
+                );
+            }
+        }
+        Err(e) => tracing::error!("network: {e}"),
+    }
+    for answer in first_answers {
+        let _ = answer.recv().await;
+    }
+    let accounting = report::Accounting::new(extras.data, extras.now_secs);
+    ex.spawn(monitor(ex.clone(), links.clone(), accounting))
+        .detach();
+    links
+}
+
+/// A link just got its interface: set it up and address it; start its DHCP
+/// and probe tasks. Returns a channel that closes after the first DHCP
+/// attempt (boot waits for it).
+fn activate(
+    ex: &Arc<Executor<'static>>,
     nl: &mut Netlink,
-    wanted: &str,
-    wait: Duration,
-) -> Result<Interface, NetError> {
-    let start = Instant::now();
-    loop {
-        if let Some(iface) = choose_interface(&nl.links()?, wanted) {
-            tracing::debug!(iface = %iface.name, "interface after {:?}", start.elapsed());
-            return Ok(iface);
+    link: &Arc<LinkRuntime>,
+) -> Option<smol::channel::Receiver<()>> {
+    let iface = link.state().iface.clone()?;
+    tracing::info!("network: link {} is {}", link.config.name, iface.name);
+    if let Err(e) = nl.set_up(iface.index) {
+        tracing::error!("network: {}: {e}", iface.name);
+    }
+    link.state().dns = link.config.dns_servers();
+    if let Some(probe) = link.config.probe() {
+        ex.spawn(probe::run(link.clone(), probe)).detach();
+    }
+    match link.config.mode {
+        NetworkMode::Static => {
+            let a = link.config.static_address()?;
+            let addr = Addressed {
+                address: a.address,
+                prefix: a.prefix,
+                gateway: a.gateway,
+            };
+            log_errors(&link.config, link.set_address(nl, Some(addr)));
+            link.state().note = "static".into();
+            tracing::info!(
+                "network: {} {}/{} (static)",
+                iface.name,
+                a.address,
+                a.prefix
+            );
+            None
         }
-        if start.elapsed() >= wait {
-            return Err(NetError::NoInterface {
-                wanted: wanted.to_owned(),
-                waited: wait,
-            });
+        NetworkMode::Dhcp => {
+            let (tx, rx) = smol::channel::bounded(1);
+            ex.spawn(dhcp_task(link.clone(), iface, tx)).detach();
+            Some(rx)
         }
-        smol::Timer::after(INTERFACE_POLL).await;
     }
 }
 
-async fn wait_for_carrier(nl: &mut Netlink, iface: &Interface) -> Result<(), NetError> {
+fn log_errors(link: &LinkConfig, errors: Vec<NetlinkError>) {
+    for e in errors {
+        tracing::error!("network: link {}: {e}", link.name);
+    }
+}
+
+/// Follow carrier, pick up late interfaces, move routes when health
+/// changes; count data use every [`usage::SAMPLE`].
+async fn monitor(ex: Arc<Executor<'static>>, links: Links, mut accounting: report::Accounting) {
+    let mut last_sample = Instant::now();
+    accounting.sample(&links);
+    let mut resolv = String::new();
+    loop {
+        smol::Timer::after(MONITOR_TICK).await;
+        write_resolv_conf(&links, &mut resolv);
+        if last_sample.elapsed() >= usage::SAMPLE {
+            last_sample = Instant::now();
+            accounting.sample(&links);
+        }
+        let mut nl = match Netlink::open() {
+            Ok(nl) => nl,
+            Err(e) => {
+                tracing::error!("network monitor: {e}");
+                continue;
+            }
+        };
+        let all = match nl.links() {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::error!("network monitor: {e}");
+                continue;
+            }
+        };
+        for n in links::assign(&links, &all) {
+            if let Some(link) = links.get(n) {
+                // Not waited for: boot is long over.
+                let _ = activate(&ex, &mut nl, link);
+            }
+        }
+        for link in links.iter() {
+            let index = link.state().iface.as_ref().map(|i| i.index);
+            let Some(index) = index else { continue };
+            let carrier = all
+                .iter()
+                .any(|l| l.index == index && (l.lower_up || l.running));
+            link.state().health.carrier = carrier;
+            refresh(&mut nl, link);
+        }
+    }
+}
+
+/// Where the DNS servers go (/etc/resolv.conf links here in the image).
+const RESOLV_CONF: &str = "/run/resolv.conf";
+
+/// Write the DNS servers of the links, best first, when they changed.
+fn write_resolv_conf(links: &Links, last: &mut String) {
+    let dns: Vec<(u32, Vec<std::net::Ipv4Addr>)> = links
+        .iter()
+        .map(|l| {
+            let st = l.state();
+            (links::metric(l.config.priority, st.healthy), st.dns.clone())
+        })
+        .collect();
+    let text = links::resolv_conf(&dns);
+    if text != *last {
+        // Once per change, not every tick, if /run cannot take it.
+        if let Err(e) = std::fs::write(RESOLV_CONF, &text) {
+            tracing::warn!("network: {RESOLV_CONF}: {e}");
+        }
+        *last = text;
+    }
+}
+
+/// Re-program `link`'s routes if its health verdict changed, and say so.
+pub fn refresh(nl: &mut Netlink, link: &LinkRuntime) {
+    let (changed, errors) = link.update_health(nl, super::log::uptime_ms());
+    log_errors(&link.config, errors);
+    if let Some(healthy) = changed {
+        let h = link.state().health;
+        if healthy {
+            tracing::info!(
+                "network: link {} is healthy again; its routes are back at metric {}",
+                link.config.name,
+                link.config.priority
+            );
+        } else {
+            tracing::warn!(
+                "network: link {} is down (carrier {}, probe misses {}); its routes move to metric {}",
+                link.config.name,
+                if h.carrier { "on" } else { "off" },
+                h.misses,
+                links::metric(link.config.priority, false)
+            );
+        }
+    }
+}
+
+async fn wait_for_carrier(iface: &Interface) {
     let start = Instant::now();
     while start.elapsed() < CARRIER_WAIT {
-        if nl
-            .links()?
-            .iter()
-            .any(|l| l.index == iface.index && (l.lower_up || l.running))
-        {
+        let up = Netlink::open()
+            .and_then(|mut nl| nl.links())
+            .is_ok_and(|all| {
+                all.iter()
+                    .any(|l| l.index == iface.index && (l.lower_up || l.running))
+            });
+        if up {
             tracing::debug!(iface = %iface.name, "carrier after {:?}", start.elapsed());
-            return Ok(());
+            return;
         }
         smol::Timer::after(INTERFACE_POLL).await;
     }
     tracing::warn!(iface = %iface.name, "no carrier after {CARRIER_WAIT:?}; going on");
-    Ok(())
 }
 
-/// How the interface got its address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Addressing {
-    Dhcp {
-        /// `None`: no server answered at boot; the renewal task keeps trying.
-        lease: Option<Lease>,
-        acquired: Option<Instant>,
-        error: Option<String>,
-    },
-    Static {
-        address: Ipv4Addr,
-        prefix: u8,
-        gateway: Option<Ipv4Addr>,
-    },
-}
-
-/// The result of [`bring_up`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetUp {
-    pub iface: Interface,
-    pub addressing: Addressing,
-}
-
-impl fmt::Display for NetUp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.iface.name)?;
-        match &self.addressing {
-            Addressing::Dhcp {
-                lease: Some(lease), ..
-            } => write!(f, " {lease} (DHCP)"),
-            Addressing::Dhcp { error, .. } => write!(
-                f,
-                " up, no DHCP lease yet ({}); retrying in the background",
-                error.as_deref().unwrap_or("no answer")
-            ),
-            Addressing::Static {
-                address,
-                prefix,
-                gateway,
-            } => {
-                write!(f, " {address}/{prefix}")?;
-                if let Some(g) = gateway {
-                    write!(f, " via {g}")?;
-                }
-                write!(f, " (static)")
-            }
+/// The DHCP task of one link: first lease (then `first` closes), renewals
+/// forever.
+async fn dhcp_task(link: Arc<LinkRuntime>, iface: Interface, first: smol::channel::Sender<()>) {
+    wait_for_carrier(&iface).await;
+    let current = match acquire_and_apply(&link, &iface, Backoff::BOOT).await {
+        Ok(lease) => Some((lease, Instant::now())),
+        Err(e) => {
+            tracing::warn!(iface = %iface.name, "{e}; retrying in the background");
+            link.state().note = format!("no DHCP lease yet: {e}");
+            None
         }
-    }
+    };
+    drop(first);
+    run_dhcp(link, iface, current).await;
 }
 
-impl NetUp {
-    pub fn lease(&self) -> Option<&Lease> {
-        match &self.addressing {
-            Addressing::Dhcp { lease, .. } => lease.as_ref(),
-            Addressing::Static { .. } => None,
+/// Put a lease (or, `None`, no address) on the link.
+fn apply(link: &LinkRuntime, lease: Option<&Lease>) {
+    let addr = lease.map(|l| Addressed {
+        address: l.address,
+        prefix: l.prefix,
+        gateway: l.router,
+    });
+    match Netlink::open() {
+        Ok(mut nl) => log_errors(&link.config, link.set_address(&mut nl, addr)),
+        Err(e) => tracing::error!("network: link {}: {e}", link.config.name),
+    }
+    let mut st = link.state();
+    if let Some(l) = lease {
+        if link.config.dns.is_empty() {
+            st.dns = l.dns.clone();
         }
-    }
-
-    /// The DHCP task to spawn (renew forever; acquire if boot got no lease).
-    /// `None` for a static address.
-    pub fn renewal(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
-        match &self.addressing {
-            Addressing::Dhcp {
-                lease, acquired, ..
-            } => {
-                let current = lease.clone().zip(*acquired);
-                Some(run_dhcp(self.iface.clone(), current))
-            }
-            Addressing::Static { .. } => None,
-        }
-    }
-}
-
-/// Boot: bring up `lo` and the configured interface, then address it. A
-/// DHCP server that does not answer is not an error here (the API must still
-/// come up, e.g. on the serial link); see [`Addressing::Dhcp`].
-pub async fn bring_up(config: &NetworkConfig) -> Result<NetUp, NetError> {
-    let mut nl = Netlink::open()?;
-    if let Some(lo) = nl.links()?.iter().find(|l| l.loopback) {
-        if let Err(e) = nl.set_up(lo.index) {
-            tracing::error!("bringing up lo: {e}");
-        }
-    }
-    let iface = wait_for_interface(&mut nl, &config.interface, INTERFACE_WAIT).await?;
-    nl.set_up(iface.index)?;
-    match config.mode {
-        NetworkMode::Static => {
-            let (address, prefix, gateway) = static_config(config)?;
-            apply_static(&mut nl, &iface, address, prefix, gateway)?;
-            Ok(NetUp {
-                iface,
-                addressing: Addressing::Static {
-                    address,
-                    prefix,
-                    gateway,
-                },
-            })
-        }
-        NetworkMode::Dhcp => {
-            wait_for_carrier(&mut nl, &iface).await?;
-            drop(nl);
-            let addressing = match acquire_and_apply(&iface, Backoff::BOOT, None).await {
-                Ok(lease) => Addressing::Dhcp {
-                    lease: Some(lease),
-                    acquired: Some(Instant::now()),
-                    error: None,
-                },
-                Err(e) => {
-                    tracing::warn!(iface = %iface.name, "{e}");
-                    Addressing::Dhcp {
-                        lease: None,
-                        acquired: None,
-                        error: Some(e.to_string()),
-                    }
-                }
-            };
-            Ok(NetUp { iface, addressing })
-        }
-    }
-}
-
-/// The static address, prefix and gateway of a (validated) config.
-pub fn static_config(config: &NetworkConfig) -> Result<(Ipv4Addr, u8, Option<Ipv4Addr>), NetError> {
-    let text = config
-        .address
-        .as_deref()
-        .ok_or_else(|| NetError::Static("mode = \"static\" needs an address".to_owned()))?;
-    let (address, prefix) = parse_cidr(text).map_err(NetError::Static)?;
-    let gateway = config
-        .gateway
-        .as_deref()
-        .map(|g| {
-            g.parse::<Ipv4Addr>()
-                .map_err(|_| NetError::Static(format!("gateway `{g}` is not an IPv4 address")))
-        })
-        .transpose()?;
-    Ok((address, prefix, gateway))
-}
-
-pub fn apply_static(
-    nl: &mut Netlink,
-    iface: &Interface,
-    address: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
-) -> Result<(), NetError> {
-    nl.add_address(iface.index, address, prefix)?;
-    if let Some(gw) = gateway {
-        nl.set_default_route(iface.index, gw)?;
-    }
-    tracing::info!(iface = %iface.name, "static address {address}/{prefix}");
-    Ok(())
-}
-
-/// Put a lease on the interface: drop the previous address if it changed, add
-/// the new one (replacing is idempotent), set the default route.
-pub fn apply_lease(
-    nl: &mut Netlink,
-    iface: &Interface,
-    lease: &Lease,
-    previous: Option<&Lease>,
-) -> Result<(), NetError> {
-    if let Some(old) = previous {
-        if (old.address, old.prefix) != (lease.address, lease.prefix) {
-            nl.del_address(iface.index, old.address, old.prefix)?;
-        }
-    }
-    nl.add_address(iface.index, lease.address, lease.prefix)?;
-    if let Some(router) = lease.router {
-        nl.set_default_route(iface.index, router)?;
-    }
-    Ok(())
-}
-
-fn remove_lease(iface: &Interface, lease: &Lease) {
-    let result =
-        Netlink::open().and_then(|mut nl| nl.del_address(iface.index, lease.address, lease.prefix));
-    if let Err(e) = result {
-        tracing::error!(iface = %iface.name, "removing {}/{}: {e}", lease.address, lease.prefix);
+        st.note = format!("DHCP {l}");
+    } else {
+        st.note = "DHCP lease lost".into();
     }
 }
 
@@ -304,16 +366,16 @@ fn mac_of(iface: &Interface) -> Result<[u8; 6], NetError> {
         .ok_or_else(|| NetError::NoHardwareAddress(iface.name.clone()))
 }
 
-/// Acquire a lease (DISCOVER…ACK) and put it on the interface.
-pub async fn acquire_and_apply(
+/// Acquire a lease (DISCOVER…ACK) and put it on the link.
+async fn acquire_and_apply(
+    link: &LinkRuntime,
     iface: &Interface,
     backoff: Backoff,
-    previous: Option<&Lease>,
 ) -> Result<Lease, NetError> {
     let mut client = Client::open(&iface.name, mac_of(iface)?)?;
     let lease = client.acquire(backoff).await?;
     drop(client);
-    apply_lease(&mut Netlink::open()?, iface, &lease, previous)?;
+    apply(link, Some(&lease));
     tracing::info!(iface = %iface.name, "DHCP lease {lease}");
     Ok(lease)
 }
@@ -325,22 +387,32 @@ fn after(since: Instant, secs: u32) -> Instant {
         .unwrap_or_else(|| since + Duration::from_secs(365 * 24 * 3600))
 }
 
-/// The DHCP task: keep the lease (renew at T1, rebind at T2, start over when
-/// it expires or a server NAKs), or keep trying to get one. Never returns;
-/// every error is logged and retried.
-pub async fn run_dhcp(iface: Interface, mut current: Option<(Lease, Instant)>) {
+/// Keep the lease (renew at T1, rebind at T2, start over when it expires
+/// or a server NAKs), or keep trying to get one. Never returns; every error
+/// is logged and retried.
+async fn run_dhcp(link: Arc<LinkRuntime>, iface: Interface, mut current: Option<(Lease, Instant)>) {
     let mut retry = ACQUIRE_RETRY_FIRST;
     loop {
         current = match current.take() {
-            Some((lease, since)) => keep_lease(&iface, lease, since).await,
-            None => match acquire_and_apply(&iface, Backoff::BOOT, None).await {
+            Some((lease, since)) => keep_lease(&link, &iface, lease, since).await,
+            None => match acquire_and_apply(&link, &iface, Backoff::BOOT).await {
                 Ok(lease) => {
                     retry = ACQUIRE_RETRY_FIRST;
                     Some((lease, Instant::now()))
                 }
                 Err(e) => {
                     tracing::warn!(iface = %iface.name, "{e}; retrying in {retry:?}");
-                    smol::Timer::after(retry).await;
+                    // A modem that just connected kicks us out of the wait.
+                    let kicked = async {
+                        let _ = link.kick.1.recv().await;
+                    };
+                    smol::future::or(
+                        async {
+                            smol::Timer::after(retry).await;
+                        },
+                        kicked,
+                    )
+                    .await;
                     retry = retry.saturating_mul(2).min(ACQUIRE_RETRY_CAP);
                     None
                 }
@@ -351,7 +423,12 @@ pub async fn run_dhcp(iface: Interface, mut current: Option<(Lease, Instant)>) {
 
 /// Wait for T1, then renew (unicast) until T2, rebind (broadcast) until the
 /// lease ends. Returns the extended lease, or `None` when it is lost.
-async fn keep_lease(iface: &Interface, lease: Lease, since: Instant) -> Option<(Lease, Instant)> {
+async fn keep_lease(
+    link: &LinkRuntime,
+    iface: &Interface,
+    lease: Lease,
+    since: Instant,
+) -> Option<(Lease, Instant)> {
     let t1 = after(since, lease.renew_secs);
     let t2 = after(since, lease.rebind_secs);
     let end = after(since, lease.lease_secs);
@@ -360,7 +437,7 @@ async fn keep_lease(iface: &Interface, lease: Lease, since: Instant) -> Option<(
         let now = Instant::now();
         if now >= end {
             tracing::warn!(iface = %iface.name, "DHCP lease {lease} expired");
-            remove_lease(iface, &lease);
+            apply(link, None);
             return None;
         }
         let (kind, limit) = if now < t2 {
@@ -370,18 +447,13 @@ async fn keep_lease(iface: &Interface, lease: Lease, since: Instant) -> Option<(
         };
         match extend(iface, &lease, kind).await {
             Ok(new) => {
-                let applied = Netlink::open()
-                    .map_err(NetError::from)
-                    .and_then(|mut nl| apply_lease(&mut nl, iface, &new, Some(&lease)));
-                match applied {
-                    Ok(()) => tracing::info!(iface = %iface.name, "DHCP lease renewed: {new}"),
-                    Err(e) => tracing::error!(iface = %iface.name, "applying renewed lease: {e}"),
-                }
+                apply(link, Some(&new));
+                tracing::info!(iface = %iface.name, "DHCP lease renewed: {new}");
                 return Some((new, now));
             }
             Err(NetError::Dhcp(DhcpError::Nak { server, message })) => {
                 tracing::warn!(iface = %iface.name, "server {server} refused renewal ({message:?}); starting over");
-                remove_lease(iface, &lease);
+                apply(link, None);
                 return None;
             }
             Err(e) => {
@@ -432,13 +504,14 @@ pub fn addresses() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
-    fn link(index: u32, name: &str, mac: Option<[u8; 6]>, ethernet: bool, loopback: bool) -> Link {
+    fn link(index: u32, name: &str, mac: Option<[u8; 6]>, loopback: bool) -> Link {
         Link {
             index,
             name: name.into(),
             mac,
-            ethernet,
+            ethernet: !loopback,
             loopback,
             up: false,
             running: false,
@@ -446,43 +519,12 @@ mod tests {
         }
     }
 
-    fn links() -> Vec<Link> {
-        vec![
-            link(1, "lo", Some([0; 6]), false, true),
-            link(2, "sit0", None, false, false),
-            link(
-                3,
-                "eth0",
-                Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-                true,
-                false,
-            ),
-            link(
-                4,
-                "eth1",
-                Some([0x52, 0x54, 0, 0x12, 0x34, 0x57]),
-                true,
-                false,
-            ),
-            link(5, "wwan0", None, false, false),
-        ]
-    }
-
-    #[test]
-    fn interface_choice() {
-        assert_eq!(choose_interface(&[], ""), None);
-        assert_eq!(choose_interface(&links()[..2], ""), None);
-        let first = choose_interface(&links(), "").unwrap();
-        assert_eq!((first.index, first.name.as_str()), (3, "eth0"));
-        assert_eq!(choose_interface(&links(), "eth1").unwrap().index, 4);
-        let wwan = choose_interface(&links(), "wwan0").unwrap();
-        assert_eq!(wwan.mac, None);
-        assert_eq!(choose_interface(&links(), "eth9"), None);
-        assert!(matches!(mac_of(&wwan), Err(NetError::NoHardwareAddress(_))));
-    }
-
     #[test]
     fn address_listing_skips_loopback() {
+        let links = vec![
+            link(1, "lo", Some([0; 6]), true),
+            link(3, "eth0", Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]), false),
+        ];
         let addrs = vec![
             AddressInfo {
                 index: 1,
@@ -506,56 +548,19 @@ mod tests {
             },
         ];
         assert_eq!(
-            format_addresses(&links(), &addrs),
+            format_addresses(&links, &addrs),
             ["eth0 10.0.2.15/24", "eth0 fe80::5054:ff:fe12:3456/64"]
         );
     }
 
     #[test]
-    fn static_config_is_parsed() {
-        let mut c = NetworkConfig {
-            mode: NetworkMode::Static,
-            address: Some("192.0.2.5/24".into()),
-            gateway: Some("192.0.2.1".into()),
-            ..NetworkConfig::default()
+    fn a_wwan_link_without_a_mac_cannot_do_dhcp() {
+        let wwan = Interface {
+            index: 5,
+            name: "wwan0".into(),
+            mac: None,
         };
-        assert_eq!(
-            static_config(&c).unwrap(),
-            (
-                Ipv4Addr::new(192, 0, 2, 5),
-                24,
-                Some(Ipv4Addr::new(192, 0, 2, 1))
-            )
-        );
-        c.gateway = Some("x".into());
-        assert!(matches!(static_config(&c), Err(NetError::Static(_))));
-        c.address = None;
-        assert!(matches!(static_config(&c), Err(NetError::Static(_))));
-    }
-
-    #[test]
-    fn display_says_what_happened() {
-        let iface = choose_interface(&links(), "").unwrap();
-        let up = NetUp {
-            iface: iface.clone(),
-            addressing: Addressing::Static {
-                address: Ipv4Addr::new(192, 0, 2, 5),
-                prefix: 24,
-                gateway: None,
-            },
-        };
-        assert_eq!(up.to_string(), "eth0 192.0.2.5/24 (static)");
-        assert!(up.renewal().is_none());
-        let up = NetUp {
-            iface,
-            addressing: Addressing::Dhcp {
-                lease: None,
-                acquired: None,
-                error: Some("DHCP: no OFFER after 4 attempts".into()),
-            },
-        };
-        assert!(up.to_string().contains("no OFFER"), "{up}");
-        assert!(up.renewal().is_some());
+        assert!(matches!(mac_of(&wwan), Err(NetError::NoHardwareAddress(_))));
     }
 
     #[test]

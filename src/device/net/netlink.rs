@@ -71,6 +71,7 @@ pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_DELADDR: u16 = 21;
 pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
+pub const RTM_DELROUTE: u16 = 25;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
@@ -84,8 +85,14 @@ const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+const IFA_FLAGS: u16 = 8;
+/// The kernel adds no prefix route for the address: we add it ourselves,
+/// with the link's metric, so two links on one subnet fail over too.
+const IFA_F_NOPREFIXROUTE: u32 = 0x200;
+const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
 /// The top two bits of nla_type are flags (NLA_F_NESTED, NLA_F_NET_BYTEORDER).
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
@@ -102,6 +109,9 @@ const ARPHRD_LOOPBACK: u16 = 772;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+/// In a delete: match a route of any scope.
+const RT_SCOPE_NOWHERE: u8 = 255;
 const RTN_UNICAST: u8 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +257,7 @@ pub fn set_up(index: u32) -> Request {
 }
 
 fn ipv4_address(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix: u8) -> Request {
-    let mut body = Vec::with_capacity(IFADDRMSG_LEN + 3 * 8);
+    let mut body = Vec::with_capacity(IFADDRMSG_LEN + 4 * 8);
     body.extend([AF_INET, prefix, 0, RT_SCOPE_UNIVERSE]);
     body.extend(index.to_ne_bytes());
     push_attribute(&mut body, IFA_LOCAL, address.octets());
@@ -258,6 +268,9 @@ fn ipv4_address(kind: u16, flags: u16, index: u32, address: Ipv4Addr, prefix: u8
             IFA_BROADCAST,
             broadcast(address, prefix).octets(),
         );
+    }
+    if kind == RTM_NEWADDR {
+        push_attribute(&mut body, IFA_FLAGS, IFA_F_NOPREFIXROUTE.to_ne_bytes());
     }
     Request { kind, flags, body }
 }
@@ -300,6 +313,57 @@ pub fn default_route(index: u32, gateway: Ipv4Addr) -> Request {
         flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         body,
     }
+}
+
+/// One IPv4 route in the main table: `to/prefix` via `gateway` (or on
+/// link) out of `index`, with `metric` (lower wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub to: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub index: u32,
+    pub metric: u32,
+}
+
+/// RTM_NEWROUTE (create or replace the route with this destination and
+/// metric) or RTM_DELROUTE (the route with this destination, metric,
+/// gateway and interface, of any scope).
+pub fn route(kind: u16, r: &RouteSpec) -> Request {
+    let mut body = Vec::with_capacity(RTMSG_LEN + 4 * 8);
+    let (scope, protocol, flags) = if kind == RTM_DELROUTE {
+        (RT_SCOPE_NOWHERE, 0, NLM_F_REQUEST | NLM_F_ACK)
+    } else if r.gateway.is_some() {
+        (
+            RT_SCOPE_UNIVERSE,
+            RTPROT_BOOT,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    } else {
+        (
+            RT_SCOPE_LINK,
+            RTPROT_BOOT,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    };
+    body.extend([AF_INET, r.prefix, 0, 0]);
+    body.extend([RT_TABLE_MAIN, protocol, scope, RTN_UNICAST]);
+    body.extend(0u32.to_ne_bytes());
+    if r.prefix > 0 {
+        push_attribute(&mut body, RTA_DST, network(r.to, r.prefix).octets());
+    }
+    push_attribute(&mut body, RTA_PRIORITY, r.metric.to_ne_bytes());
+    if let Some(gw) = r.gateway {
+        push_attribute(&mut body, RTA_GATEWAY, gw.octets());
+    }
+    push_attribute(&mut body, RTA_OIF, r.index.to_ne_bytes());
+    Request { kind, flags, body }
+}
+
+/// The subnet's own address (host bits cleared).
+pub fn network(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    Ipv4Addr::from(u32::from(address) & !host_bits)
 }
 
 // ---------------------------------------------------------------- replies
@@ -680,6 +744,22 @@ impl Netlink {
     pub fn set_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
         self.act("set default route", &default_route(index, gateway))
     }
+
+    /// Add (or replace) a route.
+    pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), NetlinkError> {
+        self.act("add route", &route(RTM_NEWROUTE, r))
+    }
+
+    /// Delete a route; one already gone is not an error.
+    pub fn del_route(&mut self, r: &RouteSpec) -> Result<(), NetlinkError> {
+        match self.act("delete route", &route(RTM_DELROUTE, r)) {
+            Err(NetlinkError::Kernel {
+                errno: Errno::ESRCH,
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1029,11 +1109,12 @@ mod tests {
         assert_eq!(
             new_address(2, addr, 24).encode(7),
             [
-                48, 0, 0, 0, 20, 0, 0x05, 0x05, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr
+                56, 0, 0, 0, 20, 0, 0x05, 0x05, 7, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr
                 2, 24, 0, 0, 2, 0, 0, 0, // ifaddrmsg
                 8, 0, 2, 0, 10, 0, 2, 15, // IFA_LOCAL
                 8, 0, 1, 0, 10, 0, 2, 15, // IFA_ADDRESS
                 8, 0, 4, 0, 10, 0, 2, 255, // IFA_BROADCAST
+                8, 0, 8, 0, 0, 2, 0, 0, // IFA_FLAGS: IFA_F_NOPREFIXROUTE
             ]
         );
         let del = del_address(2, addr, 31).encode(8);
@@ -1050,6 +1131,54 @@ mod tests {
                 8, 0, 5, 0, 10, 0, 2, 2, // RTA_GATEWAY
                 8, 0, 4, 0, 2, 0, 0, 0, // RTA_OIF
             ]
+        );
+    }
+
+    /// Route requests as `ip route add/del 10.0.2.0/24 dev eth1 metric 110`
+    /// and `… default via 10.0.2.2 …` build them.
+    #[test]
+    fn route_requests_have_the_kernel_layout() {
+        let on_link = RouteSpec {
+            to: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            gateway: None,
+            index: 3,
+            metric: 110,
+        };
+        assert_eq!(
+            route(RTM_NEWROUTE, &on_link).encode(4),
+            [
+                52, 0, 0, 0, 24, 0, 0x05, 0x05, 4, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr
+                2, 24, 0, 0, 254, 3, 253, 1, 0, 0, 0, 0, // rtmsg: scope link
+                8, 0, 1, 0, 10, 0, 2, 0, // RTA_DST: host bits cleared
+                8, 0, 6, 0, 110, 0, 0, 0, // RTA_PRIORITY
+                8, 0, 4, 0, 3, 0, 0, 0, // RTA_OIF
+            ]
+        );
+        let default = RouteSpec {
+            to: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            index: 3,
+            metric: 10_110,
+        };
+        assert_eq!(
+            route(RTM_DELROUTE, &default).encode(5),
+            [
+                52, 0, 0, 0, 25, 0, 0x05, 0, 5, 0, 0, 0, 0, 0, 0, 0, // nlmsghdr
+                2, 0, 0, 0, 254, 0, 255, 1, 0, 0, 0, 0, // rtmsg: any scope
+                8, 0, 6, 0, 0x7e, 0x27, 0, 0, // RTA_PRIORITY 10110
+                8, 0, 5, 0, 10, 0, 2, 2, // RTA_GATEWAY
+                8, 0, 4, 0, 3, 0, 0, 0, // RTA_OIF
+            ]
+        );
+        assert_eq!(
+            network(Ipv4Addr::new(10, 0, 2, 15), 0),
+            Ipv4Addr::UNSPECIFIED
+        );
+        assert_eq!(
+            network(Ipv4Addr::new(10, 0, 2, 15), 32),
+            Ipv4Addr::new(10, 0, 2, 15)
         );
     }
 

@@ -10,12 +10,14 @@ use anyhow::{bail, Result};
 const S_IFDIR: u32 = 0o040_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFCHR: u32 = 0o020_000;
+const S_IFLNK: u32 = 0o120_000;
 
 #[derive(Debug, Clone)]
 enum Node {
     Dir { mode: u32 },
     File { mode: u32, data: Vec<u8> },
     CharDev { mode: u32, major: u32, minor: u32 },
+    Symlink { target: Vec<u8> },
 }
 
 /// An archive being assembled. Paths are relative (`etc/outpost-release`).
@@ -39,6 +41,16 @@ impl Archive {
 
     pub(crate) fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> Result<()> {
         self.insert(path, Node::CharDev { mode, major, minor })
+    }
+
+    /// A symbolic link at `path` to `target` (the link's data is its target).
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+        self.insert(
+            path,
+            Node::Symlink {
+                target: target.as_bytes().to_vec(),
+            },
+        )
     }
 
     /// Add `path`, creating missing parent directories (0755).
@@ -89,6 +101,7 @@ impl Archive {
                 Node::Dir { mode } => (S_IFDIR | mode, 2, &[], (0, 0)),
                 Node::File { mode, data } => (S_IFREG | mode, 1, data, (0, 0)),
                 Node::CharDev { mode, major, minor } => (S_IFCHR | mode, 1, &[], (*major, *minor)),
+                Node::Symlink { target } => (S_IFLNK | 0o777, 1, target, (0, 0)),
             };
             let header = Header {
                 ino,
@@ -180,6 +193,7 @@ mod tests {
             .unwrap();
         a.dir("proc", 0o755).unwrap();
         a.char_dev("dev/console", 0o600, 5, 1).unwrap();
+        a.symlink("etc/resolv.conf", "/run/resolv.conf").unwrap();
         a
     }
 
@@ -228,6 +242,8 @@ mod tests {
             [
                 "dev",
                 "dev/console",
+                "etc",
+                "/run/resolv.conf",
                 "init",
                 "lib",
                 "lib/modules",
@@ -244,5 +260,10 @@ mod tests {
             "{text}"
         );
         assert!(text.lines().any(|l| l.starts_with("crw-------")), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("lrwxrwxrwx")
+                && l.ends_with("etc/resolv.conf -> /run/resolv.conf")),
+            "{text}"
+        );
     }
 }

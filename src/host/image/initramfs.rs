@@ -41,6 +41,9 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     // kernel's built-in initramfs providing it.
     a.char_dev("dev/console", 0o600, 5, 1)?;
     a.file("init", 0o755, inputs.init.to_vec())?;
+    // The root is read-only: outpost-init writes the DNS servers of the
+    // links in use to /run/resolv.conf (docs/network.md).
+    a.symlink("etc/resolv.conf", "/run/resolv.conf")?;
     a.file(
         RELEASE_PATH.trim_start_matches('/'),
         0o644,
