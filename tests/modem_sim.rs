@@ -66,10 +66,14 @@ fn serve_shared(
                 let cmd = String::from_utf8_lossy(&line).into_owned();
                 line.clear();
                 let reply = s.respond(&cmd);
+                // The log first: once the reply is out, the driver may
+                // return and the test read the log.
+                {
+                    let mut sh = shared.lock().unwrap();
+                    sh.log = s.log.clone();
+                    sh.data = s.data;
+                }
                 io.write_all(&reply)?;
-                let mut sh = shared.lock().unwrap();
-                sh.log = s.log.clone();
-                sh.data = s.data;
             } else if b != b'\n' {
                 line.push(b);
             }
