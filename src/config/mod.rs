@@ -3,12 +3,14 @@
 //! both sides agree on what is acceptable.
 
 mod apply;
+pub mod callhome;
 mod diff;
 mod machine;
 mod release;
 pub mod services;
 mod time;
 
+pub use callhome::CallHomeConfig;
 pub use apply::{cut_off, plan, ApplyPlan, LIVE_FIELDS};
 pub use diff::diff;
 pub use machine::{

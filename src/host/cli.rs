@@ -35,6 +35,14 @@ pub struct Cli {
     /// of the context describes the device.
     #[arg(long, global = true, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// Reach the device through this MQTT broker (`mqtts://HOST:PORT`):
+    /// for boards that call home (docs/callhome.md). `-n` names the device.
+    #[arg(long, global = true, value_name = "URL", env = "OUTPOST_BROKER")]
+    pub broker: Option<String>,
+    /// Through a broker: seconds a command stays valid; a board that is away
+    /// longer does not run it when it calls back.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
+    pub expires: u64,
     /// Output format (also accepted after each device command).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,
@@ -130,6 +138,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 let mut connect = || connect_serial(&tls, path, &name);
                 return remote::run(cmd, &mut connect, &name, top);
             }
+            if let Some(url) = cli.broker.clone().or_else(|| ctx.broker.clone()) {
+                let device = broker_device(ctx, cli.node.as_deref())?;
+                let url = super::broker::BrokerUrl::parse(&url)?;
+                let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+                let expiry = std::time::Duration::from_secs(cli.expires);
+                let mut connect = || {
+                    let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+                    let link = super::broker::DeviceLink::connect(
+                        &url,
+                        tls.clone(),
+                        &ctx.ca,
+                        operator,
+                        &device,
+                        expiry,
+                    )
+                    .with_context(|| format!("broker {}:{}", url.host, url.port))?;
+                    Ok(Client::via_broker(link))
+                };
+                return remote::run(cmd, &mut connect, &device, top);
+            }
             let node = ctx.node(cli.node.as_deref())?;
             // One TLS config for all connections of this command, so a
             // reconnect (an upload after a cut) resumes the TLS session.
@@ -141,6 +169,21 @@ pub fn run(cli: Cli) -> Result<()> {
             remote::run(cmd, &mut connect, &node.server_name, top)
         }
     }
+}
+
+/// The device a broker command is for: a node's name in the context (its
+/// certificate name), else `-n NAME` itself (a board that only calls home
+/// needs no address).
+fn broker_device(ctx: &Context, node: Option<&str>) -> Result<String> {
+    let name = node.unwrap_or(&ctx.current_node);
+    if name.is_empty() {
+        anyhow::bail!("through a broker, name the device: -n DEVICE");
+    }
+    Ok(ctx
+        .nodes
+        .get(name)
+        .map(|n| n.server_name.clone())
+        .unwrap_or_else(|| name.to_owned()))
 }
 
 /// The name the device's certificate must carry, for a serial session: the
@@ -196,6 +239,7 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 key,
                 current_node: String::new(),
                 nodes: Default::default(),
+                broker: None,
             };
             config.contexts.insert(name.clone(), ctx);
             config.current_context = name.clone();

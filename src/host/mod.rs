@@ -2,6 +2,7 @@
 
 pub mod bmap;
 pub mod board;
+pub mod broker;
 pub mod bundle;
 pub mod cli;
 pub mod client;
