@@ -107,6 +107,26 @@ pub enum GenCommand {
         #[arg(long, default_value_t = wire::DEFAULT_API_PORT)]
         api_port: u16,
     },
+    /// A mosquitto config for boards that call home: broker certificate
+    /// from the site CA, client certificates required, per-board ACLs
+    /// (run it with `mosquitto -c DIR/mosquitto.conf`).
+    Broker {
+        #[arg(long)]
+        site: PathBuf,
+        /// Where mosquitto.conf and the ACL go.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "0.0.0.0")]
+        listen: String,
+        #[arg(long, default_value_t = crate::config::callhome::MQTTS_PORT)]
+        port: u16,
+        /// A name or IP address boards dial (repeat for several).
+        #[arg(long, required = true)]
+        san: Vec<String>,
+        /// An operator (client certificate name) allowed to reach every board.
+        #[arg(long, default_value = "admin")]
+        operator: Vec<String>,
+    },
     /// Issue an operator client certificate with a role.
     Client {
         #[arg(long)]
@@ -261,6 +281,27 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 "device `{hostname}`: identity and machine config in {}",
                 dir.display()
             );
+            Ok(())
+        }
+        GenCommand::Broker {
+            site,
+            dir,
+            listen,
+            port,
+            san,
+            operator,
+        } => {
+            let conf = super::mosquitto::write_config(
+                &pki::Site::open(&site)?,
+                &dir,
+                &super::mosquitto::BrokerSpec {
+                    listen: &listen,
+                    port,
+                    sans: &san,
+                    operators: &operator,
+                },
+            )?;
+            println!("broker config: mosquitto -c {}", conf.display());
             Ok(())
         }
         GenCommand::Client { site, name, role } => {

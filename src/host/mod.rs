@@ -13,6 +13,7 @@ pub mod image;
 pub mod image_cmd;
 pub mod linkemu;
 pub mod local;
+pub mod mosquitto;
 pub mod output;
 pub mod pki;
 pub mod qemu;

@@ -369,7 +369,7 @@ impl CallHome {
         let (id, body) = match RequestFrame::decode(v.request) {
             Ok(req) => {
                 tracing::info!(
-                    "callhome: {} (seq {}) from a {}",
+                    "callhome: {} (seq {}, role {})",
                     req.body.name(),
                     v.seq,
                     v.role.name()
