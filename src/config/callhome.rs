@@ -97,9 +97,7 @@ impl CallHomeConfig {
             if !valid_group(g) {
                 return Err(field(
                     "callhome.groups",
-                    format!(
-                        "`{g}` must be 1 to {MAX_GROUP_LEN} letters, digits, '-', '_' or '.'"
-                    ),
+                    format!("`{g}` must be 1 to {MAX_GROUP_LEN} letters, digits, '-', '_' or '.'"),
                 ));
             }
         }
@@ -139,10 +137,19 @@ mod tests {
         let cases = [
             ("broker = \"mqtt.example\"", "callhome.broker"),
             ("broker = \"10.0.0.1\"\nport = 0", "callhome.port"),
-            ("broker = \"10.0.0.1\"\nkeepalive_secs = 5", "callhome.keepalive_secs"),
-            ("broker = \"10.0.0.1\"\ngroups = [\"a/b\"]", "callhome.groups"),
+            (
+                "broker = \"10.0.0.1\"\nkeepalive_secs = 5",
+                "callhome.keepalive_secs",
+            ),
+            (
+                "broker = \"10.0.0.1\"\ngroups = [\"a/b\"]",
+                "callhome.groups",
+            ),
             ("broker = \"10.0.0.1\"\ngroups = [\"#\"]", "callhome.groups"),
-            ("broker = \"10.0.0.1\"\nserver_name = \"\"", "callhome.server_name"),
+            (
+                "broker = \"10.0.0.1\"\nserver_name = \"\"",
+                "callhome.server_name",
+            ),
         ];
         for (body, name) in cases {
             match parse(&format!("[callhome]\n{body}\n")) {

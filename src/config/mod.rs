@@ -10,8 +10,8 @@ mod release;
 pub mod services;
 mod time;
 
-pub use callhome::CallHomeConfig;
 pub use apply::{cut_off, plan, ApplyPlan, LIVE_FIELDS};
+pub use callhome::CallHomeConfig;
 pub use diff::diff;
 pub use machine::{
     parse_cidr, validate_hostname, ApiConfig, ConfigError, MachineConfig, NetworkConfig,

@@ -178,7 +178,9 @@ impl BrokerLink {
     fn send(&mut self, packet: &Packet<'_>) -> Result<()> {
         let mut out = Vec::new();
         mqtt::encode(packet, &mut out)?;
-        self.stream.write_all(&out).context("writing to the broker")?;
+        self.stream
+            .write_all(&out)
+            .context("writing to the broker")?;
         self.stream.flush()?;
         self.last_tx = Instant::now();
         self.counted.0 += out.len() as u64;
@@ -225,7 +227,8 @@ impl BrokerLink {
                 Ok(0) => bail!("broker closed the connection"),
                 Ok(n) => {
                     self.counted.1 += n as u64;
-                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    self.buf
+                        .extend_from_slice(chunk.get(..n).unwrap_or_default());
                 }
                 Err(e)
                     if matches!(

@@ -282,7 +282,10 @@ impl Site {
             bail!("a broker certificate needs at least one name or address (--san)");
         }
         let dir = self.dir.join("brokers");
-        let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         if key.exists() {
             return Ok((crt, key));
         }

@@ -57,12 +57,23 @@ pub struct Publish<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
     Connect(Connect<'a>),
-    Connack { session_present: bool, code: u8 },
+    Connack {
+        session_present: bool,
+        code: u8,
+    },
     Publish(Publish<'a>),
-    Puback { pid: u16 },
-    Subscribe { pid: u16, topics: &'a [(&'a str, QoS)] },
+    Puback {
+        pid: u16,
+    },
+    Subscribe {
+        pid: u16,
+        topics: &'a [(&'a str, QoS)],
+    },
     /// Return codes per filter: 0/1 = granted QoS, 0x80 = refused.
-    Suback { pid: u16, codes: &'a [u8] },
+    Suback {
+        pid: u16,
+        codes: &'a [u8],
+    },
     Pingreq,
     Pingresp,
     Disconnect,
@@ -248,7 +259,9 @@ pub fn encode(packet: &Packet<'_>, out: &mut Vec<u8>) -> Result<(), MqttError> {
         }
         Packet::Subscribe { pid, topics } => {
             if topics.is_empty() || topics.len() > MAX_SUBSCRIBE_TOPICS {
-                return Err(MqttError::Malformed("SUBSCRIBE with no or too many filters"));
+                return Err(MqttError::Malformed(
+                    "SUBSCRIBE with no or too many filters",
+                ));
             }
             body.extend_from_slice(&nonzero(*pid)?.to_be_bytes());
             for (filter, qos) in *topics {
@@ -320,7 +333,10 @@ mod tests {
         // Claims more than the cap: refused before the body arrives.
         assert_eq!(
             decode(&[0x30, 0xff, 0x7f], 1000),
-            Err(MqttError::TooLong { len: 16383, max: 1000 })
+            Err(MqttError::TooLong {
+                len: 16383,
+                max: 1000
+            })
         );
         // QoS 2 and QoS 3 publishes.
         assert_eq!(decode(&[0x34, 3, 0, 1, b'a'], 100), Err(MqttError::QoS2));
@@ -335,7 +351,10 @@ mod tests {
         assert!(decode(&[0xd1, 0], 100).is_err());
         assert!(decode(&[0xd0, 1, 0], 100).is_err());
         assert_eq!(decode(&[0x10, 0], 100), Err(MqttError::Unexpected(1)));
-        assert!(decode(&[0x90, 2, 0, 1], 100).is_err(), "SUBACK without codes");
+        assert!(
+            decode(&[0x90, 2, 0, 1], 100).is_err(),
+            "SUBACK without codes"
+        );
         assert!(decode(&[0x90, 3, 0, 1, 7], 100).is_err(), "bad SUBACK code");
         assert!(decode(&[0x30, 3, 0, 1, 0xff], 100).is_err(), "not UTF-8");
     }
@@ -397,8 +416,8 @@ mod tests {
         assert_eq!(
             enc(&connect),
             vec![
-                0x10, 19, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x2c, 0, 200, 0, 1, b'd', 0, 1, b't',
-                0, 1, b'x'
+                0x10, 19, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x2c, 0, 200, 0, 1, b'd', 0, 1, b't', 0,
+                1, b'x'
             ]
         );
         let sub = Packet::Subscribe {

@@ -167,9 +167,7 @@ impl CallHome {
         loop {
             let started = Instant::now();
             let mut up = false;
-            let result = AssertUnwindSafe(self.session(&mut up))
-                .catch_unwind()
-                .await;
+            let result = AssertUnwindSafe(self.session(&mut up)).catch_unwind().await;
             match result {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -286,7 +284,11 @@ impl CallHome {
                             self.keepalive.secs()
                         );
                     }
-                    (Phase::Running, Packet::Publish(p)) => self.on_publish(&p, &mut out)?,
+                    // A resumed session delivers what was queued for us
+                    // right after CONNACK, before our SUBACK.
+                    (Phase::Suback | Phase::Running, Packet::Publish(p)) => {
+                        self.on_publish(&p, &mut out)?
+                    }
                     (_, Packet::Pingresp) => ping_sent = None,
                     (_, Packet::Puback { .. }) => {}
                     (_, Packet::Disconnect) => return Err(CallHomeError::Closed),
@@ -340,13 +342,12 @@ impl CallHome {
     /// Check a command and run it; the signed answer and where it goes.
     fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>)> {
         let now = UnixTime::since_unix_epoch(self.ctx.time.now());
-        let checked = self
-            .authority
-            .verify(payload, on, now)
-            .and_then(|v| match self.replay.accept(v.key, v.seq) {
+        let checked = self.authority.verify(payload, on, now).and_then(|v| {
+            match self.replay.accept(v.key, v.seq) {
                 Ok(()) => Ok(v),
                 Err(e) => Err(Refusal::from(e)),
-            });
+            }
+        });
         let v = match checked {
             Ok(v) => v,
             Err(refusal) => {

@@ -50,7 +50,10 @@ impl ReplayGuard {
         });
         if let Err(e) = read {
             if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("callhome: {}: {e}; starting a new replay record", path.display());
+                tracing::warn!(
+                    "callhome: {}: {e}; starting a new replay record",
+                    path.display()
+                );
             }
         }
         Self {
@@ -81,12 +84,7 @@ impl ReplayGuard {
                 let bit = 1u64.checked_shl(u32::try_from(behind).unwrap_or(u32::MAX));
                 match bit {
                     Some(bit) if behind < WINDOW && e.seen & bit == 0 => e.seen |= bit,
-                    _ => {
-                        return Err(Replayed {
-                            seq,
-                            high: e.high,
-                        })
-                    }
+                    _ => return Err(Replayed { seq, high: e.high }),
                 }
             }
             None => {
@@ -140,7 +138,13 @@ mod tests {
         let mut g = ReplayGuard::in_memory();
         let k = [1; 16];
         assert_eq!(g.accept(k, 100), Ok(()));
-        assert_eq!(g.accept(k, 100), Err(Replayed { seq: 100, high: 100 }));
+        assert_eq!(
+            g.accept(k, 100),
+            Err(Replayed {
+                seq: 100,
+                high: 100
+            })
+        );
         assert_eq!(g.accept(k, 98), Ok(()), "late but inside the window");
         assert!(g.accept(k, 98).is_err());
         assert_eq!(g.accept(k, 200), Ok(()));
@@ -170,7 +174,10 @@ mod tests {
             again.accept(key, 1000 + i).unwrap();
         }
         assert_eq!(again.entries.len(), MAX_OPERATORS);
-        assert!(again.entries.iter().all(|e| e.key != [1; 16]), "oldest went");
+        assert!(
+            again.entries.iter().all(|e| e.key != [1; 16]),
+            "oldest went"
+        );
         // A torn or foreign file is read as far as whole records go.
         std::fs::write(&path, [7u8; 40]).unwrap();
         assert_eq!(ReplayGuard::load(&path).entries.len(), 1);

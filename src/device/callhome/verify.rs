@@ -101,9 +101,7 @@ impl Authority {
         }
         let expected = match command.target {
             Target::Device(d) if d == self.device => envelope::topic::req(d),
-            Target::Group(g) if self.groups.iter().any(|m| m == g) => {
-                envelope::topic::group_req(g)
-            }
+            Target::Group(g) if self.groups.iter().any(|m| m == g) => envelope::topic::group_req(g),
             _ => return Err(Refusal::NotForUs),
         };
         if command.topic != expected || topic != expected {
@@ -140,10 +138,17 @@ mod tests {
     fn operator(site: &Site, role: &str) -> Op {
         let now = time::OffsetDateTime::now_utc();
         let (cert, key) = site
-            .client_pem("alice", role, now - time::Duration::days(1), now + time::Duration::days(1))
+            .client_pem(
+                "alice",
+                role,
+                now - time::Duration::days(1),
+                now + time::Duration::days(1),
+            )
             .unwrap();
         use rustls::pki_types::pem::PemObject;
-        let cert = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap().to_vec();
+        let cert = CertificateDer::from_pem_slice(cert.as_bytes())
+            .unwrap()
+            .to_vec();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let key = ring::signature::Ed25519KeyPair::from_pkcs8(key.secret_pkcs8_der()).unwrap();
         Op { cert, key }
@@ -162,7 +167,9 @@ mod tests {
             expires,
             request: &request,
         });
-        let sig = op.key.sign(&envelope::signing_input(COMMAND_CONTEXT, &command));
+        let sig = op
+            .key
+            .sign(&envelope::signing_input(COMMAND_CONTEXT, &command));
         envelope::encode(&SignedCommand {
             cert: &op.cert,
             command: &command,
@@ -195,8 +202,15 @@ mod tests {
         let v = auth.verify(&msg, "outpost/edge-1/req", now()).unwrap();
         assert_eq!((v.role, v.seq), (Role::Operator, 7));
         assert!(RequestFrame::decode(v.request).is_ok());
-        let group = sign(&op, Target::Group("north"), "outpost/group/north/req", later);
-        assert!(auth.verify(&group, "outpost/group/north/req", now()).is_ok());
+        let group = sign(
+            &op,
+            Target::Group("north"),
+            "outpost/group/north/req",
+            later,
+        );
+        assert!(auth
+            .verify(&group, "outpost/group/north/req", now())
+            .is_ok());
     }
 
     #[test]
@@ -217,23 +231,54 @@ mod tests {
         }
         // Moved to another topic, or meant for another device or group.
         assert_eq!(
-            auth.verify(&good, "outpost/group/north/req", now()).unwrap_err(),
+            auth.verify(&good, "outpost/group/north/req", now())
+                .unwrap_err(),
             Refusal::WrongTopic
         );
         let other = sign(&op, Target::Device("edge-2"), "outpost/edge-2/req", later);
-        assert_eq!(auth.verify(&other, "outpost/edge-2/req", now()).unwrap_err(), Refusal::NotForUs);
-        let south = sign(&op, Target::Group("south"), "outpost/group/south/req", later);
-        assert_eq!(auth.verify(&south, "outpost/group/south/req", now()).unwrap_err(), Refusal::NotForUs);
+        assert_eq!(
+            auth.verify(&other, "outpost/edge-2/req", now())
+                .unwrap_err(),
+            Refusal::NotForUs
+        );
+        let south = sign(
+            &op,
+            Target::Group("south"),
+            "outpost/group/south/req",
+            later,
+        );
+        assert_eq!(
+            auth.verify(&south, "outpost/group/south/req", now())
+                .unwrap_err(),
+            Refusal::NotForUs
+        );
         let old = sign(&op, Target::Device("edge-1"), topic, now().as_secs() - 5);
-        assert!(matches!(auth.verify(&old, topic, now()), Err(Refusal::Expired(_))));
+        assert!(matches!(
+            auth.verify(&old, topic, now()),
+            Err(Refusal::Expired(_))
+        ));
         // Signed by a key of another site.
         let tmp = tempfile::tempdir().unwrap();
         let stranger = Site::create(&tmp.path().join("x"), "evil").unwrap();
-        let forged = sign(&operator(&stranger, "admin"), Target::Device("edge-1"), topic, later);
-        assert!(matches!(auth.verify(&forged, topic, now()), Err(Refusal::Certificate(_))));
+        let forged = sign(
+            &operator(&stranger, "admin"),
+            Target::Device("edge-1"),
+            topic,
+            later,
+        );
+        assert!(matches!(
+            auth.verify(&forged, topic, now()),
+            Err(Refusal::Certificate(_))
+        ));
         // Our operator's certificate with someone else's signature.
         let signed: SignedCommand = envelope::decode(&forged).unwrap();
-        let spliced = envelope::encode(&SignedCommand { cert: &op.cert, ..signed });
-        assert_eq!(auth.verify(&spliced, topic, now()).unwrap_err(), Refusal::Signature);
+        let spliced = envelope::encode(&SignedCommand {
+            cert: &op.cert,
+            ..signed
+        });
+        assert_eq!(
+            auth.verify(&spliced, topic, now()).unwrap_err(),
+            Refusal::Signature
+        );
     }
 }
