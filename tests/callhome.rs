@@ -511,3 +511,173 @@ fn bytes_on_the_board_link() {
         "idle traffic over the 100 KB/day goal"
     );
 }
+
+/// Host-mode boards `b0000`… of one site, all calling home to `broker`.
+struct Fleet {
+    boards: Vec<(String, std::path::PathBuf, Option<std::process::Child>)>,
+}
+
+impl Fleet {
+    fn start(
+        site: &Site,
+        root: &std::path::Path,
+        broker: &Mosquitto,
+        n: usize,
+        group_every: usize,
+    ) -> Self {
+        let mut boards = Vec::new();
+        for i in 0..n {
+            let name = format!("b{i:04}");
+            site.issue_device(&name, 50000).unwrap();
+            let data = root.join(&name);
+            common::stage_data(site, &name, &data);
+            let groups: &[&str] = if i % group_every == 0 {
+                &["north"]
+            } else {
+                &[]
+            };
+            let machine = data.join("config/machine.toml");
+            let mut text = std::fs::read_to_string(&machine).unwrap();
+            text.push_str(&broker.callhome_toml(200, groups));
+            std::fs::write(&machine, text).unwrap();
+            boards.push((name, data, None));
+        }
+        let mut fleet = Self { boards };
+        for i in 0..n {
+            fleet.spawn(i);
+        }
+        fleet
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let (name, data, child) = &mut self.boards[i];
+        let log = std::fs::File::create(data.join("device.log")).unwrap();
+        *child = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_outpost-init"))
+                .args(["--host-mode", "--no-led", "--board", "sim", "--data"])
+                .arg(&*data)
+                .args(["--listen", "127.0.0.1:0"])
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.boards[i].2.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn connected(&self, i: usize) -> bool {
+        read_lossy(&self.boards[i].1.join("device.log")).contains("callhome: connected")
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.boards.iter().map(|b| b.0.clone()).collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.boards.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Fan-out to a fleet of host-mode boards on one mosquitto: a group status,
+/// a device list with one that does not exist (reported missing), and a
+/// board that comes back during the grace period (reported late). Boards:
+/// `OUTPOST_FLEET_BOARDS` (default 20; docs/benchmarks.md has 200).
+#[test]
+fn fleet_fan_out_group_list_missing_and_late() {
+    let n: usize = std::env::var("OUTPOST_FLEET_BOARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dev = HostDevice::new("fleet");
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    dev.write_cli_config();
+    let started = Instant::now();
+    let mut fleet = Fleet::start(&dev.site, &dev.cli.path("boards"), &broker, n, 2);
+    assert!(
+        wait_until(60 + n as u64 / 5, || (0..n).all(|i| fleet.connected(i))),
+        "not every board called home"
+    );
+    let all_up = started.elapsed();
+    let url = broker.url();
+    let cli = &dev.cli;
+
+    let t = Instant::now();
+    let v = cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "status",
+        "--group",
+        "north",
+        "--timeout",
+        "5",
+        "--grace",
+        "0",
+    ]);
+    let group_wall = t.elapsed();
+    let answers = v["answers"].as_object().unwrap();
+    assert_eq!(answers.len(), n.div_ceil(2), "{v}");
+    assert!(answers
+        .keys()
+        .all(|k| k[1..].parse::<usize>().unwrap() % 2 == 0));
+
+    let mut list = fleet.names();
+    list.push("ghost".into());
+    let t = Instant::now();
+    let v = cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "ping",
+        "--devices",
+        &list.join(","),
+        "--timeout",
+        "10",
+    ]);
+    let list_wall = t.elapsed();
+    assert_eq!(v["answers"].as_object().unwrap().len(), n, "{v}");
+    assert_eq!(v["missing"], serde_json::json!(["ghost"]));
+    let fan_out_ms = v["elapsed_ms"].as_f64().unwrap();
+
+    // b0001 is away when the command goes out and back after the timeout.
+    fleet.kill(1);
+    let two = "b0000,b0001";
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            cli.json(&[
+                "--broker",
+                &url,
+                "fleet",
+                "ping",
+                "--devices",
+                two,
+                "--timeout",
+                "2",
+                "--grace",
+                "20",
+            ])
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        fleet.spawn(1);
+        run.join().unwrap()
+    });
+    assert_eq!(out["answers"]["b0000"]["late"], false, "{out}");
+    assert_eq!(out["answers"]["b0001"]["late"], true, "{out}");
+    println!(
+        "fleet: {n} boards up and called home in {:.1} s; group status to {} boards: {:.0} ms wall (CLI incl. connect, 5 s collection); \
+         ping to {n} listed boards: last answer after {fan_out_ms:.0} ms, {:.0} ms wall",
+        all_up.as_secs_f64(),
+        n.div_ceil(2),
+        group_wall.as_secs_f64() * 1000.0,
+        list_wall.as_secs_f64() * 1000.0
+    );
+}

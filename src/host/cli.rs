@@ -82,11 +82,40 @@ pub enum Command {
     /// Run local devices in QEMU.
     #[command(subcommand)]
     Qemu(local::QemuCommand),
+    /// Many devices at once through the broker (--broker or the context's):
+    /// one command to a group or a list, answers collected until a timeout.
+    Fleet(FleetArgs),
     #[command(flatten)]
     Device(remote::DeviceCommand),
     /// A loopback link emulator (latency, bandwidth, cuts) for trials by hand.
     #[command(hide = true)]
     Linkemu(linkemu::LinkemuArgs),
+}
+
+#[derive(Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub what: FleetCommand,
+    /// Every board of this `[callhome] groups` entry (one publish).
+    #[arg(long, global = true)]
+    pub group: Option<String>,
+    /// These boards, by hostname: `a,b,c` (who did not answer is listed).
+    #[arg(long, global = true, value_name = "A,B,...")]
+    pub devices: Option<String>,
+    /// Seconds to collect answers.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+    /// Seconds after the timeout in which answers still count, as late.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub grace: u64,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum FleetCommand {
+    /// Identity, slot, version, uptime of each board.
+    Status,
+    /// One round trip to each board.
+    Ping,
 }
 
 #[derive(Subcommand)]
@@ -148,6 +177,32 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(cmd) => local::bundle(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
         Command::Linkemu(args) => linkemu::run(&args),
+        Command::Fleet(args) => {
+            let config = CliConfig::load(&config_path)?;
+            let (_, ctx) = config.context(cli.context.as_deref())?;
+            let url = cli
+                .broker
+                .clone()
+                .or_else(|| ctx.broker.clone())
+                .context("fleet commands go through a broker: give --broker URL")?;
+            let url = super::broker::BrokerUrl::parse(&url)?;
+            let who = super::fleet::selection(args.group.clone(), args.devices.clone())?;
+            let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+            let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+            let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
+            let request = match args.what {
+                FleetCommand::Status => Request::Status,
+                FleetCommand::Ping => Request::Ping,
+            };
+            let report = fan.run(
+                &who,
+                request,
+                std::time::Duration::from_secs(cli.expires),
+                std::time::Duration::from_secs(args.timeout),
+                std::time::Duration::from_secs(args.grace),
+            )?;
+            super::output::fleet(&report, top)
+        }
         Command::Device(cmd) => {
             let config = CliConfig::load(&config_path)?;
             let (_, ctx) = config.context(cli.context.as_deref())?;

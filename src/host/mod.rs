@@ -9,6 +9,7 @@ pub mod client;
 pub mod context;
 pub mod debian;
 pub mod flash;
+pub mod fleet;
 pub mod image;
 pub mod image_cmd;
 pub mod linkemu;
