@@ -125,6 +125,7 @@ impl Authority {
 
 // Certificates come from the host-side PKI (rcgen).
 #[cfg(all(test, feature = "host"))]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::pki::Site;
