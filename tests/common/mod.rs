@@ -414,7 +414,8 @@ impl Mosquitto {
             &outpost::host::mosquitto::BrokerSpec {
                 listen: "127.0.0.1",
                 port,
-                sans: &["127.0.0.1".into()],
+                // 10.0.2.100: where a board in QEMU finds it (guestfwd).
+                sans: &["127.0.0.1".into(), "10.0.2.100".into()],
                 operators: &["admin".into(), "reader".into()],
             },
         )
