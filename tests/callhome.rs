@@ -140,6 +140,28 @@ fn status_logs_reboot_through_the_broker_as_directly() {
         .to_owned();
     std::fs::write(&conf, text).unwrap();
     assert_eq!(before, boot_id(cli, &url));
+    // An upload goes in signed 8 KiB chunks through the broker, resumable.
+    let file = cli.path("artifact.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let up = cli.json(&[
+        "--broker",
+        &url,
+        "-n",
+        "edge-1",
+        "upload",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(up["size"], 100_000, "{up}");
+    let again = cli.json(&[
+        "--broker",
+        &url,
+        "-n",
+        "edge-1",
+        "upload",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(again["already_there"], true, "{again}");
     let out = cli.ok(&["--broker", &url, "-n", "edge-1", "reboot"]);
     assert!(out.contains("edge-1"), "{out}");
     // Sent while the board is re-executing: queued by the broker (the

@@ -90,6 +90,10 @@ pub enum Command {
     /// A loopback link emulator (latency, bandwidth, cuts) for trials by hand.
     #[command(hide = true)]
     Linkemu(linkemu::LinkemuArgs),
+    /// Copy stdin/stdout to a TCP connection (QEMU's `guestfwd=…-cmd:` runs
+    /// one per guest connection: `qemu up --broker-port`).
+    #[command(hide = true)]
+    Relay { addr: String },
 }
 
 #[derive(Args)]
@@ -177,6 +181,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(cmd) => local::bundle(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
         Command::Linkemu(args) => linkemu::run(&args),
+        Command::Relay { addr } => relay(&addr),
         Command::Fleet(args) => {
             let config = CliConfig::load(&config_path)?;
             let (_, ctx) = config.context(cli.context.as_deref())?;
@@ -378,4 +383,28 @@ pub(crate) fn call(
     request: Request<'_>,
 ) -> Result<Response> {
     Client::connect(ctx, node)?.call(request)
+}
+
+/// stdin → `addr`, `addr` → stdout, until either side ends.
+fn relay(addr: &str) -> Result<()> {
+    let tcp =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let mut up = tcp.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut up);
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    let mut down = tcp;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        use std::io::{Read, Write};
+        let n = down.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(buf.get(..n).unwrap_or_default())?;
+        out.flush()?;
+    }
 }

@@ -64,8 +64,14 @@ impl Machine {
             self.host_port, self.guest_port
         );
         if let Some(port) = self.call_home {
+            // `-cmd:` runs one relay per guest connection; a `-tcp:` chardev
+            // would be one host connection for the whole QEMU run, and a
+            // board that reconnects would continue the old TLS stream.
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "outpost".into());
             netdev.push_str(&format!(
-                ",guestfwd=tcp:{CALL_HOME_ADDR}:{}-tcp:127.0.0.1:{port}",
+                ",guestfwd=tcp:{CALL_HOME_ADDR}:{}-cmd:{exe} relay 127.0.0.1:{port}",
                 crate::config::callhome::MQTTS_PORT
             ));
         }

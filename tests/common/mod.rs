@@ -192,7 +192,7 @@ impl Cli {
         tail(&self.console(name), n)
     }
 
-    fn consoles(&self) -> String {
+    pub(crate) fn consoles(&self) -> String {
         let Ok(dirs) = std::fs::read_dir(self.path("state/qemu")) else {
             return String::new();
         };
