@@ -76,13 +76,17 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
-    /// Connect, then subscribe to `filters` (QoS 1) and wait for the SUBACK;
-    /// a filter the broker refuses is an error naming it.
+    /// Connect, then subscribe to `filters` with `qos` and wait for the
+    /// SUBACK; a filter the broker refuses is an error naming it. (QoS 0
+    /// for a fan-out: the broker then sends without an in-flight window or
+    /// a per-client queue, which a thousand retained certificates and
+    /// answers would overflow — mosquitto drops past 1,000 queued.)
     pub fn connect(
         url: &BrokerUrl,
         tls: Arc<ClientConfig>,
         client_id: &str,
         filters: &[String],
+        qos: QoS,
     ) -> Result<Self> {
         let addr = (url.host.as_str(), url.port)
             .to_socket_addrs()
@@ -119,10 +123,7 @@ impl BrokerLink {
         }
         if !filters.is_empty() {
             let pid = link.pid();
-            let topics: Vec<(&str, QoS)> = filters
-                .iter()
-                .map(|f| (f.as_str(), QoS::AtLeastOnce))
-                .collect();
+            let topics: Vec<(&str, QoS)> = filters.iter().map(|f| (f.as_str(), qos)).collect();
             link.send(&Packet::Subscribe {
                 pid,
                 topics: &topics,
@@ -420,7 +421,13 @@ impl DeviceLink {
             topic::resp(device),
             topic::events(device),
         ];
-        let link = BrokerLink::connect(url, tls, &client_id("outpost-cli"), &filters)?;
+        let link = BrokerLink::connect(
+            url,
+            tls,
+            &client_id("outpost-cli"),
+            &filters,
+            QoS::AtLeastOnce,
+        )?;
         Ok(Self {
             link,
             device: device.to_owned(),

@@ -63,7 +63,13 @@ impl FanOut {
             "outpost/+/events".to_owned(),
         ];
         Ok(Self {
-            link: BrokerLink::connect(url, tls, &broker::client_id("outpost-fleet"), &filters)?,
+            link: BrokerLink::connect(
+                url,
+                tls,
+                &broker::client_id("outpost-fleet"),
+                &filters,
+                crate::mqtt::QoS::AtMostOnce,
+            )?,
             operator,
             roots: broker::load_roots(ca)?,
             certs: HashMap::new(),

@@ -61,6 +61,8 @@ pub fn write_config(site: &Site, dir: &Path, spec: &BrokerSpec<'_>) -> Result<Pa
          {user}per_listener_settings false\n\
          allow_anonymous false\n\
          persistence false\n\
+         max_queued_messages 10000\n\
+         max_inflight_messages 100\n\
          log_dest file {log}\n\
          log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
          connection_messages true\n\
