@@ -19,5 +19,6 @@ pub mod output;
 pub mod pki;
 pub mod qemu;
 pub mod remote;
+pub mod rollout;
 pub mod serial;
 pub mod upload;
