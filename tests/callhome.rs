@@ -238,6 +238,23 @@ fn broker_restart_and_commands_sent_while_away() {
         log(&dev)
     );
     assert_eq!(log(&dev).matches(&ran).count(), 1, "{}", log(&dev));
+
+    // Later commands of a link name the operator certificate by its id; a
+    // board that restarted since asks for it whole, and the CLI resends.
+    let mut l = link(&dev, &broker, "admin");
+    let ping = RequestFrame {
+        id: 2,
+        body: Request::Ping,
+    }
+    .encode();
+    l.send_request(&ping).unwrap();
+    assert_eq!(l.receive().unwrap().body, Ok(Response::Pong));
+    dev.kill();
+    dev.spawn();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    l.send_request(&ping).unwrap();
+    assert_eq!(l.receive().unwrap().body, Ok(Response::Pong));
+    assert!(log(&dev).contains("unknown certificate"), "{}", log(&dev));
 }
 
 #[test]
@@ -523,16 +540,29 @@ fn bytes_on_the_board_link() {
     assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
     std::thread::sleep(Duration::from_millis(300));
     let after = relay.snapshot();
+    // The next command names the operator certificate by its id.
+    l.send_request(
+        &RequestFrame {
+            id: 2,
+            body: Request::Status,
+        }
+        .encode(),
+    )
+    .unwrap();
+    assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
+    std::thread::sleep(Duration::from_millis(300));
+    let known = relay.snapshot();
     let (cli_tx, cli_rx) = l.counted();
     println!(
         "callhome bytes: connect {} up / {} down (TLS+MQTT, incl. cert and online event); \
          idle {:.0} B per ping exchange incl. TCP/IP ({} pings in {} s); \
          per day at keepalive 200 s: {:.0} KB, 220 s: {:.0} KB, 240 s: {:.0} KB; \
-         status round trip on the board link: {} B in + {} B out (TLS+MQTT); \
+         status round trip on the board link: {} B in + {} B out (TLS+MQTT), later ones {} B in + {} B out; \
          CLI side MQTT: {cli_tx} B out (incl. CONNECT/SUBSCRIBE), {cli_rx} B in (incl. retained cert); setup {setup_ms} ms",
         connect[0], connect[1], per_exchange, exchanges, keepalive * 3 + 2,
         per_day(200.0) / 1000.0, per_day(220.0) / 1000.0, per_day(240.0) / 1000.0,
         after[1] - before[1], after[0] - before[0],
+        known[1] - after[1], known[0] - after[0],
     );
     assert!(
         per_day(200.0) <= 100_000.0,

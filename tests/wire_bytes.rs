@@ -221,7 +221,8 @@ fn identify_bytes_are_pinned() {
 #[test]
 fn callhome_envelope_bytes_are_pinned() {
     use outpost::wire::envelope::{
-        decode, encode, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand, Target,
+        decode, encode, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
+        Target,
     };
     let cmd = Command {
         target: Target::Device("d"),
@@ -239,13 +240,22 @@ fn callhome_envelope_bytes_are_pinned() {
     };
     assert_eq!(encode(&group)[..3], [1, 1, b'g']);
     let signed = SignedCommand {
-        cert: &[0x30],
+        cert: CertRef::Full(&[0x30]),
         command: &[9],
         sig: &[7, 7],
     };
-    let bytes = [1, 0x30, 1, 9, 2, 7, 7];
+    let bytes = [0, 1, 0x30, 1, 9, 2, 7, 7];
     assert_eq!(encode(&signed), bytes);
     assert_eq!(decode::<SignedCommand>(&bytes).unwrap(), signed);
+    let known = SignedCommand {
+        cert: CertRef::Known([0xaa; 16]),
+        ..signed
+    };
+    let mut bytes = vec![1];
+    bytes.extend([0xaa; 16]);
+    bytes.extend([1, 9, 2, 7, 7]);
+    assert_eq!(encode(&known), bytes);
+    assert_eq!(decode::<SignedCommand>(&bytes).unwrap(), known);
 
     let says = DeviceSays {
         device: "d",

@@ -740,7 +740,11 @@ pub fn sntp(data: &[u8]) {
     assert!((1..=15).contains(&reply.stratum), "{reply:?}");
     assert_eq!(reply_bytes.get(24..32), Some(&cookie[..]));
     for rtt in [0u64, 1, 4_000_000_000, u64::MAX] {
-        let s = sntp::sample(reply.transmit_ns, std::time::Duration::from_nanos(rtt), &reply);
+        let s = sntp::sample(
+            reply.transmit_ns,
+            std::time::Duration::from_nanos(rtt),
+            &reply,
+        );
         let _ = s.delay;
     }
     for ns in [reply.receive_ns, reply.transmit_ns] {
@@ -762,7 +766,11 @@ pub fn mqtt(data: &[u8]) {
     let mut again = Vec::new();
     outpost::mqtt::encode(&packet, &mut again).expect("a decoded packet must encode");
     let back = outpost::mqtt::decode(&again, max).expect("re-encoding must decode");
-    assert_eq!(back, Some((packet, again.len())), "mqtt packet does not decode back");
+    assert_eq!(
+        back,
+        Some((packet, again.len())),
+        "mqtt packet does not decode back"
+    );
     same_bytes("mqtt", data.get(..used).unwrap_or_default(), &again);
 }
 

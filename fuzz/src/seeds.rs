@@ -680,8 +680,20 @@ fn mqtt() -> Seeds {
         out
     };
     vec![
-        ("connack", enc(Packet::Connack { session_present: true, code: 0 })),
-        ("suback", enc(Packet::Suback { pid: 1, codes: &[1, 0x80] })),
+        (
+            "connack",
+            enc(Packet::Connack {
+                session_present: true,
+                code: 0,
+            }),
+        ),
+        (
+            "suback",
+            enc(Packet::Suback {
+                pid: 1,
+                codes: &[1, 0x80],
+            }),
+        ),
         ("pingresp", enc(Packet::Pingresp)),
         ("puback", enc(Packet::Puback { pid: 7 })),
         (
@@ -710,8 +722,12 @@ fn mqtt() -> Seeds {
 }
 
 fn envelope() -> Seeds {
-    use outpost::wire::envelope::{encode, Command, SignedCommand, Target};
-    let request = RequestFrame { id: 1, body: Request::Status }.encode();
+    use outpost::wire::envelope::{encode, CertRef, Command, SignedCommand, Target};
+    let request = RequestFrame {
+        id: 1,
+        body: Request::Status,
+    }
+    .encode();
     let command = encode(&Command {
         target: Target::Device("edge-1"),
         topic: "outpost/edge-1/req",
@@ -726,12 +742,18 @@ fn envelope() -> Seeds {
         expires: 3,
         request: &request,
     });
-    let sign = |command: &[u8]| {
+    let sign = |command: &[u8], cert: CertRef| {
         encode(&SignedCommand {
-            cert: &[0x30, 0x03, 0x02, 0x01, 0x00],
+            cert,
             command,
             sig: &[0x11; 64],
         })
     };
-    vec![("device", sign(&command)), ("group", sign(&group))]
+    vec![
+        (
+            "device",
+            sign(&command, CertRef::Full(&[0x30, 0x03, 0x02, 0x01, 0x00])),
+        ),
+        ("group", sign(&group, CertRef::Known([0x42; 16]))),
+    ]
 }

@@ -16,8 +16,8 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::mqtt::{self, Connect, Packet, Publish, QoS};
 use crate::wire::envelope::{
-    self, topic, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand, Target,
-    COMMAND_CONTEXT, DEVICE_CONTEXT, MAX_DEVICE_PAYLOAD,
+    self, topic, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
+    Target, COMMAND_CONTEXT, DEVICE_CONTEXT, MAX_DEVICE_PAYLOAD,
 };
 use crate::wire::ResponseFrame;
 
@@ -303,6 +303,19 @@ impl Operator {
         expires: u64,
         request: &[u8],
     ) -> (u64, Vec<u8>) {
+        self.sign_as(target, topic, expires, request, true)
+    }
+
+    /// As `sign`; `whole`: carry the certificate itself, else only its id
+    /// (for a device that has seen it this boot).
+    pub fn sign_as(
+        &mut self,
+        target: Target<'_>,
+        topic: &str,
+        expires: u64,
+        request: &[u8],
+        whole: bool,
+    ) -> (u64, Vec<u8>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -319,8 +332,13 @@ impl Operator {
         let sig = self
             .key
             .sign(&envelope::signing_input(COMMAND_CONTEXT, &command));
+        let cert = if whole {
+            CertRef::Full(&self.cert)
+        } else {
+            CertRef::Known(envelope::cert_id(&self.cert))
+        };
         let signed = envelope::encode(&SignedCommand {
-            cert: &self.cert,
+            cert,
             command: &command,
             sig: sig.as_ref(),
         });
@@ -401,8 +419,11 @@ pub struct DeviceLink {
     operator: Operator,
     roots: Vec<CertificateDer<'static>>,
     device_cert: Option<Vec<u8>>,
-    /// Commands sent and not yet answered.
-    waiting: Vec<u64>,
+    /// Commands sent and not yet answered: seq and request frame (sent
+    /// again whole if the device does not know our certificate).
+    waiting: Vec<(u64, Vec<u8>)>,
+    /// The device has our certificate: later commands carry only its id.
+    cert_sent: bool,
     expiry: Duration,
     timeout: Duration,
 }
@@ -435,6 +456,7 @@ impl DeviceLink {
             roots: load_roots(ca)?,
             device_cert: None,
             waiting: Vec::new(),
+            cert_sent: false,
             expiry,
             timeout: Duration::from_secs(30),
         })
@@ -447,15 +469,22 @@ impl DeviceLink {
 
     /// Sign and publish one request frame.
     pub fn send_request(&mut self, request: &[u8]) -> Result<u64> {
+        let whole = !self.cert_sent;
+        self.cert_sent = true;
+        self.publish_request(request, whole)
+    }
+
+    fn publish_request(&mut self, request: &[u8], whole: bool) -> Result<u64> {
         let req_topic = topic::req(&self.device);
-        let (seq, signed) = self.operator.sign(
+        let (seq, signed) = self.operator.sign_as(
             Target::Device(&self.device),
             &req_topic,
             expires_in(self.expiry),
             request,
+            whole,
         );
         self.link.publish(&req_topic, &signed, false)?;
-        self.waiting.push(seq);
+        self.waiting.push((seq, request.to_vec()));
         Ok(seq)
     }
 
@@ -487,12 +516,19 @@ impl DeviceLink {
                     continue;
                 }
             };
+            let pos = |seq: u64| self.waiting.iter().position(|(s, _)| *s == seq);
             match says.message {
-                DeviceMessage::Answer { seq, response } if self.waiting.contains(&seq) => {
-                    self.waiting.retain(|&s| s != seq);
+                DeviceMessage::Answer { seq, response } if pos(seq).is_some() => {
+                    self.waiting.retain(|(s, _)| *s != seq);
                     return Ok(ResponseFrame::decode(response)?);
                 }
-                DeviceMessage::Refused { seq, reason } if self.waiting.contains(&seq) => {
+                DeviceMessage::Refused { seq, reason } if pos(seq).is_some() => {
+                    if reason == envelope::UNKNOWN_CERT {
+                        // The device rebooted (or never saw it): send whole.
+                        let (_, request) = self.waiting.remove(pos(seq).unwrap_or(0));
+                        self.publish_request(&request, true)?;
+                        continue;
+                    }
                     bail!("{} refused the command: {reason}", self.device)
                 }
                 // Answers to other CLIs, duplicates, events.

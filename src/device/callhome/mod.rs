@@ -357,6 +357,7 @@ impl CallHome {
                 }
                 let seq = match &refusal {
                     Refusal::Replayed(r) => r.seq,
+                    Refusal::UnknownCertificate { seq } => *seq,
                     _ => 0,
                 };
                 let reason = refusal.to_string();

@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::replay::KeyId;
 use crate::device::api::auth;
-use crate::wire::envelope::{self, Command, SignedCommand, Target, COMMAND_CONTEXT};
+use crate::wire::envelope::{self, CertRef, Command, SignedCommand, Target, COMMAND_CONTEXT};
 use crate::wire::{Role, MAX_REQUEST_FRAME};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,12 +30,19 @@ pub enum Refusal {
     Expired(u64),
     #[error("{0}")]
     Replayed(#[from] super::replay::Replayed),
+    /// A `Known` certificate this boot has not seen; `seq` is the
+    /// (unverified) command's, so the CLI can send it again whole.
+    #[error("{}", envelope::UNKNOWN_CERT)]
+    UnknownCertificate { seq: u64 },
 }
 
 impl Refusal {
     /// Whether the sender proved who it is (worth an answer on `/events`).
     pub fn authentic(&self) -> bool {
-        matches!(self, Refusal::Expired(_) | Refusal::Replayed(_))
+        matches!(
+            self,
+            Refusal::Expired(_) | Refusal::Replayed(_) | Refusal::UnknownCertificate { .. }
+        )
     }
 }
 
@@ -49,10 +56,16 @@ pub struct Verified<'a> {
     pub request: &'a [u8],
 }
 
+/// Operator certificates remembered for `CertRef::Known` (a site has a
+/// handful of operators; each entry is ~400 bytes).
+const CERT_CACHE: usize = 8;
+
 pub struct Authority {
     device: String,
     groups: Vec<String>,
     roots: Vec<CertificateDer<'static>>,
+    /// Certificates that passed, newest last; checked again on each use.
+    known: Vec<(KeyId, Vec<u8>)>,
 }
 
 impl Authority {
@@ -61,20 +74,37 @@ impl Authority {
             device: device.to_owned(),
             groups: groups.to_vec(),
             roots,
+            known: Vec::new(),
         }
     }
 
     pub fn verify<'a>(
-        &self,
+        &mut self,
         payload: &'a [u8],
         topic: &str,
         now: UnixTime,
     ) -> Result<Verified<'a>, Refusal> {
         let signed: SignedCommand = envelope::decode(payload).map_err(|_| Refusal::Malformed)?;
-        if signed.cert.len() > envelope::MAX_ENVELOPE_CERT {
+        let cached;
+        let cert_der: &[u8] = match signed.cert {
+            CertRef::Full(der) => der,
+            CertRef::Known(id) => match self.known.iter().find(|(k, _)| *k == id) {
+                Some((_, der)) => {
+                    cached = der.clone();
+                    &cached
+                }
+                None => {
+                    let seq = envelope::decode::<Command>(signed.command)
+                        .map(|c| c.seq)
+                        .unwrap_or(0);
+                    return Err(Refusal::UnknownCertificate { seq });
+                }
+            },
+        };
+        if cert_der.len() > envelope::MAX_ENVELOPE_CERT {
             return Err(Refusal::Malformed);
         }
-        let der = CertificateDer::from(signed.cert);
+        let der = CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).map_err(Refusal::Certificate)?;
         let anchors: Vec<_> = self
             .roots
@@ -94,7 +124,7 @@ impl Authority {
         let input = envelope::signing_input(COMMAND_CONTEXT, signed.command);
         cert.verify_signature(webpki::ring::ED25519, &input, signed.sig)
             .map_err(|_| Refusal::Signature)?;
-        let role = auth::role_of(signed.cert).map_err(|_| Refusal::NoRole)?;
+        let role = auth::role_of(cert_der).map_err(|_| Refusal::NoRole)?;
         let command: Command = envelope::decode(signed.command).map_err(|_| Refusal::Malformed)?;
         if command.request.len() > MAX_REQUEST_FRAME {
             return Err(Refusal::Malformed);
@@ -111,9 +141,13 @@ impl Authority {
         if now_secs > command.expires {
             return Err(Refusal::Expired(now_secs - command.expires));
         }
-        let digest = ring::digest::digest(&ring::digest::SHA256, signed.cert);
-        let mut key = KeyId::default();
-        key.copy_from_slice(digest.as_ref().get(..16).unwrap_or(&[0; 16]));
+        let key = envelope::cert_id(cert_der);
+        if matches!(signed.cert, CertRef::Full(_)) && !self.known.iter().any(|(k, _)| *k == key) {
+            if self.known.len() >= CERT_CACHE {
+                self.known.remove(0);
+            }
+            self.known.push((key, cert_der.to_vec()));
+        }
         Ok(Verified {
             role,
             key,
@@ -172,10 +206,44 @@ mod tests {
             .key
             .sign(&envelope::signing_input(COMMAND_CONTEXT, &command));
         envelope::encode(&SignedCommand {
-            cert: &op.cert,
+            cert: CertRef::Full(&op.cert),
             command: &command,
             sig: sig.as_ref(),
         })
+    }
+
+    #[test]
+    fn a_known_certificate_is_used_by_its_id_once_seen() {
+        let (_t, site, mut auth) = setup();
+        let op = operator(&site, "reader");
+        let topic = "outpost/edge-1/req";
+        let full = sign(&op, Target::Device("edge-1"), topic, now().as_secs() + 60);
+        let signed: SignedCommand = envelope::decode(&full).unwrap();
+        let short = envelope::encode(&SignedCommand {
+            cert: CertRef::Known(envelope::cert_id(&op.cert)),
+            ..signed.clone()
+        });
+        assert!(full.len() - short.len() >= op.cert.len() - 17);
+        assert_eq!(
+            auth.verify(&short, topic, now()).unwrap_err(),
+            Refusal::UnknownCertificate { seq: 7 }
+        );
+        auth.verify(&full, topic, now()).unwrap();
+        assert_eq!(
+            auth.verify(&short, topic, now()).unwrap().role,
+            Role::Reader
+        );
+        // The id names the certificate; the signature must still be its key's.
+        let other = operator(&site, "admin");
+        let forged = envelope::encode(&SignedCommand {
+            cert: CertRef::Known(envelope::cert_id(&op.cert)),
+            sig: &other.key.sign(b"x").as_ref().to_vec(),
+            ..signed
+        });
+        assert_eq!(
+            auth.verify(&forged, topic, now()).unwrap_err(),
+            Refusal::Signature
+        );
     }
 
     fn setup() -> (tempfile::TempDir, Site, Authority) {
@@ -196,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_signed_command_for_us_passes_with_its_role() {
-        let (_t, site, auth) = setup();
+        let (_t, site, mut auth) = setup();
         let op = operator(&site, "operator");
         let later = now().as_secs() + 60;
         let msg = sign(&op, Target::Device("edge-1"), "outpost/edge-1/req", later);
@@ -216,7 +284,7 @@ mod tests {
 
     #[test]
     fn forged_misdirected_and_expired_commands_are_refused() {
-        let (_t, site, auth) = setup();
+        let (_t, site, mut auth) = setup();
         let op = operator(&site, "admin");
         let later = now().as_secs() + 60;
         let topic = "outpost/edge-1/req";
@@ -274,7 +342,7 @@ mod tests {
         // Our operator's certificate with someone else's signature.
         let signed: SignedCommand = envelope::decode(&forged).unwrap();
         let spliced = envelope::encode(&SignedCommand {
-            cert: &op.cert,
+            cert: CertRef::Full(&op.cert),
             ..signed
         });
         assert_eq!(
