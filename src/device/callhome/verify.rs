@@ -237,7 +237,7 @@ mod tests {
         let other = operator(&site, "admin");
         let forged = envelope::encode(&SignedCommand {
             cert: CertRef::Known(envelope::cert_id(&op.cert)),
-            sig: &other.key.sign(b"x").as_ref().to_vec(),
+            sig: other.key.sign(b"x").as_ref(),
             ..signed
         });
         assert_eq!(
