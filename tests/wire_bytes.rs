@@ -268,3 +268,78 @@ fn links_bytes_are_pinned() {
     assert_eq!(resp.encode(), bytes);
     assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
 }
+
+/// Pinned bytes of the call-home envelopes (`wire::envelope`, not Request or
+/// Response tags): the signed command and the signed device message.
+#[test]
+fn callhome_envelope_bytes_are_pinned() {
+    use outpost::wire::envelope::{
+        decode, encode, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
+        Target,
+    };
+    let cmd = Command {
+        target: Target::Device("d"),
+        topic: "t",
+        seq: 300,
+        expires: 1,
+        request: &[5, 1],
+    };
+    let bytes = [0, 1, b'd', 1, b't', 0xac, 0x02, 1, 2, 5, 1];
+    assert_eq!(encode(&cmd), bytes);
+    assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    let group = Command {
+        target: Target::Group("g"),
+        ..cmd.clone()
+    };
+    assert_eq!(encode(&group)[..3], [1, 1, b'g']);
+    let signed = SignedCommand {
+        cert: CertRef::Full(&[0x30]),
+        command: &[9],
+        sig: &[7, 7],
+    };
+    let bytes = [0, 1, 0x30, 1, 9, 2, 7, 7];
+    assert_eq!(encode(&signed), bytes);
+    assert_eq!(decode::<SignedCommand>(&bytes).unwrap(), signed);
+    let known = SignedCommand {
+        cert: CertRef::Known([0xaa; 16]),
+        ..signed
+    };
+    let mut bytes = vec![1];
+    bytes.extend([0xaa; 16]);
+    bytes.extend([1, 9, 2, 7, 7]);
+    assert_eq!(encode(&known), bytes);
+    assert_eq!(decode::<SignedCommand>(&bytes).unwrap(), known);
+
+    let says = DeviceSays {
+        device: "d",
+        message: DeviceMessage::Answer {
+            seq: 2,
+            response: &[5, 0, 5],
+        },
+    };
+    let bytes = [1, b'd', 0, 2, 3, 5, 0, 5];
+    assert_eq!(encode(&says), bytes);
+    assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), says);
+    let online = DeviceSays {
+        device: "d",
+        message: DeviceMessage::Online {
+            boot_id: "b",
+            version: "v",
+            slot: "A",
+        },
+    };
+    assert_eq!(encode(&online), [1, b'd', 1, 1, b'b', 1, b'v', 1, b'A']);
+    let refused = DeviceSays {
+        device: "d",
+        message: DeviceMessage::Refused {
+            seq: 1,
+            reason: "x",
+        },
+    };
+    assert_eq!(encode(&refused), [1, b'd', 2, 1, 1, b'x']);
+    let by_device = SignedByDevice {
+        says: &[1],
+        sig: &[2],
+    };
+    assert_eq!(encode(&by_device), [1, 1, 1, 2]);
+}

@@ -740,11 +740,49 @@ pub fn sntp(data: &[u8]) {
     assert!((1..=15).contains(&reply.stratum), "{reply:?}");
     assert_eq!(reply_bytes.get(24..32), Some(&cookie[..]));
     for rtt in [0u64, 1, 4_000_000_000, u64::MAX] {
-        let s = sntp::sample(reply.transmit_ns, std::time::Duration::from_nanos(rtt), &reply);
+        let s = sntp::sample(
+            reply.transmit_ns,
+            std::time::Duration::from_nanos(rtt),
+            &reply,
+        );
         let _ = s.delay;
     }
     for ns in [reply.receive_ns, reply.transmit_ns] {
         let back = sntp::ntp_to_unix_ns(sntp::unix_ns_to_ntp(ns));
         assert!((back - ns).abs() <= 1, "{ns} -> {back}");
+    }
+}
+
+// -------------------------------------------------------------------- mqtt
+
+/// `mqtt` target: bytes from a broker. `mqtt::decode` returns a packet, "not
+/// yet", or an error; a packet re-encodes to the bytes it was read from
+/// (shorter only if the remaining length was not minimal) and decodes back.
+pub fn mqtt(data: &[u8]) {
+    let max = outpost::wire::envelope::MAX_COMMAND_PAYLOAD + 512;
+    let Ok(Some((packet, used))) = outpost::mqtt::decode(data, max) else {
+        return;
+    };
+    let mut again = Vec::new();
+    outpost::mqtt::encode(&packet, &mut again).expect("a decoded packet must encode");
+    let back = outpost::mqtt::decode(&again, max).expect("re-encoding must decode");
+    assert_eq!(
+        back,
+        Some((packet, again.len())),
+        "mqtt packet does not decode back"
+    );
+    same_bytes("mqtt", data.get(..used).unwrap_or_default(), &again);
+}
+
+/// `envelope` target: a signed command as a device receives it. It decodes
+/// (with the command inside) or is an error; what decodes re-encodes.
+pub fn envelope(data: &[u8]) {
+    use outpost::wire::envelope::{decode, encode, Command, SignedCommand};
+    let Ok(signed) = decode::<SignedCommand>(data) else {
+        return;
+    };
+    same_bytes("envelope", data, &encode(&signed));
+    if let Ok(command) = decode::<Command>(signed.command) {
+        same_bytes("command", signed.command, &encode(&command));
     }
 }

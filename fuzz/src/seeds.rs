@@ -27,6 +27,8 @@ pub fn all() -> Vec<(&'static str, Seeds)> {
         ("bundle", bundle()),
         ("serial", serial()),
         ("sntp", sntp()),
+        ("mqtt", mqtt()),
+        ("envelope", envelope()),
     ]
 }
 
@@ -43,6 +45,8 @@ pub fn check_for(target: &str) -> fn(&[u8]) {
         "bundle" => crate::bundle,
         "serial" => crate::serial,
         "sntp" => crate::sntp,
+        "mqtt" => crate::mqtt,
+        "envelope" => crate::envelope,
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -665,5 +669,91 @@ fn sntp() -> Seeds {
         ("reply.bin", reply(0x24, 1, b"GPS\0")),
         ("kod-rate.bin", reply(0x24, 0, b"RATE")),
         ("unsynced.bin", reply(0xe4, 2, b"\x7f\0\0\x01")),
+    ]
+}
+
+fn mqtt() -> Seeds {
+    use outpost::mqtt::{encode, Packet, Publish, QoS};
+    let enc = |p: Packet| {
+        let mut out = Vec::new();
+        encode(&p, &mut out).unwrap_or_default();
+        out
+    };
+    vec![
+        (
+            "connack",
+            enc(Packet::Connack {
+                session_present: true,
+                code: 0,
+            }),
+        ),
+        (
+            "suback",
+            enc(Packet::Suback {
+                pid: 1,
+                codes: &[1, 0x80],
+            }),
+        ),
+        ("pingresp", enc(Packet::Pingresp)),
+        ("puback", enc(Packet::Puback { pid: 7 })),
+        (
+            "publish-qos1",
+            enc(Packet::Publish(Publish {
+                topic: "outpost/edge-1/req",
+                qos: QoS::AtLeastOnce,
+                pid: 3,
+                retain: false,
+                dup: true,
+                payload: &[1, 2, 3],
+            })),
+        ),
+        (
+            "publish-large",
+            enc(Packet::Publish(Publish {
+                topic: "outpost/group/north/req",
+                qos: QoS::AtMostOnce,
+                pid: 0,
+                retain: true,
+                dup: false,
+                payload: &[0x5a; 300],
+            })),
+        ),
+    ]
+}
+
+fn envelope() -> Seeds {
+    use outpost::wire::envelope::{encode, CertRef, Command, SignedCommand, Target};
+    let request = RequestFrame {
+        id: 1,
+        body: Request::Status,
+    }
+    .encode();
+    let command = encode(&Command {
+        target: Target::Device("edge-1"),
+        topic: "outpost/edge-1/req",
+        seq: 1_795_820_531_030_261,
+        expires: 1_795_820_831,
+        request: &request,
+    });
+    let group = encode(&Command {
+        target: Target::Group("north"),
+        topic: "outpost/group/north/req",
+        seq: 2,
+        expires: 3,
+        request: &request,
+    });
+    let sign = |command: &[u8], cert: CertRef| {
+        encode(&SignedCommand {
+            cert,
+            command,
+            sig: &[0x11; 64],
+        })
+    };
+    vec![
+        (
+            "device",
+            sign(&command, CertRef::Full(&[0x30, 0x03, 0x02, 0x01, 0x00])),
+        ),
+        ("group", sign(&group, CertRef::Known([0x42; 16]))),
     ]
 }

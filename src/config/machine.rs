@@ -38,6 +38,9 @@ pub struct MachineConfig {
     /// Supervised services (`[[services]]`), see `services.rs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<super::services::ServiceConfig>,
+    /// Call home to an MQTT broker (`[callhome]`, see `callhome.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callhome: Option<super::callhome::CallHomeConfig>,
 }
 
 /// Watchdog limits: below 3 s a busy SD card can starve the petting task;
@@ -111,6 +114,7 @@ impl MachineConfig {
             watchdog: WatchdogConfig::default(),
             time: TimeConfig::default(),
             services: Vec::new(),
+            callhome: None,
         }
     }
 
@@ -151,6 +155,9 @@ impl MachineConfig {
         }
         super::services::validate_services(&self.services)?;
         super::network::validate_links(&self.network)?;
+        if let Some(callhome) = &self.callhome {
+            callhome.validate()?;
+        }
         match self.network.mode {
             NetworkMode::Dhcp => {
                 if self.network.address.is_some() || self.network.gateway.is_some() {

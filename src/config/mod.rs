@@ -3,6 +3,7 @@
 //! both sides agree on what is acceptable.
 
 mod apply;
+pub mod callhome;
 mod diff;
 mod machine;
 pub mod network;
@@ -11,6 +12,7 @@ pub mod services;
 mod time;
 
 pub use apply::{cut_off, plan, ApplyPlan, LIVE_FIELDS};
+pub use callhome::CallHomeConfig;
 pub use diff::diff;
 pub use machine::{
     parse_cidr, validate_hostname, ApiConfig, ConfigError, MachineConfig, NetworkConfig,

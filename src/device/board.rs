@@ -269,6 +269,10 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     if let Some(tty) = &args.serial {
         start_serial(&ex, Path::new(tty), ctx.clone());
     }
+    // Beside the API, never instead of it: a failure here is logged only.
+    if let Err(e) = super::callhome::start(&ex, Path::new(DATA_MOUNT), ctx.clone()) {
+        tracing::error!("callhome: {e}");
+    }
     // Only a boot that commits a slot waits for services' health checks.
     let services_healthy = start_services(
         &ex,

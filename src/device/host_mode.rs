@@ -257,6 +257,9 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         if let Some(tty) = &opts.serial {
             super::serial::start(&ex, &opts.data_dir, tty.clone(), ctx.clone())?;
         }
+        if let Err(e) = super::callhome::start(&ex, &opts.data_dir, ctx.clone()) {
+            tracing::error!("callhome: {e}");
+        }
         let what = power_rx
             .recv()
             .await

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod board;
+pub mod callhome;
 pub mod clock;
 pub mod cmdline;
 pub mod config_apply;

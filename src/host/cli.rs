@@ -35,6 +35,14 @@ pub struct Cli {
     /// of the context describes the device.
     #[arg(long, global = true, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// Reach the device through this MQTT broker (`mqtts://HOST:PORT`):
+    /// for boards that call home (docs/callhome.md). `-n` names the device.
+    #[arg(long, global = true, value_name = "URL", env = "OUTPOST_BROKER")]
+    pub broker: Option<String>,
+    /// Through a broker: seconds a command stays valid; a board that is away
+    /// longer does not run it when it calls back.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
+    pub expires: u64,
     /// Output format (also accepted after each device command).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,
@@ -74,11 +82,44 @@ pub enum Command {
     /// Run local devices in QEMU.
     #[command(subcommand)]
     Qemu(local::QemuCommand),
+    /// Many devices at once through the broker (--broker or the context's):
+    /// one command to a group or a list, answers collected until a timeout.
+    Fleet(FleetArgs),
     #[command(flatten)]
     Device(remote::DeviceCommand),
     /// A loopback link emulator (latency, bandwidth, cuts) for trials by hand.
     #[command(hide = true)]
     Linkemu(linkemu::LinkemuArgs),
+    /// Copy stdin/stdout to a TCP connection (QEMU's `guestfwd=…-cmd:` runs
+    /// one per guest connection: `qemu up --broker-port`).
+    #[command(hide = true)]
+    Relay { addr: String },
+}
+
+#[derive(Args)]
+pub struct FleetArgs {
+    #[command(subcommand)]
+    pub what: FleetCommand,
+    /// Every board of this `[callhome] groups` entry (one publish).
+    #[arg(long, global = true)]
+    pub group: Option<String>,
+    /// These boards, by hostname: `a,b,c` (who did not answer is listed).
+    #[arg(long, global = true, value_name = "A,B,...")]
+    pub devices: Option<String>,
+    /// Seconds to collect answers.
+    #[arg(long, global = true, default_value_t = 10)]
+    pub timeout: u64,
+    /// Seconds after the timeout in which answers still count, as late.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub grace: u64,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum FleetCommand {
+    /// Identity, slot, version, uptime of each board.
+    Status,
+    /// One round trip to each board.
+    Ping,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +139,26 @@ pub enum GenCommand {
         hostname: String,
         #[arg(long, default_value_t = wire::DEFAULT_API_PORT)]
         api_port: u16,
+    },
+    /// A mosquitto config for boards that call home: broker certificate
+    /// from the site CA, client certificates required, per-board ACLs
+    /// (run it with `mosquitto -c DIR/mosquitto.conf`).
+    Broker {
+        #[arg(long)]
+        site: PathBuf,
+        /// Where mosquitto.conf and the ACL go.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "0.0.0.0")]
+        listen: String,
+        #[arg(long, default_value_t = crate::config::callhome::MQTTS_PORT)]
+        port: u16,
+        /// A name or IP address boards dial (repeat for several).
+        #[arg(long, required = true)]
+        san: Vec<String>,
+        /// An operator (client certificate name) allowed to reach every board.
+        #[arg(long, default_value = "admin")]
+        operator: Vec<String>,
     },
     /// Issue an operator client certificate with a role.
     Client {
@@ -120,6 +181,33 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(cmd) => local::bundle(cmd, top),
         Command::Qemu(cmd) => local::qemu(cmd, &config_path, cli.context.as_deref(), top),
         Command::Linkemu(args) => linkemu::run(&args),
+        Command::Relay { addr } => relay(&addr),
+        Command::Fleet(args) => {
+            let config = CliConfig::load(&config_path)?;
+            let (_, ctx) = config.context(cli.context.as_deref())?;
+            let url = cli
+                .broker
+                .clone()
+                .or_else(|| ctx.broker.clone())
+                .context("fleet commands go through a broker: give --broker URL")?;
+            let url = super::broker::BrokerUrl::parse(&url)?;
+            let who = super::fleet::selection(args.group.clone(), args.devices.clone())?;
+            let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+            let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+            let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
+            let request = match args.what {
+                FleetCommand::Status => Request::Status,
+                FleetCommand::Ping => Request::Ping,
+            };
+            let report = fan.run(
+                &who,
+                request,
+                std::time::Duration::from_secs(cli.expires),
+                std::time::Duration::from_secs(args.timeout),
+                std::time::Duration::from_secs(args.grace),
+            )?;
+            super::output::fleet(&report, top)
+        }
         Command::Device(cmd) => {
             let config = CliConfig::load(&config_path)?;
             let (_, ctx) = config.context(cli.context.as_deref())?;
@@ -129,6 +217,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
                 let mut connect = || connect_serial(&tls, path, &name);
                 return remote::run(cmd, &mut connect, &name, top);
+            }
+            if let Some(url) = cli.broker.clone().or_else(|| ctx.broker.clone()) {
+                let device = broker_device(ctx, cli.node.as_deref())?;
+                let url = super::broker::BrokerUrl::parse(&url)?;
+                let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+                let expiry = std::time::Duration::from_secs(cli.expires);
+                let mut connect = || {
+                    let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+                    let link = super::broker::DeviceLink::connect(
+                        &url,
+                        tls.clone(),
+                        &ctx.ca,
+                        operator,
+                        &device,
+                        expiry,
+                    )
+                    .with_context(|| format!("broker {}:{}", url.host, url.port))?;
+                    Ok(Client::via_broker(link))
+                };
+                return remote::run(cmd, &mut connect, &device, top);
             }
             let node = ctx.node(cli.node.as_deref())?;
             // One TLS config for all connections of this command, so a
@@ -141,6 +249,21 @@ pub fn run(cli: Cli) -> Result<()> {
             remote::run(cmd, &mut connect, &node.server_name, top)
         }
     }
+}
+
+/// The device a broker command is for: a node's name in the context (its
+/// certificate name), else `-n NAME` itself (a board that only calls home
+/// needs no address).
+fn broker_device(ctx: &Context, node: Option<&str>) -> Result<String> {
+    let name = node.unwrap_or(&ctx.current_node);
+    if name.is_empty() {
+        anyhow::bail!("through a broker, name the device: -n DEVICE");
+    }
+    Ok(ctx
+        .nodes
+        .get(name)
+        .map(|n| n.server_name.clone())
+        .unwrap_or_else(|| name.to_owned()))
 }
 
 /// The name the device's certificate must carry, for a serial session: the
@@ -196,6 +319,7 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 key,
                 current_node: String::new(),
                 nodes: Default::default(),
+                broker: None,
             };
             config.contexts.insert(name.clone(), ctx);
             config.current_context = name.clone();
@@ -219,6 +343,27 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
             );
             Ok(())
         }
+        GenCommand::Broker {
+            site,
+            dir,
+            listen,
+            port,
+            san,
+            operator,
+        } => {
+            let conf = super::mosquitto::write_config(
+                &pki::Site::open(&site)?,
+                &dir,
+                &super::mosquitto::BrokerSpec {
+                    listen: &listen,
+                    port,
+                    sans: &san,
+                    operators: &operator,
+                },
+            )?;
+            println!("broker config: mosquitto -c {}", conf.display());
+            Ok(())
+        }
         GenCommand::Client { site, name, role } => {
             let (crt, key) = pki::Site::open(&site)?.issue_client(&name, &role)?;
             println!(
@@ -238,4 +383,28 @@ pub(crate) fn call(
     request: Request<'_>,
 ) -> Result<Response> {
     Client::connect(ctx, node)?.call(request)
+}
+
+/// stdin → `addr`, `addr` → stdout, until either side ends.
+fn relay(addr: &str) -> Result<()> {
+    let tcp =
+        std::net::TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let mut up = tcp.try_clone()?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut up);
+        let _ = up.shutdown(std::net::Shutdown::Write);
+    });
+    let mut down = tcp;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        use std::io::{Read, Write};
+        let n = down.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(buf.get(..n).unwrap_or_default())?;
+        out.flush()?;
+    }
 }

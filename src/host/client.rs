@@ -25,11 +25,23 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ENDPOINT_ATTEMPT: Duration = Duration::from_secs(3);
 
 pub struct Client {
+    link: Link,
+    next_id: u32,
+}
+
+/// How requests reach the device.
+enum Link {
+    /// A TLS session with the device itself (TCP or serial).
+    Direct(Box<Direct>),
+    /// Signed commands through an MQTT broker (the device calls home).
+    Broker(Box<super::broker::DeviceLink>),
+}
+
+struct Direct {
     stream: StreamOwned<ClientConnection, Box<dyn Transport>>,
     decoder: Box<FrameDecoder<MAX_RESPONSE_FRAME>>,
     /// Bytes read past the end of the last frame.
     pending: Vec<u8>,
-    next_id: u32,
 }
 
 /// A byte stream the TLS session runs over.
@@ -158,19 +170,32 @@ impl Client {
         }
         stream.sock.set_read_timeout(Some(IO_TIMEOUT))?;
         Ok(Self {
-            stream,
-            decoder: Box::default(),
-            pending: Vec::new(),
+            link: Link::Direct(Box::new(Direct {
+                stream,
+                decoder: Box::default(),
+                pending: Vec::new(),
+            })),
             next_id: 1,
         })
     }
 
+    /// Requests through a broker to a device that calls home.
+    pub fn via_broker(link: super::broker::DeviceLink) -> Self {
+        Self {
+            link: Link::Broker(Box::new(link)),
+            next_id: 1,
+        }
+    }
+
     /// Whether this session was resumed from an earlier one (a cheaper handshake).
     pub fn resumed(&self) -> bool {
-        matches!(
-            self.stream.conn.handshake_kind(),
-            Some(rustls::HandshakeKind::Resumed)
-        )
+        match &self.link {
+            Link::Direct(d) => matches!(
+                d.stream.conn.handshake_kind(),
+                Some(rustls::HandshakeKind::Resumed)
+            ),
+            Link::Broker(_) => false,
+        }
     }
 
     /// Send one request and wait for its answer.
@@ -214,8 +239,11 @@ impl Client {
         body: Request<'_>,
         mut each: impl FnMut(Response) -> bool,
     ) -> Result<()> {
+        let Link::Direct(_) = &self.link else {
+            bail!("this command streams: it needs a direct connection, not the broker");
+        };
         let id = self.send(body)?;
-        self.stream.sock.set_read_timeout(Some(KEEPALIVE))?;
+        self.set_read_timeout(KEEPALIVE)?;
         let result = loop {
             let resp = match self.receive() {
                 Ok(r) => r,
@@ -238,22 +266,46 @@ impl Client {
                 }
             }
         };
-        self.stream.sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        self.set_read_timeout(IO_TIMEOUT)?;
         result
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+        if let Link::Direct(d) = &mut self.link {
+            d.stream.sock.set_read_timeout(Some(timeout))?;
+        }
+        Ok(())
     }
 
     /// Frame and send one request; returns its id.
     pub fn send(&mut self, body: Request<'_>) -> Result<u32> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        let frame = encode_frame(&RequestFrame { id, body }.encode(), MAX_REQUEST_FRAME)?;
-        self.stream.write_all(&frame).context("sending request")?;
-        self.stream.flush()?;
+        let request = RequestFrame { id, body }.encode();
+        match &mut self.link {
+            Link::Direct(d) => {
+                let frame = encode_frame(&request, MAX_REQUEST_FRAME)?;
+                d.stream.write_all(&frame).context("sending request")?;
+                d.stream.flush()?;
+            }
+            Link::Broker(b) => {
+                b.send_request(&request)?;
+            }
+        }
         Ok(id)
     }
 
     /// The next response frame from the device.
     pub fn receive(&mut self) -> Result<ResponseFrame> {
+        match &mut self.link {
+            Link::Direct(d) => d.receive(),
+            Link::Broker(b) => b.receive(),
+        }
+    }
+}
+
+impl Direct {
+    fn receive(&mut self) -> Result<ResponseFrame> {
         loop {
             if !self.pending.is_empty() {
                 let input = std::mem::take(&mut self.pending);
@@ -331,7 +383,7 @@ fn is_timeout(e: &anyhow::Error) -> bool {
     })
 }
 
-impl Drop for Client {
+impl Drop for Direct {
     /// Say goodbye properly so the device logs a clean close, not an EOF error.
     fn drop(&mut self) {
         self.stream.conn.send_close_notify();

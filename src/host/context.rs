@@ -28,6 +28,10 @@ pub struct Context {
     pub current_node: String,
     #[serde(default)]
     pub nodes: BTreeMap<String, Node>,
+    /// Reach devices through this MQTT broker (`mqtts://HOST:PORT`) instead
+    /// of connecting to them: they call home (docs/callhome.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,6 +132,7 @@ mod tests {
             key: "k".into(),
             current_node: String::new(),
             nodes: BTreeMap::new(),
+            broker: None,
         };
         ctx.nodes.insert(
             "edge".into(),

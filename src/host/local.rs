@@ -141,6 +141,10 @@ pub enum QemuCommand {
         /// Extra QEMU arguments (repeatable).
         #[arg(long = "qemu-arg", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
+        /// Let the board reach an MQTT broker on 127.0.0.1:PORT as
+        /// 10.0.2.100:8883 (call home, docs/callhome.md).
+        #[arg(long, value_name = "PORT")]
+        broker_port: Option<u16>,
         #[command(flatten)]
         format: super::cli::FormatArg,
     },
@@ -225,6 +229,7 @@ pub fn qemu(
             mgmt_serial,
             no_wait,
             mut qemu_args,
+            broker_port,
             format: f,
         } => {
             if let Some(date) = rtc_base {
@@ -284,6 +289,7 @@ pub fn qemu(
                 guest_port: info.api_port,
                 mgmt_serial,
                 extra_args: qemu_args,
+                call_home: broker_port,
             };
             let node = Node {
                 address: format!("127.0.0.1:{host_port}"),

@@ -2,20 +2,24 @@
 
 pub mod bmap;
 pub mod board;
+pub mod broker;
 pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod context;
 pub mod debian;
 pub mod flash;
+pub mod fleet;
 pub mod image;
 pub mod image_cmd;
 pub mod linkemu;
 pub mod local;
 pub mod modemsim;
+pub mod mosquitto;
 pub mod output;
 pub mod pki;
 pub mod qemu;
 pub mod remote;
+pub mod rollout;
 pub mod serial;
 pub mod upload;

@@ -251,3 +251,67 @@ fn utc(secs: u64) -> String {
         None => "?".into(),
     }
 }
+
+/// A fan-out's answers: one line per board, then who was late, refused or
+/// missing. JSON: `{answers: {device: {ms, late, ok, ...}}, missing, refused, elapsed_ms}`.
+pub fn fleet(report: &super::fleet::Report, format: Format) -> Result<()> {
+    if format == Format::Json {
+        let mut answers = serde_json::Map::new();
+        for (device, a) in &report.answers {
+            answers.insert(
+                device.clone(),
+                serde_json::json!({
+                    "ms": a.after.as_secs_f64() * 1000.0,
+                    "late": a.late,
+                    "answer": match &a.body {
+                        Ok(r) => serde_json::to_value(r)?,
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    },
+                }),
+            );
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "answers": answers,
+                "missing": report.missing,
+                "refused": report.refused,
+                "elapsed_ms": report.elapsed.as_secs_f64() * 1000.0,
+            }))?
+        );
+        return Ok(());
+    }
+    println!("{:<24} {:>8}  ANSWER", "DEVICE", "MS");
+    for (device, a) in &report.answers {
+        let what = match &a.body {
+            Ok(Response::Status(s)) => format!(
+                "slot {} os {} up {} s{}",
+                s.slot,
+                s.os_version,
+                s.uptime_ms / 1000,
+                if a.late { " (late)" } else { "" }
+            ),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => format!("error: {e}"),
+        };
+        println!(
+            "{device:<24} {:>8.1}  {what}",
+            a.after.as_secs_f64() * 1000.0
+        );
+    }
+    for (device, why) in &report.refused {
+        println!("{device:<24} refused: {why}");
+    }
+    let late = report.answers.values().filter(|a| a.late).count();
+    println!(
+        "{} answered ({late} late) in {:.1} ms{}",
+        report.answers.len(),
+        report.elapsed.as_secs_f64() * 1000.0,
+        if report.missing.is_empty() {
+            String::new()
+        } else {
+            format!("; no answer from {}", report.missing.join(", "))
+        }
+    );
+    Ok(())
+}

@@ -268,6 +268,64 @@ impl Site {
     }
 }
 
+impl Site {
+    /// A server certificate for an MQTT broker that boards call home to
+    /// (docs/callhome.md), signed by the site CA: boards check it against
+    /// the CA they already hold. `sans`: the names and IP addresses boards
+    /// dial (their `[callhome] server_name`, or the broker address).
+    /// Written to SITE/brokers/NAME.{crt,key}; existing files are kept.
+    pub fn issue_broker(&self, name: &str, sans: &[String]) -> Result<(PathBuf, PathBuf)> {
+        validate_hostname(name).map_err(|_| {
+            anyhow::anyhow!("broker name `{name}` may contain only letters, digits, '-' and '.'")
+        })?;
+        if sans.is_empty() {
+            bail!("a broker certificate needs at least one name or address (--san)");
+        }
+        let dir = self.dir.join("brokers");
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        if key.exists() {
+            return Ok((crt, key));
+        }
+        let (ca, ca_key) = self.ca()?;
+        let mut params = leaf_params(sans.to_vec())?;
+        params.distinguished_name = dn(name, Some("os:broker"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let pair = KeyPair::generate_for(&PKCS_ED25519)?;
+        let cert = params.signed_by(&pair, &ca, &ca_key)?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // OpenSSL (mosquitto) reads only version-1 PKCS#8 Ed25519 keys.
+        let der = pkcs8_v1_ed25519(&pair.serialize_der())?;
+        write_secret(&key, &pem::encode(&pem::Pem::new("PRIVATE KEY", der)))?;
+        write_file(&crt, &cert.pem())?;
+        Ok((crt, key))
+    }
+}
+
+/// ring (and so rcgen) writes Ed25519 keys as PKCS#8 v2 (RFC 5958, with the
+/// public key); OpenSSL 3.0 refuses those. The v1 form is the same seed.
+fn pkcs8_v1_ed25519(v2: &[u8]) -> Result<Vec<u8>> {
+    // SEQUENCE { INTEGER 1, AlgorithmIdentifier Ed25519, OCTET STRING { OCTET STRING seed } ...
+    const V2_BODY: [u8; 14] = [
+        0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    ];
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let seed = v2
+        .get(2..)
+        .and_then(|rest| rest.strip_prefix(&V2_BODY))
+        .and_then(|rest| rest.get(..32))
+        .filter(|_| v2.first() == Some(&0x30))
+        .ok_or_else(|| anyhow::anyhow!("not a ring Ed25519 PKCS#8 key"))?;
+    let mut out = V1_PREFIX.to_vec();
+    out.extend_from_slice(seed);
+    Ok(out)
+}
+
 fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);

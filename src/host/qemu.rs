@@ -40,7 +40,14 @@ pub struct Machine {
     pub mgmt_serial: Option<PathBuf>,
     /// Extra QEMU arguments (tests add devices or a different RTC).
     pub extra_args: Vec<String>,
+    /// A broker on 127.0.0.1:PORT that the board reaches as
+    /// `CALL_HOME_ADDR:8883` (QEMU `guestfwd`, still `restrict=on`).
+    pub call_home: Option<u16>,
 }
+
+/// Where a board in QEMU finds the broker of `Machine::call_home`: an
+/// address of the user network that QEMU forwards to the host's loopback.
+pub const CALL_HOME_ADDR: &str = "10.0.2.100";
 
 impl Machine {
     /// The full QEMU command line. User networking is always `restrict=on`: the
@@ -52,10 +59,22 @@ impl Machine {
             .mgmt_serial
             .as_ref()
             .map(|p| format!("socket,id=mgmt,path={},server=on,wait=off", p.display()));
-        let netdev = format!(
+        let mut netdev = format!(
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
             self.host_port, self.guest_port
         );
+        if let Some(port) = self.call_home {
+            // `-cmd:` runs one relay per guest connection; a `-tcp:` chardev
+            // would be one host connection for the whole QEMU run, and a
+            // board that reconnects would continue the old TLS stream.
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "outpost".into());
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{CALL_HOME_ADDR}:{}-cmd:{exe} relay 127.0.0.1:{port}",
+                crate::config::callhome::MQTTS_PORT
+            ));
+        }
         match self.kind {
             QemuMachine::Virt => {
                 // acpi=off: with firmware (-bios) QEMU otherwise replaces
@@ -229,6 +248,7 @@ mod tests {
             guest_port: 50000,
             mgmt_serial: None,
             extra_args: vec![],
+            call_home: None,
         };
         let cmd = m.command(Path::new("/tmp/d"));
         let args: Vec<String> = cmd
@@ -253,6 +273,7 @@ mod tests {
             guest_port: 50000,
             mgmt_serial: None,
             extra_args: vec![],
+            call_home: None,
         };
         let args: Vec<String> = m
             .command(Path::new("/tmp/d"))

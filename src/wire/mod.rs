@@ -1,6 +1,7 @@
 //! The management protocol: messages, framing and limits, shared by the device
 //! and the CLI. No I/O here; `docs/protocol.md` is the byte-level spec.
 
+pub mod envelope;
 mod error;
 mod frame;
 mod request;

@@ -96,6 +96,7 @@ impl Cli {
             .env("OUTPOST_CONFIG", self.path("cli.toml"))
             .env("OUTPOST_STATE", self.path("state"))
             .env_remove("OUTPOST_NODE")
+            .env_remove("OUTPOST_BROKER")
             .env_remove("OUTPOST_BOARDS");
         // A test that writes its own board definitions into `boards/` here
         // (e.g. a copy without a module QEMU cannot take) gets them.
@@ -191,7 +192,7 @@ impl Cli {
         tail(&self.console(name), n)
     }
 
-    fn consoles(&self) -> String {
+    pub(crate) fn consoles(&self) -> String {
         let Ok(dirs) = std::fs::read_dir(self.path("state/qemu")) else {
             return String::new();
         };
@@ -415,4 +416,112 @@ pub(crate) fn hmp(socket: &Path, command: &str) -> String {
     s.write_all(format!("{command}\n").as_bytes()).unwrap();
     drain(&mut s, &mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Debian's mosquitto on a free 127.0.0.1 port, set up as
+/// `outpost gen broker` does (TLS from the site CA, client certificates
+/// required, per-board ACLs). Killed when dropped; `restart` keeps the port.
+pub(crate) struct Mosquitto {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    conf: PathBuf,
+    pub(crate) dir: PathBuf,
+}
+
+impl Mosquitto {
+    /// Operators `admin` and `reader` (if the site has them) may reach every board.
+    pub(crate) fn start(site: &Site, dir: &Path) -> Self {
+        let port = outpost::host::qemu::free_port().unwrap();
+        let conf = outpost::host::mosquitto::write_config(
+            site,
+            dir,
+            &outpost::host::mosquitto::BrokerSpec {
+                listen: "127.0.0.1",
+                port,
+                // 10.0.2.100: where a board in QEMU finds it (guestfwd).
+                sans: &["127.0.0.1".into(), "10.0.2.100".into()],
+                operators: &["admin".into(), "reader".into()],
+            },
+        )
+        .unwrap();
+        let mut m = Self {
+            child: None,
+            port,
+            conf,
+            dir: dir.to_path_buf(),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian package `mosquitto`, see scripts/setup)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("mqtts://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        read_lossy(&self.dir.join("mosquitto.log"))
+    }
+
+    /// The `[callhome]` section that points a board here.
+    pub(crate) fn callhome_toml(&self, keepalive: u16, groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
+        format!(
+            "\n[callhome]\nbroker = \"127.0.0.1\"\nport = {}\nkeepalive_secs = {keepalive}\ngroups = [{}]\n",
+            self.port,
+            groups.join(", ")
+        )
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- mosquitto log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Poll `what` until it returns true or `secs` pass.
+pub(crate) fn wait_until(secs: u64, mut what: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }

@@ -49,7 +49,7 @@ impl Identity {
     }
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read_bounded(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|source| TlsError::Read {
         path: path.into(),
@@ -68,7 +68,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(bytes)
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_bounded(path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .filter_map(Result::ok)
@@ -174,5 +174,28 @@ pub fn server_config(
     // A client with several endpoints (links) asks for two (RFC 9149): an
     // attempt on a dead path burns the ticket it offers, the second resumes.
     config.max_tls13_tickets = 2;
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.3 client config for calling home: the device certificate as the
+/// client certificate, the broker's certificate checked against the site CA
+/// (by the device's own clock, as the server side).
+pub fn client_config(
+    id: &Identity,
+    time: Arc<dyn rustls::time_provider::TimeProvider>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs(&id.ca)? {
+        roots.add(ca)?;
+    }
+    let key_bytes = read_bounded(&id.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| TlsError::Pem {
+        path: id.key.clone(),
+        what: "private key",
+    })?;
+    let config = rustls::ClientConfig::builder_with_details(crypto_provider(), time)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(&id.cert)?, key)?;
     Ok(Arc::new(config))
 }

@@ -1,0 +1,460 @@
+//! Call home: one outbound TLS connection to an MQTT broker, for boards no
+//! one can connect to (carrier NAT). Commands arrive on
+//! `outpost/<device>/req` (and `outpost/group/<g>/req`), signed by an
+//! operator; answers, signed by the device key, go to `/resp`. The direct
+//! TCP API and the serial line keep working beside it. docs/callhome.md.
+//!
+//! One task owns the connection: it reads packets, runs each command through
+//! the same handlers as the direct API, and pings when the link is quiet.
+//! When the link drops it waits (back-off with jitter) and dials again,
+//! forever; PID 1 never gives up on it.
+
+mod backoff;
+pub mod replay;
+pub mod verify;
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_rustls::TlsConnector;
+use rustls::pki_types::{ServerName, UnixTime};
+use smol::future::FutureExt as _;
+use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use smol::{Async, Executor, Timer};
+
+pub use backoff::{Backoff, Keepalive};
+
+use super::api::tls::{self, Identity, TlsError};
+use super::api::{handlers::handle, ApiContext};
+use crate::config::CallHomeConfig;
+use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS};
+use crate::wire::envelope::{
+    self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
+};
+use crate::wire::{RequestFrame, Response, ResponseFrame, WireError, MAX_RESPONSE_FRAME};
+use verify::{Authority, Refusal};
+
+/// The replay record on DATA.
+pub const REPLAY_FILE: &str = "state/callhome-seq";
+/// TCP connect and TLS handshake each get this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the broker may take to answer CONNECT, SUBSCRIBE or a PINGREQ
+/// before the link counts as dead.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read at once.
+const READ_CHUNK: usize = 4096;
+/// Largest packet accepted from the broker: a signed command, its topic and
+/// the MQTT header around them.
+const MAX_INBOUND: usize = MAX_COMMAND_PAYLOAD + mqtt::MAX_TOPIC + 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallHomeError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("device key: {0}")]
+    Key(&'static str),
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with the broker: {0}")]
+    Handshake(std::io::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Mqtt(#[from] MqttError),
+    #[error("broker refused the connection (CONNACK code {0})")]
+    Refused(u8),
+    #[error("broker did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("broker closed the connection")]
+    Closed,
+    #[error("unexpected {0} from the broker")]
+    Protocol(&'static str),
+}
+
+impl CallHomeError {
+    /// Nobody closed the link: a ping went unanswered, or it was reset. A
+    /// NAT that forgot the idle flow looks like this.
+    fn unexplained(&self) -> bool {
+        match self {
+            CallHomeError::Timeout(_) => true,
+            CallHomeError::Io(e) => e.kind() != std::io::ErrorKind::UnexpectedEof,
+            _ => false,
+        }
+    }
+}
+
+/// Start calling home if the machine config has `[callhome]`.
+pub fn start(
+    ex: &Arc<Executor<'static>>,
+    data: &Path,
+    ctx: Arc<ApiContext>,
+) -> Result<(), CallHomeError> {
+    let machine = ctx.config.current();
+    let Some(cfg) = machine.callhome else {
+        return Ok(());
+    };
+    let id = Identity::in_data_dir(data);
+    let tls = tls::client_config(&id, ctx.time.clone())?;
+    let cert = tls::certs(&id.cert)?
+        .into_iter()
+        .next()
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let key = {
+        use rustls::pki_types::pem::PemObject;
+        let pem = tls::read_bounded(&id.key)?;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(&pem)
+            .map_err(|_| CallHomeError::Key("not a PKCS#8 PEM key"))?;
+        ring::signature::Ed25519KeyPair::from_pkcs8(der.secret_pkcs8_der())
+            .map_err(|_| CallHomeError::Key("not an Ed25519 key"))?
+    };
+    let authority = Authority::new(&machine.hostname, &cfg.groups, tls::certs(&id.ca)?);
+    let replay = replay::ReplayGuard::load(&data.join(REPLAY_FILE));
+    let keepalive = Keepalive::new(cfg.keepalive_secs);
+    let device = machine.hostname;
+    tracing::info!(
+        "callhome: to {}:{} as {device}, keepalive {} s",
+        cfg.broker,
+        cfg.port,
+        cfg.keepalive_secs
+    );
+    let home = CallHome {
+        cfg,
+        device,
+        tls,
+        key,
+        cert,
+        authority,
+        replay,
+        ctx,
+        keepalive,
+        next_pid: 0,
+    };
+    ex.spawn(home.run()).detach();
+    Ok(())
+}
+
+struct CallHome {
+    cfg: CallHomeConfig,
+    device: String,
+    tls: Arc<rustls::ClientConfig>,
+    key: ring::signature::Ed25519KeyPair,
+    /// Our certificate (DER), published retained for CLIs to check answers.
+    cert: Vec<u8>,
+    authority: Authority,
+    replay: replay::ReplayGuard,
+    ctx: Arc<ApiContext>,
+    keepalive: Keepalive,
+    next_pid: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connack,
+    Suback,
+    Running,
+}
+
+impl CallHome {
+    async fn run(mut self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let started = Instant::now();
+            let mut up = false;
+            let result = AssertUnwindSafe(self.session(&mut up)).catch_unwind().await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    if up {
+                        self.keepalive.on_drop(started.elapsed(), e.unexplained());
+                        backoff.reset();
+                    }
+                    tracing::warn!("callhome: {e} (keepalive {} s)", self.keepalive.secs());
+                }
+                Err(_) => tracing::error!("callhome: session panicked; dialling again"),
+            }
+            Timer::after(backoff.next(random_u32())).await;
+        }
+    }
+
+    /// One connection, from dialling until it drops.
+    async fn session(&mut self, up: &mut bool) -> Result<(), CallHomeError> {
+        let ip: IpAddr = self
+            .cfg
+            .broker
+            .parse()
+            .map_err(|_| CallHomeError::Protocol("broker address"))?;
+        let addr = SocketAddr::new(ip, self.cfg.port);
+        let tcp = async {
+            Async::<TcpStream>::connect(addr)
+                .await
+                .map_err(|source| CallHomeError::Connect { addr, source })
+        }
+        .or(timeout(CONNECT_TIMEOUT))
+        .await?;
+        let _ = tcp.get_ref().set_nodelay(true);
+        let name = ServerName::try_from(self.cfg.server_name().to_owned())
+            .map_err(|_| CallHomeError::Protocol("broker server name"))?;
+        let mut io = async {
+            TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(CallHomeError::Handshake)
+        }
+        .or(timeout(CONNECT_TIMEOUT))
+        .await?;
+
+        let keepalive = Duration::from_secs(u64::from(self.keepalive.secs()));
+        let mut out = Vec::new();
+        mqtt::encode(
+            &Packet::Connect(Connect {
+                client_id: &self.device,
+                keepalive: self.keepalive.secs(),
+                // The broker keeps our subscriptions and queues commands
+                // sent while we are away (they run or expire on return).
+                clean_session: false,
+                will: None,
+            }),
+            &mut out,
+        )?;
+        let mut phase = Phase::Connack;
+        let mut phase_since = Instant::now();
+        let mut last_tx = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            if !out.is_empty() {
+                io.write_all(&out).await?;
+                io.flush().await?;
+                out.clear();
+                last_tx = Instant::now();
+            }
+            let wait = match (phase, ping_sent) {
+                (Phase::Running, None) => keepalive.saturating_sub(last_tx.elapsed()),
+                (Phase::Running, Some(at)) => ANSWER_TIMEOUT.saturating_sub(at.elapsed()),
+                _ => ANSWER_TIMEOUT.saturating_sub(phase_since.elapsed()),
+            };
+            let read = async { Some(io.read(&mut chunk).await) };
+            let timer = async {
+                Timer::after(wait).await;
+                None
+            };
+            let n = match read.or(timer).await {
+                Some(Ok(0)) => return Err(CallHomeError::Closed),
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(e.into()),
+                None if phase == Phase::Running && ping_sent.is_none() => {
+                    mqtt::encode(&Packet::Pingreq, &mut out)?;
+                    ping_sent = Some(Instant::now());
+                    continue;
+                }
+                None => return Err(CallHomeError::Timeout(ANSWER_TIMEOUT)),
+            };
+            buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            let mut used = 0;
+            while let Some((packet, len)) =
+                mqtt::decode(buf.get(used..).unwrap_or_default(), MAX_INBOUND)?
+            {
+                used += len;
+                match (phase, packet) {
+                    (Phase::Connack, Packet::Connack { code: 0, .. }) => {
+                        self.subscribe(&mut out)?;
+                        phase = Phase::Suback;
+                        phase_since = Instant::now();
+                    }
+                    (Phase::Connack, Packet::Connack { code, .. }) => {
+                        return Err(CallHomeError::Refused(code))
+                    }
+                    (Phase::Suback, Packet::Suback { codes, .. }) => {
+                        if codes.contains(&0x80) {
+                            tracing::warn!("callhome: broker refused a subscription: {codes:?}");
+                        }
+                        self.announce(&mut out)?;
+                        phase = Phase::Running;
+                        *up = true;
+                        tracing::info!(
+                            "callhome: connected to {addr} (keepalive {} s)",
+                            self.keepalive.secs()
+                        );
+                    }
+                    // A resumed session delivers what was queued for us
+                    // right after CONNACK, before our SUBACK.
+                    (Phase::Suback | Phase::Running, Packet::Publish(p)) => {
+                        self.on_publish(&p, &mut out)?
+                    }
+                    (_, Packet::Pingresp) => ping_sent = None,
+                    (_, Packet::Puback { .. }) => {}
+                    (_, Packet::Disconnect) => return Err(CallHomeError::Closed),
+                    _ => return Err(CallHomeError::Protocol("packet")),
+                }
+            }
+            buf.drain(..used.min(buf.len()));
+        }
+    }
+
+    fn subscribe(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
+        let mut topics = vec![topic::req(&self.device)];
+        topics.extend(self.cfg.groups.iter().map(|g| topic::group_req(g)));
+        let filters: Vec<(&str, QoS)> = topics
+            .iter()
+            .map(|t| (t.as_str(), QoS::AtLeastOnce))
+            .collect();
+        let pid = self.pid();
+        mqtt::encode(
+            &Packet::Subscribe {
+                pid,
+                topics: &filters,
+            },
+            out,
+        )
+    }
+
+    /// Our certificate (retained: a CLI that subscribes later gets it first)
+    /// and a signed `Online` event.
+    fn announce(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
+        let cert = self.cert.clone();
+        self.publish(out, &topic::cert(&self.device), &cert, true)?;
+        let online = self.signed(DeviceMessage::Online {
+            boot_id: &self.ctx.boot_id,
+            version: &self.ctx.release.version,
+            slot: &self.ctx.slot,
+        });
+        self.publish(out, &topic::events(&self.device), &online, false)
+    }
+
+    fn on_publish(&mut self, p: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), MqttError> {
+        if let Some((to, reply)) = self.command(p.topic, p.payload) {
+            self.publish(out, &to, &reply, false)?;
+        }
+        if p.qos == QoS::AtLeastOnce {
+            mqtt::encode(&Packet::Puback { pid: p.pid }, out)?;
+        }
+        Ok(())
+    }
+
+    /// Check a command and run it; the signed answer and where it goes.
+    fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>)> {
+        let now = UnixTime::since_unix_epoch(self.ctx.time.now());
+        let checked = self.authority.verify(payload, on, now).and_then(|v| {
+            match self.replay.accept(v.key, v.seq) {
+                Ok(()) => Ok(v),
+                Err(e) => Err(Refusal::from(e)),
+            }
+        });
+        let v = match checked {
+            Ok(v) => v,
+            Err(refusal) => {
+                tracing::warn!("callhome: refused a command on {on}: {refusal}");
+                if !refusal.authentic() {
+                    return None;
+                }
+                let seq = match &refusal {
+                    Refusal::Replayed(r) => r.seq,
+                    Refusal::UnknownCertificate { seq } => *seq,
+                    _ => 0,
+                };
+                let reason = refusal.to_string();
+                let says = self.signed(DeviceMessage::Refused {
+                    seq,
+                    reason: &reason,
+                });
+                return Some((topic::events(&self.device), says));
+            }
+        };
+        let (id, body) = match RequestFrame::decode(v.request) {
+            Ok(req) => {
+                tracing::info!(
+                    "callhome: {} (seq {}, role {})",
+                    req.body.name(),
+                    v.seq,
+                    v.role.name()
+                );
+                let ctx = &self.ctx;
+                let answer =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, v.role, &req.body)))
+                        .unwrap_or_else(|_| Err(WireError::Device("internal error".into())));
+                (req.id, answer)
+            }
+            Err(_) => (0, Err(WireError::DecodeFailed)),
+        };
+        let response = response_bytes(id, body);
+        let says = self.signed(DeviceMessage::Answer {
+            seq: v.seq,
+            response: &response,
+        });
+        Some((topic::resp(&self.device), says))
+    }
+
+    fn signed(&self, message: DeviceMessage<'_>) -> Vec<u8> {
+        let says = envelope::encode(&DeviceSays {
+            device: &self.device,
+            message,
+        });
+        let sig = self
+            .key
+            .sign(&envelope::signing_input(DEVICE_CONTEXT, &says));
+        envelope::encode(&SignedByDevice {
+            says: &says,
+            sig: sig.as_ref(),
+        })
+    }
+
+    /// QoS 1: the broker keeps it for a CLI that is briefly away. Not sent
+    /// again by us if the link drops first: the CLI asks again.
+    fn publish(
+        &mut self,
+        out: &mut Vec<u8>,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) -> Result<(), MqttError> {
+        let pid = self.pid();
+        mqtt::encode(
+            &Packet::Publish(Publish {
+                topic,
+                qos: QoS::AtLeastOnce,
+                pid,
+                retain,
+                dup: false,
+                payload,
+            }),
+            out,
+        )
+    }
+
+    fn pid(&mut self) -> u16 {
+        self.next_pid = self.next_pid.wrapping_add(1).max(1);
+        self.next_pid
+    }
+}
+
+/// A response frame's bytes; one too large for a frame becomes an error.
+fn response_bytes(id: u32, body: Result<Response, WireError>) -> Vec<u8> {
+    let bytes = ResponseFrame { id, body }.encode();
+    if bytes.len() <= MAX_RESPONSE_FRAME {
+        return bytes;
+    }
+    ResponseFrame {
+        id,
+        body: Err(WireError::Device("response too large".into())),
+    }
+    .encode()
+}
+
+async fn timeout<T>(after: Duration) -> Result<T, CallHomeError> {
+    Timer::after(after).await;
+    Err(CallHomeError::Timeout(after))
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u32::from_le_bytes(b)
+}

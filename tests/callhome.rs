@@ -1,0 +1,742 @@
+//! Call home end to end: `outpost-init --host-mode` dials a real mosquitto
+//! (Debian's, started here on 127.0.0.1 with TLS from the site CA and
+//! per-board ACLs); the CLI reaches it through the broker only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{read_lossy, wait_until, HostDevice, Mosquitto};
+use outpost::host::broker::{self, BrokerLink, BrokerUrl, DeviceLink, Operator};
+use outpost::host::client::client_config;
+use outpost::host::pki::Site;
+use outpost::wire::envelope::{topic, Target};
+use outpost::wire::{Request, RequestFrame, Response, WireError};
+
+/// `edge-1` (groups `north`) calling home to a fresh mosquitto, connected.
+fn start(keepalive: u16) -> (HostDevice, Mosquitto) {
+    let mut dev = HostDevice::new("test").log_to_file();
+    dev.site.issue_client("reader", "reader").unwrap();
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    let machine = dev.data.join("config/machine.toml");
+    let mut text = std::fs::read_to_string(&machine).unwrap();
+    text.push_str(&broker.callhome_toml(keepalive, &["north"]));
+    std::fs::write(&machine, text).unwrap();
+    dev.spawn();
+    dev.write_cli_config();
+    assert!(
+        wait_until(20, || connected(&dev) >= 1),
+        "device did not call home:\n{}",
+        log(&dev)
+    );
+    (dev, broker)
+}
+
+fn log(dev: &HostDevice) -> String {
+    read_lossy(&dev.cli.path("device.log"))
+}
+
+fn connected(dev: &HostDevice) -> usize {
+    log(dev).matches("callhome: connected").count()
+}
+
+fn url(broker: &Mosquitto) -> BrokerUrl {
+    BrokerUrl::parse(&broker.url()).unwrap()
+}
+
+fn operator(site: &Site, name: &str) -> Operator {
+    let (crt, key) = site.client_paths(name);
+    Operator::load(&crt, &key).unwrap()
+}
+
+/// An MQTT session as client `name` of `site` (an operator or a device).
+fn session(
+    site: &Site,
+    broker: &Mosquitto,
+    cert: (&std::path::Path, &std::path::Path),
+    filters: &[String],
+) -> anyhow::Result<BrokerLink> {
+    let tls = client_config(&site.ca_cert(), cert.0, cert.1).unwrap();
+    BrokerLink::connect(
+        &url(broker),
+        tls,
+        &broker::client_id("test"),
+        filters,
+        outpost::mqtt::QoS::AtLeastOnce,
+    )
+}
+
+fn admin_session(dev: &HostDevice, broker: &Mosquitto) -> BrokerLink {
+    let (crt, key) = dev.site.client_paths("admin");
+    session(&dev.site, broker, (&crt, &key), &[]).unwrap()
+}
+
+/// A signed command for edge-1, as the CLI makes it; returns (seq, payload).
+fn command(op: &mut Operator, request: Request, expires: u64) -> (u64, Vec<u8>) {
+    let frame = RequestFrame {
+        id: 9,
+        body: request,
+    }
+    .encode();
+    op.sign(
+        Target::Device("edge-1"),
+        &topic::req("edge-1"),
+        expires,
+        &frame,
+    )
+}
+
+fn link(dev: &HostDevice, broker: &Mosquitto, who: &str) -> DeviceLink {
+    let (crt, key) = dev.site.client_paths(who);
+    let tls = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+    DeviceLink::connect(
+        &url(broker),
+        tls,
+        &dev.site.ca_cert(),
+        operator(&dev.site, who),
+        "edge-1",
+        broker::DEFAULT_EXPIRY,
+    )
+    .unwrap()
+}
+
+fn boot_id(cli: &common::Cli, url: &str) -> String {
+    let v = cli.json(&["--broker", url, "-n", "edge-1", "status"]);
+    v["Status"]["boot_id"].as_str().unwrap().to_owned()
+}
+
+/// The label column of `status`'s text output (values change with time).
+fn labels(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn status_logs_reboot_through_the_broker_as_directly() {
+    let (dev, broker) = start(200);
+    let cli = &dev.cli;
+    let url = broker.url();
+    let direct = cli.ok(&["status"]);
+    let via = cli.ok(&["--broker", &url, "-n", "edge-1", "status"]);
+    assert_eq!(labels(&direct), labels(&via), "{direct}\n---\n{via}");
+    let line = |t: &str, k: &str| t.lines().find(|l| l.starts_with(k)).unwrap().to_owned();
+    for k in ["NODE", "HOSTNAME", "SLOT", "BOOT ID", "ADDRESSES"] {
+        assert_eq!(line(&direct, k), line(&via, k));
+    }
+    let logs = cli.ok(&["--broker", &url, "-n", "edge-1", "logs", "--lines", "50"]);
+    assert!(logs.contains("callhome: connected"), "{logs}");
+    // A context that names the broker does the same without --broker.
+    let conf = cli.path("cli.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let with_broker = text.replace(
+        "current_node = ",
+        &format!("broker = \"{url}\"\ncurrent_node = "),
+    );
+    std::fs::write(&conf, with_broker).unwrap();
+    let before = cli.json(&["status"])["Status"]["boot_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(&conf, text).unwrap();
+    assert_eq!(before, boot_id(cli, &url));
+    // An upload goes in signed 8 KiB chunks through the broker, resumable.
+    let file = cli.path("artifact.bin");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let up = cli.json(&[
+        "--broker",
+        &url,
+        "-n",
+        "edge-1",
+        "upload",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(up["size"], 100_000, "{up}");
+    let again = cli.json(&[
+        "--broker",
+        &url,
+        "-n",
+        "edge-1",
+        "upload",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(again["already_there"], true, "{again}");
+    let out = cli.ok(&["--broker", &url, "-n", "edge-1", "reboot"]);
+    assert!(out.contains("edge-1"), "{out}");
+    // Sent while the board is re-executing: queued by the broker (the
+    // board's session persists) and answered after it calls back.
+    assert!(
+        wait_until(30, || log(&dev).matches("INFO: boot id").count() == 2),
+        "{}",
+        log(&dev)
+    );
+    let after = boot_id(cli, &url);
+    assert_ne!(after, before, "boot id must change after a reboot");
+    assert!(
+        log(&dev).matches("callhome: reboot (seq").count() == 1,
+        "{}",
+        log(&dev)
+    );
+}
+
+#[test]
+fn broker_restart_and_commands_sent_while_away() {
+    let (mut dev, mut broker) = start(200);
+    broker.restart();
+    assert!(
+        wait_until(30, || connected(&dev) >= 2),
+        "no reconnect after a broker restart:\n{}",
+        log(&dev)
+    );
+    let url = broker.url();
+    assert_eq!(boot_id(&dev.cli, &url).len(), 36);
+
+    // The board is away; one command may wait 300 s, one only 2 s.
+    dev.kill();
+    let mut pubs = admin_session(&dev, &broker);
+    let mut op = operator(&dev.site, "admin");
+    let (keep, keep_msg) = command(
+        &mut op,
+        Request::Slots,
+        broker::expires_in(Duration::from_secs(300)),
+    );
+    let (lapse, lapse_msg) = command(
+        &mut op,
+        Request::Time,
+        broker::expires_in(Duration::from_secs(2)),
+    );
+    pubs.publish(&topic::req("edge-1"), &keep_msg, false)
+        .unwrap();
+    pubs.publish(&topic::req("edge-1"), &lapse_msg, false)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    dev.spawn();
+    let ran = format!("callhome: slots (seq {keep},");
+    assert!(
+        wait_until(20, || log(&dev).contains(&ran)
+            && log(&dev).contains("expired")),
+        "{}",
+        log(&dev)
+    );
+    assert!(
+        !log(&dev).contains(&format!("seq {lapse},")),
+        "expired command ran"
+    );
+    // A copy of the one that ran (as a QoS 1 redelivery would be) is refused.
+    pubs.publish(&topic::req("edge-1"), &keep_msg, false)
+        .unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains("already used")),
+        "{}",
+        log(&dev)
+    );
+    assert_eq!(log(&dev).matches(&ran).count(), 1, "{}", log(&dev));
+
+    // Later commands of a link name the operator certificate by its id; a
+    // board that restarted since asks for it whole, and the CLI resends.
+    let mut l = link(&dev, &broker, "admin");
+    let ping = RequestFrame {
+        id: 2,
+        body: Request::Ping,
+    }
+    .encode();
+    l.send_request(&ping).unwrap();
+    assert_eq!(l.receive().unwrap().body, Ok(Response::Pong));
+    dev.kill();
+    dev.spawn();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    l.send_request(&ping).unwrap();
+    assert_eq!(l.receive().unwrap().body, Ok(Response::Pong));
+    assert!(log(&dev).contains("unknown certificate"), "{}", log(&dev));
+}
+
+#[test]
+fn forged_tampered_expired_misdirected_and_wrong_role_commands_are_refused() {
+    let (dev, broker) = start(200);
+    let url = broker.url();
+    let boot = boot_id(&dev.cli, &url);
+    let mut pubs = admin_session(&dev, &broker);
+    let later = broker::expires_in(Duration::from_secs(60));
+    let req = topic::req("edge-1");
+    let refusals = || log(&dev).matches("callhome: refused a command").count();
+
+    // Signed by an admin of another site.
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = Site::create(&tmp.path().join("evil"), "evil").unwrap();
+    let mut stranger = operator(&evil, "admin");
+    pubs.publish(
+        &req,
+        &command(&mut stranger, Request::Reboot, later).1,
+        false,
+    )
+    .unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains("certificate not accepted")),
+        "{}",
+        log(&dev)
+    );
+    // Our admin's command with one byte of the request changed.
+    let mut op = operator(&dev.site, "admin");
+    let (_, good) = command(&mut op, Request::Ping, later);
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 70] ^= 1; // inside the signed command, before the signature
+    pubs.publish(&req, &bad, false).unwrap();
+    assert!(wait_until(10, || refusals() >= 2), "{}", log(&dev));
+    // Expired.
+    let past = broker::expires_in(Duration::ZERO) - 10;
+    pubs.publish(&req, &command(&mut op, Request::Reboot, past).1, false)
+        .unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains("expired")),
+        "{}",
+        log(&dev)
+    );
+    // For another device, published on this one's topic.
+    let frame = RequestFrame {
+        id: 1,
+        body: Request::Reboot,
+    }
+    .encode();
+    let (_, other) = op.sign(Target::Device("edge-2"), &req, later, &frame);
+    pubs.publish(&req, &other, false).unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains("addressed to another device")),
+        "{}",
+        log(&dev)
+    );
+    // Garbage.
+    pubs.publish(&req, b"\x05\x01not an envelope", false)
+        .unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains("does not decode")),
+        "{}",
+        log(&dev)
+    );
+
+    // A reader may read but not reboot: answered "permission denied".
+    let mut reader = link(&dev, &broker, "reader");
+    reader
+        .send_request(
+            &RequestFrame {
+                id: 3,
+                body: Request::Reboot,
+            }
+            .encode(),
+        )
+        .unwrap();
+    let answer = reader.receive().unwrap();
+    assert_eq!(
+        (answer.id, answer.body),
+        (3, Err(WireError::PermissionDenied))
+    );
+    assert!(log(&dev).contains("reboot refused to a reader client"));
+    reader
+        .send_request(
+            &RequestFrame {
+                id: 4,
+                body: Request::Ping,
+            }
+            .encode(),
+        )
+        .unwrap();
+    assert_eq!(reader.receive().unwrap().body, Ok(Response::Pong));
+
+    // A group command reaches the board through its group topic.
+    let group = topic::group_req("north");
+    let (seq, msg) = op.sign(
+        Target::Group("north"),
+        &group,
+        later,
+        &RequestFrame {
+            id: 5,
+            body: Request::Ping,
+        }
+        .encode(),
+    );
+    pubs.publish(&group, &msg, false).unwrap();
+    assert!(
+        wait_until(10, || log(&dev).contains(&format!("ping (seq {seq},"))),
+        "{}",
+        log(&dev)
+    );
+
+    assert_eq!(
+        boot_id(&dev.cli, &url),
+        boot,
+        "nothing refused may have rebooted it"
+    );
+}
+
+#[test]
+fn another_devices_topics_are_refused_by_the_acl() {
+    let (dev, broker) = start(200);
+    dev.site.issue_device("edge-2", 50000).unwrap();
+    let dir = dev.site.device_dir("edge-2");
+    let cert = (dir.join("device.crt"), dir.join("device.key"));
+    let as_edge2 = |filters: &[String]| session(&dev.site, &broker, (&cert.0, &cert.1), filters);
+    // mosquitto 2.0 grants the SUBACK but delivers nothing the ACL denies:
+    // edge-2 listening on edge-1's topics hears nothing of an exchange.
+    let mut spy = as_edge2(&[topic::req("edge-1"), topic::resp("edge-1")]).unwrap();
+    let mut admin = link(&dev, &broker, "admin");
+    admin
+        .send_request(
+            &RequestFrame {
+                id: 1,
+                body: Request::Ping,
+            }
+            .encode(),
+        )
+        .unwrap();
+    assert_eq!(admin.receive().unwrap().body, Ok(Response::Pong));
+    let heard = spy
+        .next_message(Instant::now() + Duration::from_millis(1500))
+        .unwrap();
+    assert!(heard.is_none(), "edge-2 heard {heard:?}");
+    // A valid command (captured) published by edge-2 onto edge-1's topic
+    // never reaches edge-1: the broker drops it.
+    let mut op = operator(&dev.site, "admin");
+    let (seq, msg) = command(
+        &mut op,
+        Request::Ping,
+        broker::expires_in(Duration::from_secs(60)),
+    );
+    let mut edge2 = as_edge2(&[]).unwrap();
+    edge2.publish(&topic::req("edge-1"), &msg, false).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!log(&dev).contains(&format!("seq {seq}")), "{}", log(&dev));
+    assert!(broker.log().contains("edge-2"), "{}", broker.log());
+}
+
+/// A TCP relay that counts bytes and reads (≈ segments) each way.
+struct Counter {
+    port: u16,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    up_reads: Arc<AtomicU64>,
+    down_reads: Arc<AtomicU64>,
+}
+
+impl Counter {
+    fn start(to: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = Self {
+            port,
+            up: Arc::default(),
+            down: Arc::default(),
+            up_reads: Arc::default(),
+            down_reads: Arc::default(),
+        };
+        let (up, down, ur, dr) = (
+            c.up.clone(),
+            c.down.clone(),
+            c.up_reads.clone(),
+            c.down_reads.clone(),
+        );
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    up.clone(),
+                    ur.clone(),
+                );
+                pipe(server, client, down.clone(), dr.clone());
+            }
+        });
+        c
+    }
+
+    fn snapshot(&self) -> [u64; 4] {
+        [&self.up, &self.down, &self.up_reads, &self.down_reads].map(|a| a.load(Ordering::SeqCst))
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, bytes: Arc<AtomicU64>, reads: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16384];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                Ok(n) => {
+                    bytes.fetch_add(n as u64, Ordering::SeqCst);
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Bytes on the board's link: idle (keepalive pings) and one status round
+/// trip, counted between the board and the broker. Prints the numbers that
+/// docs/benchmarks.md records; fails if idle traffic misses the goal.
+#[test]
+fn bytes_on_the_board_link() {
+    let mut dev = HostDevice::new("test").log_to_file();
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    let relay = Counter::start(broker.port);
+    let keepalive = 10u16;
+    let machine = dev.data.join("config/machine.toml");
+    let mut text = std::fs::read_to_string(&machine).unwrap();
+    text.push_str(&broker.callhome_toml(keepalive, &[]).replace(
+        &format!("port = {}", broker.port),
+        &format!("port = {}", relay.port),
+    ));
+    std::fs::write(&machine, text).unwrap();
+    let start = Instant::now();
+    dev.spawn();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    std::thread::sleep(Duration::from_millis(500));
+    let connect = relay.snapshot();
+    let setup_ms = start.elapsed().as_millis();
+
+    // Idle: three keepalive periods.
+    std::thread::sleep(Duration::from_secs(u64::from(keepalive) * 3 + 2));
+    let idle = relay.snapshot();
+    let pings = (
+        idle[0] - connect[0],
+        idle[1] - connect[1],
+        idle[2] - connect[2],
+        idle[3] - connect[3],
+    );
+    // TCP/IP per segment: IPv4 20 + TCP 20 + timestamps 12; each ping
+    // exchange also has one pure ACK (the board's ACK of the PINGRESP).
+    let segments = pings.2 + pings.3;
+    let exchanges = pings.2.max(1);
+    let per_exchange = (pings.0 + pings.1 + (segments + exchanges) * 52) as f64 / exchanges as f64;
+    let per_day = |ka: f64| per_exchange * 86_400.0 / ka;
+
+    // One status round trip through the broker, the board's side.
+    let mut l = link(&dev, &broker, "admin");
+    let before = relay.snapshot();
+    l.send_request(
+        &RequestFrame {
+            id: 1,
+            body: Request::Status,
+        }
+        .encode(),
+    )
+    .unwrap();
+    assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
+    std::thread::sleep(Duration::from_millis(300));
+    let after = relay.snapshot();
+    // The next command names the operator certificate by its id.
+    l.send_request(
+        &RequestFrame {
+            id: 2,
+            body: Request::Status,
+        }
+        .encode(),
+    )
+    .unwrap();
+    assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
+    std::thread::sleep(Duration::from_millis(300));
+    let known = relay.snapshot();
+    let (cli_tx, cli_rx) = l.counted();
+    println!(
+        "callhome bytes: connect {} up / {} down (TLS+MQTT, incl. cert and online event); \
+         idle {:.0} B per ping exchange incl. TCP/IP ({} pings in {} s); \
+         per day at keepalive 200 s: {:.0} KB, 220 s: {:.0} KB, 240 s: {:.0} KB; \
+         status round trip on the board link: {} B in + {} B out (TLS+MQTT), later ones {} B in + {} B out; \
+         CLI side MQTT: {cli_tx} B out (incl. CONNECT/SUBSCRIBE), {cli_rx} B in (incl. retained cert); setup {setup_ms} ms",
+        connect[0], connect[1], per_exchange, exchanges, keepalive * 3 + 2,
+        per_day(200.0) / 1000.0, per_day(220.0) / 1000.0, per_day(240.0) / 1000.0,
+        after[1] - before[1], after[0] - before[0],
+        known[1] - after[1], known[0] - after[0],
+    );
+    assert!(
+        per_day(200.0) <= 100_000.0,
+        "idle traffic over the 100 KB/day goal"
+    );
+}
+
+/// Host-mode boards `b0000`… of one site, all calling home to `broker`.
+struct Fleet {
+    boards: Vec<(String, std::path::PathBuf, Option<std::process::Child>)>,
+}
+
+impl Fleet {
+    fn start(
+        site: &Site,
+        root: &std::path::Path,
+        broker: &Mosquitto,
+        n: usize,
+        group_every: usize,
+    ) -> Self {
+        let mut boards = Vec::new();
+        for i in 0..n {
+            let name = format!("b{i:04}");
+            site.issue_device(&name, 50000).unwrap();
+            let data = root.join(&name);
+            common::stage_data(site, &name, &data);
+            let groups: &[&str] = if i % group_every == 0 {
+                &["north"]
+            } else {
+                &[]
+            };
+            let machine = data.join("config/machine.toml");
+            let mut text = std::fs::read_to_string(&machine).unwrap();
+            text.push_str(&broker.callhome_toml(200, groups));
+            std::fs::write(&machine, text).unwrap();
+            boards.push((name, data, None));
+        }
+        let mut fleet = Self { boards };
+        for i in 0..n {
+            fleet.spawn(i);
+        }
+        fleet
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let (name, data, child) = &mut self.boards[i];
+        let log = std::fs::File::create(data.join("device.log")).unwrap();
+        *child = Some(
+            std::process::Command::new(env!("CARGO_BIN_EXE_outpost-init"))
+                .args(["--host-mode", "--no-led", "--board", "sim", "--data"])
+                .arg(&*data)
+                .args(["--listen", "127.0.0.1:0"])
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
+        );
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.boards[i].2.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn connected(&self, i: usize) -> bool {
+        read_lossy(&self.boards[i].1.join("device.log")).contains("callhome: connected")
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.boards.iter().map(|b| b.0.clone()).collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for i in 0..self.boards.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Fan-out to a fleet of host-mode boards on one mosquitto: a group status,
+/// a device list with one that does not exist (reported missing), and a
+/// board that comes back during the grace period (reported late). Boards:
+/// `OUTPOST_FLEET_BOARDS` (default 20; docs/benchmarks.md has 200).
+#[test]
+fn fleet_fan_out_group_list_missing_and_late() {
+    let n: usize = std::env::var("OUTPOST_FLEET_BOARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dev = HostDevice::new("fleet");
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    dev.write_cli_config();
+    let started = Instant::now();
+    let mut fleet = Fleet::start(&dev.site, &dev.cli.path("boards"), &broker, n, 2);
+    assert!(
+        wait_until(60 + n as u64 / 5, || (0..n).all(|i| fleet.connected(i))),
+        "not every board called home"
+    );
+    let all_up = started.elapsed();
+    let url = broker.url();
+    let cli = &dev.cli;
+
+    let t = Instant::now();
+    let v = cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "status",
+        "--group",
+        "north",
+        "--timeout",
+        "5",
+        "--grace",
+        "0",
+    ]);
+    let group_wall = t.elapsed();
+    let group_ms = v["elapsed_ms"].as_f64().unwrap();
+    let answers = v["answers"].as_object().unwrap();
+    assert_eq!(answers.len(), n.div_ceil(2), "{v}");
+    assert!(answers
+        .keys()
+        .all(|k| k[1..].parse::<usize>().unwrap() % 2 == 0));
+
+    let mut list = fleet.names();
+    list.push("ghost".into());
+    let t = Instant::now();
+    let v = cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "ping",
+        "--devices",
+        &list.join(","),
+        "--timeout",
+        "10",
+    ]);
+    let list_wall = t.elapsed();
+    assert_eq!(v["answers"].as_object().unwrap().len(), n, "{v}");
+    assert_eq!(v["missing"], serde_json::json!(["ghost"]));
+    let fan_out_ms = v["elapsed_ms"].as_f64().unwrap();
+
+    // b0001 is away when the command goes out and back after the timeout.
+    fleet.kill(1);
+    let two = "b0000,b0001";
+    let out = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            cli.json(&[
+                "--broker",
+                &url,
+                "fleet",
+                "ping",
+                "--devices",
+                two,
+                "--timeout",
+                "2",
+                "--grace",
+                "20",
+            ])
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        fleet.spawn(1);
+        run.join().unwrap()
+    });
+    assert_eq!(out["answers"]["b0000"]["late"], false, "{out}");
+    assert_eq!(out["answers"]["b0001"]["late"], true, "{out}");
+    println!(
+        "fleet: {n} boards up and called home in {:.1} s; group status to {} boards: last answer after {group_ms:.0} ms ({:.0} ms wall: CLI incl. connect, 5 s collection); \
+         ping to {n} listed boards: last answer after {fan_out_ms:.0} ms, {:.0} ms wall",
+        all_up.as_secs_f64(),
+        n.div_ceil(2),
+        group_wall.as_secs_f64() * 1000.0,
+        list_wall.as_secs_f64() * 1000.0
+    );
+}
