@@ -10,6 +10,7 @@ pub mod grow;
 #[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;
+pub mod delta;
 pub mod install;
 pub mod kmsg;
 pub mod led;

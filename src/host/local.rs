@@ -68,18 +68,43 @@ pub enum BundleCommand {
         #[arg(long = "extension", value_name = "FILE")]
         extensions: Vec<PathBuf>,
     },
+    /// What a delta upgrade from OLD to NEW sends (no board needed): the
+    /// chunks of NEW that a board running OLD lacks, plus NEW's header.
+    Diff { old: PathBuf, new: PathBuf },
+}
+
+/// `outpost bundle diff OLD NEW`.
+fn bundle_diff(old: &Path, new: &Path, format: Format) -> Result<()> {
+    let old = super::bundle::BundleFile::open(old)?;
+    let new = super::bundle::BundleFile::open(new)?;
+    let have = super::delta::have_from(&old.header, &new.header);
+    let t = super::delta::transfer(&new, &have);
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        println!(
+            "{} -> {}: {}",
+            old.header.version,
+            new.header.version,
+            t.summary()
+        );
+    }
+    Ok(())
 }
 
 pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
-    let BundleCommand::Build {
-        board,
-        site,
-        version,
-        min_version,
-        out,
-        init,
-        extensions,
-    } = cmd;
+    let (board, site, version, min_version, out, init, extensions) = match cmd {
+        BundleCommand::Diff { old, new } => return bundle_diff(&old, &new, format),
+        BundleCommand::Build {
+            board,
+            site,
+            version,
+            min_version,
+            out,
+            init,
+            extensions,
+        } => (board, site, version, min_version, out, init, extensions),
+    };
     let init_binary = init.unwrap_or_else(default_init);
     let opts = super::bundle::BundleOptions {
         board: Board::load(&boards_dir(), &board)?,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod context;
 pub mod debian;
+pub mod delta;
 pub mod flash;
 pub mod image;
 pub mod image_cmd;

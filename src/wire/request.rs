@@ -105,6 +105,18 @@ pub enum Request<'a> {
     /// Tag 23: Blink the status LED in its identify pattern for `seconds`
     /// (0 stops it), so a technician finds this board; answered `Accepted`.
     Identify { seconds: u16 },
+    /// Tag 24: Which chunks of a delta upgrade the device can produce itself.
+    /// `manifest` names an uploaded artifact: a bundle's preamble, header and
+    /// signature. Answered `DeltaPlan` (checked like `Upgrade`, `force` alike).
+    DeltaPlan { manifest: [u8; 32], force: bool },
+    /// Tag 25: Assemble the inactive slot from local chunks and the uploaded
+    /// delta payload `payload` (docs/upgrades.md), then switch as `Upgrade`.
+    DeltaInstall {
+        manifest: [u8; 32],
+        payload: [u8; 32],
+        stage: bool,
+        force: bool,
+    },
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -205,6 +217,8 @@ impl Request<'_> {
             | UploadBegin { .. }
             | UploadChunk { .. }
             | Upgrade { .. }
+            | DeltaPlan { .. }
+            | DeltaInstall { .. }
             | Rollback => Role::Admin,
         }
     }
@@ -237,6 +251,8 @@ impl Request<'_> {
             ConfigConfirm => "config confirm",
             BootLogs { .. } => "boot logs",
             Identify { .. } => "identify",
+            DeltaPlan { .. } => "delta plan",
+            DeltaInstall { .. } => "delta install",
         }
     }
 }

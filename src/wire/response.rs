@@ -47,6 +47,9 @@ pub enum Response {
     /// Tag 15: A persisted log of an earlier boot (answer to `BootLogs`):
     /// whole lines, oldest first.
     BootLog(String),
+    /// Tag 16: Answer to `DeltaPlan`: bit i (LSB first) set = the device
+    /// holds chunk i of the new image; only the others need to be sent.
+    DeltaPlan { have: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,195 @@
+//! Delta installs on the device: which chunks of a new image it can take from
+//! what it already holds — its two slots (through the chunk list kept on
+//! DATA for each, `state/slot-X.chunks`) and delta payloads uploaded earlier,
+//! whole or in part — each read back and hash-checked before it counts. A
+//! chunk that does not match is "missing": the CLI sends it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::install::{InstallError, Loc, Sources};
+use crate::bootstate::Slot;
+use crate::bundle::delta::{self, bit, bitmap_len, DELTA_PREFIX};
+use crate::bundle::format::{BundleHeader, MAX_HEADER_LEN};
+
+/// The chunk list of the image in a slot, on DATA.
+pub fn index_path(data_dir: &Path, slot: Slot) -> PathBuf {
+    data_dir.join(format!("state/slot-{}.chunks", slot.name()))
+}
+
+/// Staging files looked at for chunks of earlier delta uploads: the
+/// directory holds at most a few uploads (`MAX_UPLOADS` parts and their
+/// finished artifacts); more is not ours to scan.
+const MAX_STAGED_SCAN: usize = 32;
+
+/// Chunks found on the device for a new image.
+pub struct Local {
+    pub sources: Sources,
+    /// Per chunk of the new image: where a verified copy is.
+    pub locs: Vec<Option<Loc>>,
+}
+
+/// What the device holds of `header`: the slots' chunk lists (`slots`:
+/// device and DATA chunk list of the active slot, then of the target) and
+/// the delta payloads for `manifest` in `staging`. `target` is the slot about
+/// to be written: its chunks count only where they are read before being
+/// overwritten (at or after the offset being written, as writing goes up).
+pub fn find(
+    header: &BundleHeader,
+    manifest: &[u8; 32],
+    slots: [(&Path, &Path); 2],
+    staging: &Path,
+) -> Local {
+    let wanted: HashSet<[u8; 32]> = header.chunks.iter().map(|c| c.sha256).collect();
+    // Candidate places per hash: (file, location, counts only from this offset on).
+    let mut cands: HashMap<[u8; 32], Vec<Loc>> = HashMap::new();
+    let mut paths = Vec::new();
+    let mut target_file = usize::MAX;
+    for (n, (device, index)) in slots.iter().enumerate() {
+        let Some(old) = read_index(index) else {
+            continue;
+        };
+        if n == 1 {
+            target_file = paths.len();
+        }
+        for (c, (at, _)) in old.chunks.iter().zip(old.offsets()) {
+            if wanted.contains(&c.sha256) {
+                cands.entry(c.sha256).or_default().push(Loc {
+                    file: paths.len(),
+                    at,
+                    packed: c.len,
+                });
+            }
+        }
+        paths.push(device.to_path_buf());
+    }
+    for path in staged_payloads(staging, manifest) {
+        let file = paths.len();
+        if add_payload(header, &path, file, &mut cands) {
+            paths.push(path);
+        }
+    }
+    let mut sources = Sources::new(paths);
+    let mut buf = Vec::new();
+    let mut locs = Vec::with_capacity(header.chunks.len());
+    for (c, (at, _)) in header.chunks.iter().zip(header.offsets()) {
+        let found = cands.get(&c.sha256).and_then(|list| {
+            list.iter()
+                .filter(|l| l.file != target_file || l.at >= at)
+                .find(|&&l| matches!(sources.read(c, l, &mut buf), Ok(true)))
+                .copied()
+        });
+        locs.push(found);
+    }
+    Local { sources, locs }
+}
+
+/// The bitmap answered to `DeltaPlan`.
+pub fn have(header: &BundleHeader, local: &Local) -> Vec<u8> {
+    delta::have(header, |i| local.locs.get(i).is_some_and(Option::is_some))
+}
+
+/// Take the chunks of an uploaded delta payload into `local` (they win over
+/// local copies). The payload must be for `manifest` and exactly as long as
+/// its bitmap says.
+pub fn use_payload(
+    header: &BundleHeader,
+    manifest: &[u8; 32],
+    payload: &Path,
+    local: &mut Local,
+) -> Result<(), InstallError> {
+    let err = |m: &str| InstallError::Payload(format!("delta payload: {m}"));
+    let (sent, len) = read_prefix(header, payload).ok_or_else(|| err("unreadable"))?;
+    if sent.0 != *manifest {
+        return Err(err("made for another bundle"));
+    }
+    let want = (DELTA_PREFIX + sent.1.len()) as u64 + delta::sent_bytes(header, &sent.1);
+    if len != want {
+        return Err(err("length does not match its bitmap"));
+    }
+    let file = local.sources.add(payload.to_path_buf());
+    let mut at = want - delta::sent_bytes(header, &sent.1);
+    for (i, c) in header.chunks.iter().enumerate() {
+        if bit(&sent.1, i) {
+            if let Some(slot) = local.locs.get_mut(i) {
+                *slot = Some(Loc {
+                    file,
+                    at,
+                    packed: c.clen,
+                });
+            }
+            at += u64::from(c.clen);
+        }
+    }
+    Ok(())
+}
+
+/// A slot's chunk list from DATA, if it is there and sane (a hint only:
+/// every chunk is hash-checked when read).
+fn read_index(path: &Path) -> Option<BundleHeader> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .ok()?
+        .take(MAX_HEADER_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    BundleHeader::decode(&bytes).ok()
+}
+
+/// Delta payloads in staging (finished or partial) made for `manifest`.
+fn staged_payloads(staging: &Path, manifest: &[u8; 32]) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(staging) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .take(MAX_STAGED_SCAN)
+        .map(|e| e.path())
+        .filter(|p| {
+            let mut start = [0u8; DELTA_PREFIX];
+            File::open(p).and_then(|f| f.read_exact_at(&mut start, 0)).is_ok()
+                && delta::payload_manifest(&start) == Some(*manifest)
+        })
+        .collect()
+}
+
+/// (manifest, sent bitmap) of a payload file, and its length.
+fn read_prefix(header: &BundleHeader, path: &Path) -> Option<(([u8; 32], Vec<u8>), u64)> {
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut start = vec![0u8; DELTA_PREFIX + bitmap_len(header.chunks.len())];
+    f.read_exact_at(&mut start, 0).ok()?;
+    let manifest = delta::payload_manifest(&start)?;
+    Some(((manifest, start.split_off(DELTA_PREFIX)), len))
+}
+
+/// Add the complete chunks of a (maybe partial) payload to the candidates.
+fn add_payload(
+    header: &BundleHeader,
+    path: &Path,
+    file: usize,
+    cands: &mut HashMap<[u8; 32], Vec<Loc>>,
+) -> bool {
+    let Some(((_, sent), len)) = read_prefix(header, path) else {
+        return false;
+    };
+    let mut at = (DELTA_PREFIX + sent.len()) as u64;
+    for (i, c) in header.chunks.iter().enumerate() {
+        if !bit(&sent, i) {
+            continue;
+        }
+        let end = at + u64::from(c.clen);
+        if end > len {
+            break;
+        }
+        cands.entry(c.sha256).or_default().push(Loc {
+            file,
+            at,
+            packed: c.clen,
+        });
+        at = end;
+    }
+    true
+}
