@@ -229,7 +229,10 @@ impl BundleFile {
             postcard::from_bytes(body).with_context(|| format!("{}: header", path.display()))?;
         header.validate()?;
         if bytes.len() as u64 != end as u64 + header.payload_size {
-            anyhow::bail!("{}: payload is not as long as the header says", path.display());
+            anyhow::bail!(
+                "{} is truncated or padded: its payload is not as long as the header says",
+                path.display()
+            );
         }
         Ok(BundleFile {
             path: path.to_path_buf(),
