@@ -50,7 +50,9 @@ fn start(link: impl FnOnce(&mut LinkConfig)) -> (HostDevice, LinkEmu) {
     std::fs::write(card.join("slot-A.img"), release_n()).unwrap();
     let index = index_image(&release_n(), "qemu-virt", "1.0.0");
     std::fs::create_dir_all(dev.data.join("state")).unwrap();
-    std::fs::write(dev.data.join("state/slot-A.chunks"), index.encode()).unwrap();
+    let mut start = outpost::bundle::format::encode_signed_part(&index);
+    start.extend([0u8; 64]);
+    std::fs::write(dev.data.join("state/slot-A.chunks"), start).unwrap();
     dev.write_cli_config();
     let keys = dev.site.release_pub();
     let dev = dev

@@ -146,23 +146,34 @@ impl BundleHeader {
         })
     }
 
-    /// The header alone (no preamble, no signature): what a device keeps on
-    /// DATA as the chunk list of a slot.
+    /// The header alone (postcard), as the signed part carries it.
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_allocvec(self).unwrap_or_default()
     }
+}
 
-    /// Decode a header kept by `encode` (a hint, not trusted: every chunk
-    /// read through it is checked against a signed header).
-    pub fn decode(bytes: &[u8]) -> Result<Self, BundleError> {
-        if bytes.len() > MAX_HEADER_LEN {
-            return Err(BundleError::HeaderTooLarge(bytes.len()));
-        }
-        let h: BundleHeader =
-            postcard::from_bytes(bytes).map_err(|e| BundleError::Header(e.to_string()))?;
-        h.validate()?;
-        Ok(h)
+/// Decode the header of a signed part *without* checking its signature:
+/// for the chunk list a device keeps of a slot (a hint: every chunk read
+/// through it is checked against a signed header before it is used).
+pub fn parse_unsigned(start: &[u8]) -> Result<BundleHeader, BundleError> {
+    let signed_len = signed_part_len(start)?;
+    decode_header(
+        start
+            .get(PREAMBLE_LEN..signed_len)
+            .ok_or(BundleError::Truncated("header"))?,
+    )
+}
+
+fn decode_header(body: &[u8]) -> Result<BundleHeader, BundleError> {
+    let (header, rest): (BundleHeader, _) =
+        postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(BundleError::Header(
+            "trailing bytes after the header".into(),
+        ));
     }
+    header.validate()?;
+    Ok(header)
 }
 
 /// Serialize the signed part (preamble + header); the caller signs it.
@@ -223,15 +234,7 @@ pub fn parse(start: &[u8], keys: &[[u8; 32]]) -> Result<(BundleHeader, usize), B
     let body = signed
         .get(PREAMBLE_LEN..)
         .ok_or(BundleError::Truncated("header"))?;
-    let (header, rest): (BundleHeader, _) =
-        postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(BundleError::Header(
-            "trailing bytes after the header".into(),
-        ));
-    }
-    header.validate()?;
-    Ok((header, signed_len + SIGNATURE_LEN))
+    Ok((decode_header(body)?, signed_len + SIGNATURE_LEN))
 }
 
 /// Compare dotted numeric versions ("1.10.0" > "1.9.3"); non-numeric parts
@@ -366,7 +369,7 @@ mod tests {
         assert_eq!(h, header());
         assert_eq!(&good[payload_at..], b"abcde");
         assert_eq!(h.offsets().collect::<Vec<_>>(), [(0, 0), (4000, 2)]);
-        assert_eq!(BundleHeader::decode(&h.encode()).unwrap(), h);
+        assert_eq!(parse_unsigned(&good).unwrap(), h);
         assert_eq!(parse(&good, &[pubkey(&other)]), Err(BundleError::Signature));
         assert_eq!(parse(&good, &[]), Err(BundleError::Signature));
         let mut tampered = good.clone();

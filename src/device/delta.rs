@@ -1,6 +1,7 @@
 //! Delta installs on the device: which chunks of a new image it can take from
 //! what it already holds — its two slots (through the chunk list kept on
-//! DATA for each, `state/slot-X.chunks`) and delta payloads uploaded earlier,
+//! DATA for each, `state/slot-X.chunks`: the signed start of the bundle the
+//! slot was written from) and delta payloads uploaded earlier,
 //! whole or in part — each read back and hash-checked before it counts. A
 //! chunk that does not match is "missing": the CLI sends it.
 
@@ -13,7 +14,9 @@ use std::path::{Path, PathBuf};
 use super::install::{InstallError, Loc, Sources};
 use crate::bootstate::Slot;
 use crate::bundle::delta::{self, bit, bitmap_len, DELTA_PREFIX};
-use crate::bundle::format::{BundleHeader, MAX_HEADER_LEN};
+use crate::bundle::format::{
+    self, BundleHeader, MAX_HEADER_LEN, PREAMBLE_LEN, SIGNATURE_LEN,
+};
 
 /// The chunk list of the image in a slot, on DATA.
 pub fn index_path(data_dir: &Path, slot: Slot) -> PathBuf {
@@ -133,10 +136,10 @@ fn read_index(path: &Path) -> Option<BundleHeader> {
     let mut bytes = Vec::new();
     File::open(path)
         .ok()?
-        .take(MAX_HEADER_LEN as u64 + 1)
+        .take((MAX_HEADER_LEN + PREAMBLE_LEN + SIGNATURE_LEN) as u64)
         .read_to_end(&mut bytes)
         .ok()?;
-    BundleHeader::decode(&bytes).ok()
+    format::parse_unsigned(&bytes).ok()
 }
 
 /// Delta payloads in staging (finished or partial) made for `manifest`.

@@ -248,7 +248,18 @@ impl Ab {
             }
         })
         .map_err(|e| e.to_string())?;
-        if let Err(e) = write_durably(&index, &header.encode()) {
+        // The signed start of what was installed: the slot's chunk list.
+        let (file, whole) = match what {
+            Source::Bundle(b) => (b, true),
+            Source::Delta { manifest, .. } => (manifest, false),
+        };
+        let kept = std::fs::read(file).map(|mut start| {
+            if whole {
+                start.truncate(usize::try_from(payload_at).unwrap_or(usize::MAX));
+            }
+            start
+        });
+        if let Err(e) = kept.and_then(|start| write_durably(&index, &start)) {
             tracing::warn!("upgrade: keeping the chunk list of slot {target}: {e}");
         }
         let version_file = self

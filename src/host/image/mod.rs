@@ -364,7 +364,11 @@ pub(crate) fn stage_slot_index(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&path, header.encode()).context("staging the slot's chunk list")
+    // As the device keeps it (the signed start of a bundle); unsigned here:
+    // the device checks every chunk it reads through it against a signed header.
+    let mut start = crate::bundle::format::encode_signed_part(&header);
+    start.extend_from_slice(&[0u8; crate::bundle::format::SIGNATURE_LEN]);
+    std::fs::write(&path, start).context("staging the slot's chunk list")
 }
 
 /// Versions go into boot.env and file names: one short token.
