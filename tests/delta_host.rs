@@ -95,13 +95,20 @@ fn upgrade(dev: &HostDevice, b: &std::path::Path) -> String {
         .cli
         .outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60"]);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}\n{}", common::read_lossy(&dev.cli.path("device.log")));
+    assert!(
+        out.status.success(),
+        "{err}\n{}",
+        common::read_lossy(&dev.cli.path("device.log"))
+    );
     err
 }
 
 /// "delta: K of N chunks" from the CLI's plan line.
 fn chunks_sent(stderr: &str) -> usize {
-    let line = stderr.lines().find(|l| l.contains("delta: ")).expect(stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("delta: "))
+        .expect(stderr);
     let after = line.split("delta: ").nth(1).unwrap();
     after.split(' ').next().unwrap().parse().unwrap()
 }
@@ -124,12 +131,9 @@ fn delta_upgrade_sends_a_few_chunks_and_commits() {
     let full = std::fs::metadata(&b).unwrap().len();
     // What `bundle diff` predicts without a board.
     let old = bundle(&dev, "n.bundle", "1.0.0", &release_n());
-    let diff = dev.cli.json(&[
-        "bundle",
-        "diff",
-        old.to_str().unwrap(),
-        b.to_str().unwrap(),
-    ]);
+    let diff = dev
+        .cli
+        .json(&["bundle", "diff", old.to_str().unwrap(), b.to_str().unwrap()]);
     let predicted = diff["chunks_to_send"].as_u64().unwrap() as usize;
     assert!(predicted > 0 && predicted <= 6, "{diff}");
 
@@ -138,7 +142,11 @@ fn delta_upgrade_sends_a_few_chunks_and_commits() {
     assert_eq!(chunks_sent(&err), predicted, "{err}");
     committed(&dev, "1.1.0");
     assert_eq!(&slot_file(&dev, "B")[..new.len()], &new[..]);
-    assert_eq!(slot_file(&dev, "A"), a_before, "the active slot is never written");
+    assert_eq!(
+        slot_file(&dev, "A"),
+        a_before,
+        "the active slot is never written"
+    );
     // Everything the CLI sent, TLS and all, is well under the full bundle.
     let up: u64 = emu.connections().iter().map(|c| c.up).sum();
     assert!(up * 20 < full, "{up} bytes up for a {full}-byte bundle");
@@ -160,12 +168,9 @@ fn a_corrupted_local_chunk_is_sent_again_not_installed() {
     let new = release_n1();
     let b = bundle(&dev, "n1.bundle", "1.1.0", &new);
     let old = bundle(&dev, "n.bundle", "1.0.0", &release_n());
-    let diff = dev.cli.json(&[
-        "bundle",
-        "diff",
-        old.to_str().unwrap(),
-        b.to_str().unwrap(),
-    ]);
+    let diff = dev
+        .cli
+        .json(&["bundle", "diff", old.to_str().unwrap(), b.to_str().unwrap()]);
     let err = upgrade(&dev, &b);
     assert_eq!(
         chunks_sent(&err),
@@ -189,7 +194,10 @@ fn a_link_cut_mid_delta_resumes() {
     let b = bundle(&dev, "n1.bundle", "1.1.0", &new);
     let err = upgrade(&dev, &b);
     let conns = emu.connections();
-    assert!(conns.iter().any(|c| c.cut), "the link was cut: {conns:?}\n{err}");
+    assert!(
+        conns.iter().any(|c| c.cut),
+        "the link was cut: {conns:?}\n{err}"
+    );
     committed(&dev, "1.1.0");
     assert_eq!(&slot_file(&dev, "B")[..new.len()], &new[..]);
 }

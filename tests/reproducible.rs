@@ -27,8 +27,9 @@ fn sha256(path: &Path) -> String {
 
 fn debian_packages_cached() -> bool {
     let board = outpost::host::board::Board::load(&repo().join("boards"), "qemu-virt").unwrap();
-    let found = outpost::host::debian::cache_dir()
-        .and_then(|c| outpost::host::debian::Package::find(&c, &board.suite, &board.kernel.package));
+    let found = outpost::host::debian::cache_dir().and_then(|c| {
+        outpost::host::debian::Package::find(&c, &board.suite, &board.kernel.package)
+    });
     if let Err(e) = &found {
         eprintln!("SKIP: {e:#}");
     }
@@ -60,13 +61,20 @@ fn two_builds_give_the_same_bytes() {
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
             .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         out
     };
     let (one, two) = (build("one.img"), build("two.img"));
     assert_eq!(sha256(&one), sha256(&two), "image is not reproducible");
     let bmap = |p: &Path| p.with_extension("img.bmap");
-    assert_eq!(std::fs::read(bmap(&one)).unwrap(), std::fs::read(bmap(&two)).unwrap());
+    assert_eq!(
+        std::fs::read(bmap(&one)).unwrap(),
+        std::fs::read(bmap(&two)).unwrap()
+    );
 
     let bundle = |name: &str| {
         let out = env.path(name);
@@ -86,7 +94,11 @@ fn two_builds_give_the_same_bytes() {
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
             .unwrap();
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         out
     };
     let (b1, b2) = (bundle("one.bundle"), bundle("two.bundle"));

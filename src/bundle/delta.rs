@@ -129,6 +129,9 @@ mod tests {
         assert_eq!(p.len(), DELTA_PREFIX + 2);
         assert_eq!(payload_manifest(&p), Some([5; 32]));
         assert_eq!(payload_manifest(&p[..20]), None);
-        assert_eq!(payload_manifest(b"OUTPOSTB and more bytes than forty......."), None);
+        assert_eq!(
+            payload_manifest(b"OUTPOSTB and more bytes than forty......."),
+            None
+        );
     }
 }

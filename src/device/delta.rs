@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use super::install::{InstallError, Loc, Sources};
 use crate::bootstate::Slot;
 use crate::bundle::delta::{self, bit, bitmap_len, DELTA_PREFIX};
-use crate::bundle::format::{
-    self, BundleHeader, MAX_HEADER_LEN, PREAMBLE_LEN, SIGNATURE_LEN,
-};
+use crate::bundle::format::{self, BundleHeader, MAX_HEADER_LEN, PREAMBLE_LEN, SIGNATURE_LEN};
 
 /// The chunk list of the image in a slot, on DATA.
 pub fn index_path(data_dir: &Path, slot: Slot) -> PathBuf {
@@ -105,18 +103,17 @@ pub fn use_payload(
     local: &mut Local,
 ) -> Result<(), InstallError> {
     let err = |m: &str| InstallError::Payload(format!("delta payload: {m}"));
-    let (sent, len) = read_prefix(header, payload).ok_or_else(|| err("unreadable"))?;
-    if sent.0 != *manifest {
+    let p = read_prefix(header, payload).ok_or_else(|| err("unreadable"))?;
+    if p.manifest != *manifest {
         return Err(err("made for another bundle"));
     }
-    let want = (DELTA_PREFIX + sent.1.len()) as u64 + delta::sent_bytes(header, &sent.1);
-    if len != want {
+    let mut at = (DELTA_PREFIX + p.sent.len()) as u64;
+    if p.len != at + delta::sent_bytes(header, &p.sent) {
         return Err(err("length does not match its bitmap"));
     }
     let file = local.sources.add(payload.to_path_buf());
-    let mut at = want - delta::sent_bytes(header, &sent.1);
     for (i, c) in header.chunks.iter().enumerate() {
-        if bit(&sent.1, i) {
+        if bit(&p.sent, i) {
             if let Some(slot) = local.locs.get_mut(i) {
                 *slot = Some(Loc {
                     file,
@@ -152,20 +149,34 @@ fn staged_payloads(staging: &Path, manifest: &[u8; 32]) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             let mut start = [0u8; DELTA_PREFIX];
-            File::open(p).and_then(|f| f.read_exact_at(&mut start, 0)).is_ok()
+            File::open(p)
+                .and_then(|f| f.read_exact_at(&mut start, 0))
+                .is_ok()
                 && delta::payload_manifest(&start) == Some(*manifest)
         })
         .collect()
 }
 
-/// (manifest, sent bitmap) of a payload file, and its length.
-fn read_prefix(header: &BundleHeader, path: &Path) -> Option<(([u8; 32], Vec<u8>), u64)> {
+/// The start of a delta payload file.
+struct Prefix {
+    manifest: [u8; 32],
+    /// Bitmap of the chunks that follow.
+    sent: Vec<u8>,
+    /// The file's length.
+    len: u64,
+}
+
+fn read_prefix(header: &BundleHeader, path: &Path) -> Option<Prefix> {
     let f = File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
     let mut start = vec![0u8; DELTA_PREFIX + bitmap_len(header.chunks.len())];
     f.read_exact_at(&mut start, 0).ok()?;
     let manifest = delta::payload_manifest(&start)?;
-    Some(((manifest, start.split_off(DELTA_PREFIX)), len))
+    Some(Prefix {
+        manifest,
+        sent: start.split_off(DELTA_PREFIX),
+        len,
+    })
 }
 
 /// Add the complete chunks of a (maybe partial) payload to the candidates.
@@ -175,7 +186,7 @@ fn add_payload(
     file: usize,
     cands: &mut HashMap<[u8; 32], Vec<Loc>>,
 ) -> bool {
-    let Some(((_, sent), len)) = read_prefix(header, path) else {
+    let Some(Prefix { sent, len, .. }) = read_prefix(header, path) else {
         return false;
     };
     let mut at = (DELTA_PREFIX + sent.len()) as u64;

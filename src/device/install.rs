@@ -168,14 +168,17 @@ impl Sources {
         if file.is_none() {
             *file = Some(File::open(&*path).map_err(read_err)?);
         }
-        let f = file.as_ref().ok_or_else(|| InstallError::Payload("closed".into()))?;
+        let f = file
+            .as_ref()
+            .ok_or_else(|| InstallError::Payload("closed".into()))?;
         let len = c.len.min(MAX_CHUNK) as usize;
         out.resize(len, 0);
         if loc.packed == c.len {
             f.read_exact_at(out, loc.at).map_err(read_err)?;
         } else {
             self.packed.resize(loc.packed.min(MAX_CHUNK) as usize, 0);
-            f.read_exact_at(&mut self.packed, loc.at).map_err(read_err)?;
+            f.read_exact_at(&mut self.packed, loc.at)
+                .map_err(read_err)?;
             let n = miniz_oxide::inflate::decompress_slice_iter_to_slice(
                 out,
                 std::iter::once(&self.packed[..]),
@@ -390,7 +393,13 @@ mod tests {
     fn install(f: &Fixture, b: &Path, slot: &Path) -> Result<(), InstallError> {
         let (h, at) = verify(b, &f.trust, false, true)?;
         let locs = payload_locs(&h, at, 0);
-        write_slot(&h, &mut Sources::new(vec![b.into()]), &locs, slot, &mut |_| {})
+        write_slot(
+            &h,
+            &mut Sources::new(vec![b.into()]),
+            &locs,
+            slot,
+            &mut |_| {},
+        )
     }
 
     #[test]
@@ -470,7 +479,13 @@ mod tests {
         // A chunk that no source has is a clear error.
         let mut locs = payload_locs(&h, at, 0);
         locs[5] = None;
-        let err = write_slot(&h, &mut Sources::new(vec![b.clone()]), &locs, &s, &mut |_| {});
+        let err = write_slot(
+            &h,
+            &mut Sources::new(vec![b.clone()]),
+            &locs,
+            &s,
+            &mut |_| {},
+        );
         assert!(matches!(err, Err(InstallError::Missing(5))), "{err:?}");
         // A slot smaller than the image is refused before writing.
         let small = f.dir.path().join("small.img");

@@ -5,12 +5,12 @@ pub mod board;
 pub mod clock;
 pub mod cmdline;
 pub mod config_apply;
+pub mod delta;
 pub mod durable;
 pub mod grow;
 #[cfg(feature = "sim")]
 pub mod host_mode;
 pub mod hostname;
-pub mod delta;
 pub mod install;
 pub mod kmsg;
 pub mod led;

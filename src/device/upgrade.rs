@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::delta;
 use super::durable::write_durably;
 use super::install::{self, Trust};
-use super::upload::STAGING_DIR;
-use crate::bundle::format::BundleHeader;
 use super::slots::{SlotHealth, Slots, LAST_BOOT_FILE};
+use super::upload::STAGING_DIR;
 use crate::bootstate::{Slot, DEFAULT_ATTEMPTS};
+use crate::bundle::format::BundleHeader;
 use crate::wire::{SlotInfo, SlotsInfo, WireError};
 
 /// Record of the last upgrade or rollback, on DATA (survives the reboot).

@@ -32,6 +32,8 @@ pub struct BundleOptions {
     pub version: String,
     pub min_version: String,
     pub output: PathBuf,
+    /// Average content-defined chunk (`CDC_AVG` unless measuring).
+    pub chunk_avg: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,7 +70,7 @@ pub fn build(opts: &BundleOptions) -> Result<BundleReport> {
         min_version: opts.min_version.clone(),
         build_time,
     };
-    sign_image(image, &release, &key, &opts.output)
+    sign_image_with(image, &release, &key, &opts.output, opts.chunk_avg)
 }
 
 /// What a bundle says about itself.
@@ -161,7 +163,18 @@ pub fn sign_image(
     key: &ring::signature::Ed25519KeyPair,
     output: &Path,
 ) -> Result<BundleReport> {
-    let (header, payload) = chunk_image(image, release, CDC_AVG);
+    sign_image_with(image, release, key, output, CDC_AVG)
+}
+
+/// `sign_image` with another average chunk size.
+pub fn sign_image_with(
+    image: &[u8],
+    release: &Release,
+    key: &ring::signature::Ed25519KeyPair,
+    output: &Path,
+    avg: u32,
+) -> Result<BundleReport> {
+    let (header, payload) = chunk_image(image, release, avg);
     header.validate()?;
     let signed = encode_signed_part(&header);
     let signature = key.sign(&signed);
@@ -241,6 +254,38 @@ impl BundleFile {
             size: bytes.len() as u64,
             header,
         })
+    }
+
+    /// The slot image the bundle carries, each chunk checked (for tools and
+    /// benchmarks: `outpost bundle extract`).
+    pub fn image(&self) -> Result<Vec<u8>> {
+        use std::io::Read as _;
+        let bytes = std::fs::read(&self.path)?;
+        let mut image = Vec::with_capacity(usize::try_from(self.header.image_size)?);
+        for (i, (c, (_, at))) in self
+            .header
+            .chunks
+            .iter()
+            .zip(self.header.offsets())
+            .enumerate()
+        {
+            let start = usize::try_from(self.payload_at + at)?;
+            let packed = bytes
+                .get(start..start + c.clen as usize)
+                .context("payload shorter than its header")?;
+            let before = image.len();
+            if c.stored() {
+                image.extend_from_slice(packed);
+            } else {
+                flate2::read::DeflateDecoder::new(packed)
+                    .take(u64::from(c.len))
+                    .read_to_end(&mut image)?;
+            }
+            if image.get(before..).map(sha256) != Some(c.sha256) {
+                anyhow::bail!("{}: chunk {i} does not match its hash", self.path.display());
+            }
+        }
+        Ok(image)
     }
 
     /// SHA-256 of the signed part: the name of the manifest artifact.

@@ -67,12 +67,9 @@ pub fn transfer(new: &BundleFile, have: &[u8]) -> Transfer {
 /// What a board holding `old` in a slot would answer for `new` (the
 /// device's rule without the device: chunks of `old`, and repeats).
 pub fn have_from(old: &BundleHeader, new: &BundleHeader) -> Vec<u8> {
-    let local: std::collections::HashSet<[u8; 32]> =
-        old.chunks.iter().map(|c| c.sha256).collect();
+    let local: std::collections::HashSet<[u8; 32]> = old.chunks.iter().map(|c| c.sha256).collect();
     delta::have(new, |i| {
-        new.chunks
-            .get(i)
-            .is_some_and(|c| local.contains(&c.sha256))
+        new.chunks.get(i).is_some_and(|c| local.contains(&c.sha256))
     })
 }
 
@@ -80,8 +77,8 @@ pub fn have_from(old: &BundleHeader, new: &BundleHeader) -> Vec<u8> {
 /// missing chunks copied from the bundle's payload.
 pub fn write_payload(bundle: &BundleFile, have: &[u8], out: &Path) -> Result<()> {
     let sent = delta::missing(&bundle.header, have);
-    let src = File::open(&bundle.path)
-        .with_context(|| format!("opening {}", bundle.path.display()))?;
+    let src =
+        File::open(&bundle.path).with_context(|| format!("opening {}", bundle.path.display()))?;
     let mut file = std::io::BufWriter::new(
         File::create(out).with_context(|| format!("creating {}", out.display()))?,
     );

@@ -67,10 +67,21 @@ pub enum BundleCommand {
         /// upgrade must carry the services' binaries too).
         #[arg(long = "extension", value_name = "FILE")]
         extensions: Vec<PathBuf>,
+        /// Average content-defined chunk in KiB (measurements only: a board
+        /// takes any, but deltas need both releases cut alike).
+        #[arg(long, default_value_t = super::bundle::CDC_AVG / 1024, hide = true,
+              value_parser = clap::value_parser!(u32).range(1..=256))]
+        chunk_avg_kib: u32,
     },
     /// What a delta upgrade from OLD to NEW sends (no board needed): the
     /// chunks of NEW that a board running OLD lacks, plus NEW's header.
     Diff { old: PathBuf, new: PathBuf },
+    /// Write the slot image a bundle carries (each chunk checked) to a file.
+    Extract {
+        bundle: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
 }
 
 /// `outpost bundle diff OLD NEW`.
@@ -93,8 +104,13 @@ fn bundle_diff(old: &Path, new: &Path, format: Format) -> Result<()> {
 }
 
 pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
-    let (board, site, version, min_version, out, init, extensions) = match cmd {
+    let (board, site, version, min_version, out, init, extensions, avg) = match cmd {
         BundleCommand::Diff { old, new } => return bundle_diff(&old, &new, format),
+        BundleCommand::Extract { bundle, out } => {
+            let image = super::bundle::BundleFile::open(&bundle)?.image()?;
+            return std::fs::write(&out, image)
+                .with_context(|| format!("writing {}", out.display()));
+        }
         BundleCommand::Build {
             board,
             site,
@@ -103,7 +119,17 @@ pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
             out,
             init,
             extensions,
-        } => (board, site, version, min_version, out, init, extensions),
+            chunk_avg_kib,
+        } => (
+            board,
+            site,
+            version,
+            min_version,
+            out,
+            init,
+            extensions,
+            chunk_avg_kib * 1024,
+        ),
     };
     let init_binary = init.unwrap_or_else(default_init);
     let opts = super::bundle::BundleOptions {
@@ -114,6 +140,7 @@ pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
         min_version,
         output: out,
         extensions,
+        chunk_avg: avg,
     };
     let report = super::bundle::build(&opts)?;
     if format == Format::Json {

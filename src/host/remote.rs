@@ -523,15 +523,18 @@ fn upgrade(
     } else {
         delta_upload(connect, node, bundle, force, format)?
     };
-    if let Some((manifest, payload, sent)) = delta {
+    if let Some(d) = delta {
         connect()?.call(Request::DeltaInstall {
-            manifest,
-            payload,
+            manifest: d.manifest,
+            payload: d.payload,
             stage,
             force,
         })?;
         if format == Format::Text {
-            eprintln!("{node}: delta uploaded ({sent} bytes sent); assembling the inactive slot");
+            eprintln!(
+                "{node}: delta uploaded ({} bytes sent); assembling the inactive slot",
+                d.sent
+            );
         }
     } else {
         let bar = progress_bar();
@@ -613,17 +616,24 @@ fn upgrade(
     }
 }
 
+/// A delta uploaded: what `DeltaInstall` names, and the bytes it took.
+struct DeltaSent {
+    manifest: [u8; 32],
+    payload: [u8; 32],
+    sent: u64,
+}
+
 /// The delta half of `upgrade`: upload the bundle's signed header, learn
 /// which chunks the device holds, upload a payload of the others. `None`
 /// when the device takes no deltas (an older build) or a delta would not
-/// be smaller; else (manifest, payload, payload bytes sent).
+/// be smaller.
 fn delta_upload(
     connect: &mut dyn FnMut() -> Result<Client>,
     node: &str,
     bundle: &Path,
     force: bool,
     format: Format,
-) -> Result<Option<([u8; 32], [u8; 32], u64)>> {
+) -> Result<Option<DeltaSent>> {
     let b = super::bundle::BundleFile::open(bundle)?;
     let manifest = b.manifest_sha256();
     let ask = |connect: &mut dyn FnMut() -> Result<Client>| -> Result<_> {
@@ -678,7 +688,11 @@ fn delta_upload(
     let report = upload::upload(connect, &path, &mut progress)
         .with_context(|| format!("uploading the delta to {node}"))?;
     bar.finish_and_clear();
-    Ok(Some((manifest, report.sha256, sent + report.payload_bytes)))
+    Ok(Some(DeltaSent {
+        manifest,
+        payload: report.sha256,
+        sent: sent + report.payload_bytes,
+    }))
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, pipes).

@@ -244,10 +244,10 @@ fn upgrade(
         force,
         after,
         move |after| {
-        if after == crate::device::upgrade::After::Reboot {
-            let _ = power.try_send(PowerRequest::Reboot);
-        }
-    },
+            if after == crate::device::upgrade::After::Reboot {
+                let _ = power.try_send(PowerRequest::Reboot);
+            }
+        },
     )?;
     Ok(Response::Accepted)
 }

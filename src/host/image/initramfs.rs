@@ -126,7 +126,12 @@ pub(crate) fn gzip(data: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Feed `input` to the compressor and `flush`, appending to `out`.
-fn deflate(c: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) -> Result<()> {
+fn deflate(
+    c: &mut Compress,
+    mut input: &[u8],
+    out: &mut Vec<u8>,
+    flush: FlushCompress,
+) -> Result<()> {
     loop {
         out.reserve(input.len() / 2 + 4096);
         let before = c.total_in();
@@ -160,9 +165,15 @@ mod tests {
         let mut noise = |n: usize| -> Vec<u8> {
             (0..n)
                 .map(|i| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     // Compressible but not trivial, like code.
-                    if i % 3 == 0 { (x >> 60) as u8 } else { b"initramfs"[i % 9] }
+                    if i % 3 == 0 {
+                        (x >> 60) as u8
+                    } else {
+                        b"initramfs"[i % 9]
+                    }
                 })
                 .collect()
         };
@@ -180,7 +191,11 @@ mod tests {
             .zip(two[..two.len() - 8].iter().rev())
             .take_while(|(a, b)| a == b)
             .count();
-        assert!(common > tail, "{common} of {} bytes in common at the end", one.len());
+        assert!(
+            common > tail,
+            "{common} of {} bytes in common at the end",
+            one.len()
+        );
         for gz in [&one, &two] {
             let mut back = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back)

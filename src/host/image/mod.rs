@@ -339,7 +339,10 @@ pub fn source_date_epoch() -> Result<Option<u64>> {
 /// The FAT volume id of a slot: from board and version only, so `image
 /// build` and `bundle build` make the same slot bytes for a release.
 pub fn slot_volume_id(board: &str, version: &str) -> u32 {
-    let d = ring::digest::digest(&ring::digest::SHA256, format!("{board} {version}").as_bytes());
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{board} {version}").as_bytes(),
+    );
     let b = d.as_ref();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }

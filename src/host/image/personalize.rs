@@ -82,9 +82,7 @@ pub fn personalize(
     // The base's SLOT_A, so the card takes delta upgrades (as `image build`).
     let mut slot = vec![0u8; usize::try_from(layout.slot_a.size).context("slot size")?];
     std::fs::File::open(base)
-        .and_then(|f| {
-            std::os::unix::fs::FileExt::read_exact_at(&f, &mut slot, layout.slot_a.start)
-        })
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut slot, layout.slot_a.start))
         .with_context(|| format!("reading SLOT_A of {}", base.display()))?;
     super::stage_slot_index(&staging, &slot, &info.board, &info.version)?;
     let data_img = work.path().join("data.ext4");
