@@ -1,6 +1,11 @@
 //! The initramfs: outpost-init as `/init`, the mount points it needs, the
 //! release file, and the board's kernel modules with `modules.dep` and
-//! `modules.load`. Gzipped cpio (newc).
+//! `modules.load`. Two cpio (newc) archives, one after the other, as the
+//! kernel unpacks them (the early-microcode layout): `/init` alone and
+//! uncompressed — it changes in every release, and a raw binary changes
+//! in place where a compressed one changes from the first difference on, so
+//! a delta upgrade moves only the chunks around its changes (each bundle
+//! chunk is compressed anyway) — then everything else, gzipped.
 
 use anyhow::{Context as _, Result};
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -27,7 +32,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) extensions: &'a [(String, Vec<u8>)],
 }
 
-/// The uncompressed archive.
+/// The uncompressed second archive: everything but `/init`.
 pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     let mut a = Archive::new();
     for dir in ["dev", "proc", "sys", "run", "data", "etc"] {
@@ -38,7 +43,6 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     // devtmpfs; having the node in the archive does not depend on the
     // kernel's built-in initramfs providing it.
     a.char_dev("dev/console", 0o600, 5, 1)?;
-    a.file("init", 0o755, inputs.init.to_vec())?;
     a.file(
         RELEASE_PATH.trim_start_matches('/'),
         0o644,
@@ -95,9 +99,27 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     a.finish(inputs.release.build_time)
 }
 
-/// The archive, gzipped: what the slot's `initrd.img` holds.
+/// What the slot's `initrd.img` holds: `/init` uncompressed, zero padding to
+/// `HEAD_ALIGN`, then the rest gzipped.
 pub(crate) fn build(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
-    gzip(&archive(inputs)?)
+    let mut head = Archive::new();
+    head.file("init", 0o755, inputs.init.to_vec())?;
+    let mut out = head.finish(inputs.release.build_time)?;
+    out.resize(out.len().next_multiple_of(HEAD_ALIGN), 0);
+    out.extend(gzip(&archive(inputs)?)?);
+    Ok(out)
+}
+
+/// The kernel skips zeros between archives; 512 as dracut's early cpio.
+const HEAD_ALIGN: usize = 512;
+
+/// Split an `initrd.img` into its uncompressed head archive and the gzip
+/// that follows (tests and tools).
+pub(crate) fn split(initrd: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = (0..initrd.len())
+        .step_by(HEAD_ALIGN)
+        .find(|&i| initrd.get(i..i + 3) == Some(&[0x1f, 0x8b, 8]))?;
+    Some((initrd.get(..at)?, initrd.get(at..)?))
 }
 
 /// Gzip with no name and a zero mtime in the header: equal input, equal
@@ -234,27 +256,33 @@ mod tests {
             release_keys: Some(b"00\n"),
             extensions: &[("svc".into(), b"\x7fELF svc".to_vec())],
         };
-        let gz = build(&inputs).unwrap();
-        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+        let initrd = build(&inputs).unwrap();
+        let (head, gz) = split(&initrd).unwrap();
+        assert_eq!(head.len() % HEAD_ALIGN, 0);
+        assert!(head.starts_with(b"070701") && head.ends_with(&[0; 4]));
         let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut back).unwrap();
         assert_eq!(back, archive(&inputs).unwrap());
-        assert_eq!(gz, build(&inputs).unwrap(), "deterministic");
-        let raw = archive(&inputs).unwrap();
+        assert_eq!(initrd, build(&inputs).unwrap(), "deterministic");
+        let raw = back;
 
-        let Ok(mut child) = Command::new("cpio")
-            .args(["-t", "-v", "--quiet"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-        else {
-            eprintln!("SKIP: cpio not installed");
-            return;
-        };
-        child.stdin.take().unwrap().write_all(&raw).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8_lossy(&out.stdout);
+        // cpio(1) reads one archive: list both and join the listings.
+        let mut text = String::new();
+        for part in [head, &raw[..]] {
+            let Ok(mut child) = Command::new("cpio")
+                .args(["-t", "-v", "--quiet"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+            else {
+                eprintln!("SKIP: cpio not installed");
+                return;
+            };
+            child.stdin.take().unwrap().write_all(part).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success());
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
         for want in [
             " init",
             " dev/console",
