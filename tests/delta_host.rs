@@ -44,11 +44,15 @@ fn release_n1() -> Vec<u8> {
 /// the chunk list on DATA; the CLI talks to it through a link emulator
 /// configured by `link`.
 fn start(link: impl FnOnce(&mut LinkConfig)) -> (HostDevice, LinkEmu) {
+    start_with(&release_n(), link)
+}
+
+fn start_with(slot_a: &[u8], link: impl FnOnce(&mut LinkConfig)) -> (HostDevice, LinkEmu) {
     let dev = HostDevice::new("delta");
     let card = dev.cli.path("card");
     std::fs::create_dir_all(&card).unwrap();
-    std::fs::write(card.join("slot-A.img"), release_n()).unwrap();
-    let index = index_image(&release_n(), "qemu-virt", "1.0.0");
+    std::fs::write(card.join("slot-A.img"), slot_a).unwrap();
+    let index = index_image(slot_a, "qemu-virt", "1.0.0");
     std::fs::create_dir_all(dev.data.join("state")).unwrap();
     let mut start = outpost::bundle::format::encode_signed_part(&index);
     start.extend([0u8; 64]);
@@ -198,6 +202,67 @@ fn a_link_cut_mid_delta_resumes() {
         conns.iter().any(|c| c.cut),
         "the link was cut: {conns:?}\n{err}"
     );
+    committed(&dev, "1.1.0");
+    assert_eq!(&slot_file(&dev, "B")[..new.len()], &new[..]);
+}
+
+#[test]
+fn a_power_cut_mid_assembly_leaves_the_active_slot_and_a_later_delta_works() {
+    // Large enough that assembly takes a while: 48 MB, nearly all local.
+    let mut x = 7u64;
+    let big: Vec<u8> = (0..48_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut new = big.clone();
+    new[40_000_000..40_000_100].fill(1);
+    let (mut dev, _emu) = start_with(&big, |_| {});
+    let b = bundle(&dev, "big.bundle", "1.1.0", &new);
+    let a_before = slot_file(&dev, "A");
+    let mut cli = dev
+        .cli
+        .command(&["upgrade", b.to_str().unwrap(), "--stage", "--timeout", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Cut the power once slot B has started to change.
+    let started = std::time::Instant::now();
+    let b_path = dev.cli.path("card/slot-B.img");
+    loop {
+        let head = std::fs::read(&b_path)
+            .map(|d| d[..4096].to_vec())
+            .unwrap_or_default();
+        if head == new[..4096] {
+            dev.kill();
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "assembly never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = cli.kill();
+    let _ = cli.wait();
+    let b_now = slot_file(&dev, "B");
+    assert_ne!(&b_now[..new.len()], &new[..], "the cut came mid-assembly");
+    assert_eq!(
+        slot_file(&dev, "A"),
+        a_before,
+        "the active slot is untouched"
+    );
+    assert!(!dev.data.join("state/slot-B.chunks").exists());
+    // Power back: still A, and the next upgrade plans without B and commits.
+    dev.spawn();
+    let s = dev.cli.json(&["slots"])["Slots"].clone();
+    assert_eq!(
+        (s["booted"].as_str(), s["primary"].as_str()),
+        (Some("A"), Some("A")),
+        "{s}"
+    );
+    upgrade(&dev, &b);
     committed(&dev, "1.1.0");
     assert_eq!(&slot_file(&dev, "B")[..new.len()], &new[..]);
 }

@@ -96,7 +96,7 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
             builtin.to_vec(),
         )?;
     }
-    a.finish(inputs.release.build_time)
+    a.finish(ENTRY_MTIME)
 }
 
 /// What the slot's `initrd.img` holds: `/init` uncompressed, zero padding to
@@ -104,11 +104,16 @@ pub(crate) fn archive(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
 pub(crate) fn build(inputs: &Inputs<'_>) -> Result<Vec<u8>> {
     let mut head = Archive::new();
     head.file("init", 0o755, inputs.init.to_vec())?;
-    let mut out = head.finish(inputs.release.build_time)?;
+    let mut out = head.finish(ENTRY_MTIME)?;
     out.resize(out.len().next_multiple_of(HEAD_ALIGN), 0);
     out.extend(gzip(&archive(inputs)?)?);
     Ok(out)
 }
+
+/// The mtime of every entry: fixed, not the build time (the release file
+/// carries that). A per-release stamp in every cpio header would change
+/// every compressed piece of the initramfs, and a delta would carry them all.
+const ENTRY_MTIME: u64 = 0;
 
 /// The kernel skips zeros between archives; 512 as dracut's early cpio.
 const HEAD_ALIGN: usize = 512;

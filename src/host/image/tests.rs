@@ -265,7 +265,10 @@ fn full_image() {
     );
     let initrd = read_fat(&slot, INITRD_FILE);
     let (head, gz) = super::initramfs::split(&initrd).unwrap();
-    assert!(head.starts_with(b"070701"), "/init comes first, uncompressed");
+    assert!(
+        head.starts_with(b"070701"),
+        "/init comes first, uncompressed"
+    );
     let mut cpio_bytes = Vec::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut cpio_bytes)
