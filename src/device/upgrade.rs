@@ -248,18 +248,19 @@ impl Ab {
             }
         })
         .map_err(|e| e.to_string())?;
-        // The signed start of what was installed: the slot's chunk list.
-        let (file, whole) = match what {
-            Source::Bundle(b) => (b, true),
-            Source::Delta { manifest, .. } => (manifest, false),
+        // The signed start of what was installed (never the payload: a
+        // bundle is megabytes): the slot's chunk list.
+        let file = match what {
+            Source::Bundle(b) => b,
+            Source::Delta { manifest, .. } => manifest,
         };
-        let kept = std::fs::read(file).map(|mut start| {
-            if whole {
-                start.truncate(usize::try_from(payload_at).unwrap_or(usize::MAX));
-            }
-            start
-        });
-        if let Err(e) = kept.and_then(|start| write_durably(&index, &start)) {
+        let mut start = Vec::new();
+        let kept = std::fs::File::open(file)
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, payload_at), &mut start)
+            })
+            .and_then(|_| write_durably(&index, &start));
+        if let Err(e) = kept {
             tracing::warn!("upgrade: keeping the chunk list of slot {target}: {e}");
         }
         let version_file = self
