@@ -119,7 +119,8 @@ const ENTRY_MTIME: u64 = 0;
 const HEAD_ALIGN: usize = 512;
 
 /// Split an `initrd.img` into its uncompressed head archive and the gzip
-/// that follows (tests and tools).
+/// that follows (tests).
+#[cfg(test)]
 pub(crate) fn split(initrd: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = (0..initrd.len())
         .step_by(HEAD_ALIGN)
