@@ -5,13 +5,13 @@
 //! whole or in part — each read back and hash-checked before it counts. A
 //! chunk that does not match is "missing": the CLI sends it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::install::{InstallError, Loc, Sources};
+use super::install::{InstallError, Loc, Sources, EARLIER};
 use crate::bootstate::Slot;
 use crate::bundle::delta::{self, bit, bitmap_len, DELTA_PREFIX};
 use crate::bundle::format::{self, BundleHeader, MAX_HEADER_LEN, PREAMBLE_LEN, SIGNATURE_LEN};
@@ -44,21 +44,25 @@ pub fn find(
     slots: [(&Path, &Path); 2],
     staging: &Path,
 ) -> Local {
-    let wanted: HashSet<[u8; 32]> = header.chunks.iter().map(|c| c.sha256).collect();
-    // Candidate places per hash: (file, location, counts only from this offset on).
-    let mut cands: HashMap<[u8; 32], Vec<Loc>> = HashMap::new();
+    // Candidate places per hash of the new image (one map: each map type
+    // costs PID 1 its own code).
+    let mut cands: HashMap<[u8; 32], Vec<Loc>> = header
+        .chunks
+        .iter()
+        .map(|c| (c.sha256, Vec::new()))
+        .collect();
     let mut paths = Vec::new();
-    let mut target_file = usize::MAX;
+    let mut target_file = None;
     for (n, (device, index)) in slots.iter().enumerate() {
         let Some(old) = read_index(index) else {
             continue;
         };
         if n == 1 {
-            target_file = paths.len();
+            target_file = Some(paths.len());
         }
         for (c, (at, _)) in old.chunks.iter().zip(old.offsets()) {
-            if wanted.contains(&c.sha256) {
-                cands.entry(c.sha256).or_default().push(Loc {
+            if let Some(list) = cands.get_mut(&c.sha256) {
+                list.push(Loc {
                     file: paths.len(),
                     at,
                     packed: c.len,
@@ -77,20 +81,36 @@ pub fn find(
     let mut buf = Vec::new();
     let mut locs = Vec::with_capacity(header.chunks.len());
     for (c, (at, _)) in header.chunks.iter().zip(header.offsets()) {
-        let found = cands.get(&c.sha256).and_then(|list| {
-            list.iter()
-                .filter(|l| l.file != target_file || l.at >= at)
-                .find(|&&l| matches!(sources.read(c, l, &mut buf), Ok(true)))
-                .copied()
-        });
+        let Some(list) = cands.get_mut(&c.sha256) else {
+            locs.push(None);
+            continue;
+        };
+        let found = list
+            .iter()
+            .filter(|l| Some(l.file) != target_file || l.at >= at)
+            .find(|&&l| l.file == EARLIER || matches!(sources.read(c, l, &mut buf), Ok(true)))
+            .copied();
         locs.push(found);
+        // Later chunks with this hash copy it from the slot being written.
+        list.push(Loc {
+            file: EARLIER,
+            at,
+            packed: c.len,
+        });
     }
     Local { sources, locs }
 }
 
-/// The bitmap answered to `DeltaPlan`.
+/// The bitmap answered to `DeltaPlan`: the chunks with a place to come
+/// from (the rule of `bundle::delta::have`).
 pub fn have(header: &BundleHeader, local: &Local) -> Vec<u8> {
-    delta::have(header, |i| local.locs.get(i).is_some_and(Option::is_some))
+    let mut bits = vec![0u8; bitmap_len(header.chunks.len())];
+    for (i, loc) in local.locs.iter().enumerate() {
+        if loc.is_some() {
+            delta::set_bit(&mut bits, i);
+        }
+    }
+    bits
 }
 
 /// Take the chunks of an uploaded delta payload into `local` (they win over
@@ -198,12 +218,119 @@ fn add_payload(
         if end > len {
             break;
         }
-        cands.entry(c.sha256).or_default().push(Loc {
-            file,
-            at,
-            packed: c.clen,
-        });
+        if let Some(list) = cands.get_mut(&c.sha256) {
+            list.push(Loc {
+                file,
+                at,
+                packed: c.clen,
+            });
+        }
         at = end;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::format::{encode_signed_part, ChunkEntry};
+
+    fn sha(d: &[u8]) -> [u8; 32] {
+        ring::digest::digest(&ring::digest::SHA256, d)
+            .as_ref()
+            .try_into()
+            .unwrap()
+    }
+
+    /// A header over `chunks`, all stored (not deflated).
+    fn header(chunks: &[&[u8]]) -> BundleHeader {
+        let image: Vec<u8> = chunks.concat();
+        BundleHeader {
+            board: "b".into(),
+            version: "1".into(),
+            min_version: "0".into(),
+            build_time: 0,
+            image_size: image.len() as u64,
+            image_sha256: sha(&image),
+            chunks: chunks
+                .iter()
+                .map(|c| ChunkEntry {
+                    sha256: sha(c),
+                    len: c.len() as u32,
+                    clen: c.len() as u32,
+                })
+                .collect(),
+            payload_size: image.len() as u64,
+        }
+    }
+
+    fn signed_start(h: &BundleHeader) -> Vec<u8> {
+        let mut start = encode_signed_part(h);
+        start.extend([0u8; SIGNATURE_LEN]);
+        start
+    }
+
+    #[test]
+    fn local_repeated_and_sent_chunks_assemble_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, y, z) = (vec![1u8; 3000], vec![2u8; 5000], vec![3u8; 700]);
+        // Slot A holds [z, y]; the new image is [x, y, x, z, y].
+        let old = header(&[&z, &y]);
+        let slot_a = dir.path().join("a.img");
+        std::fs::write(&slot_a, [&z[..], &y].concat()).unwrap();
+        let index_a = dir.path().join("a.chunks");
+        std::fs::write(&index_a, signed_start(&old)).unwrap();
+        let slot_b = dir.path().join("b.img");
+        std::fs::write(&slot_b, vec![0xee; 20_000]).unwrap();
+        let new = header(&[&x, &y, &x, &z, &y]);
+        let manifest = [9u8; 32];
+        let staging = dir.path().join("staging");
+        let none = dir.path().join("none");
+        let local = find(
+            &new,
+            &manifest,
+            [(&slot_a, &index_a), (&slot_b, &none)],
+            &staging,
+        );
+        // x: sent; y: slot A; x again: the first x; z, y: slot A.
+        assert_eq!(have(&new, &local), vec![0b11110]);
+        assert_eq!(local.locs[2].map(|l| (l.file, l.at)), Some((EARLIER, 0)));
+
+        // The delta payload: x only. A corrupted byte in slot A's z makes
+        // z missing at the next plan (never installed from there).
+        std::fs::create_dir_all(&staging).unwrap();
+        let sent = vec![0b00001u8];
+        let payload = staging.join("delta");
+        std::fs::write(
+            &payload,
+            [delta::prefix(&manifest, &sent), x.clone()].concat(),
+        )
+        .unwrap();
+        let mut local = local;
+        use_payload(&new, &manifest, &payload, &mut local).unwrap();
+        crate::device::install::write_slot(
+            &new,
+            &mut local.sources,
+            &local.locs,
+            &slot_b,
+            &mut |_| {},
+        )
+        .unwrap();
+        let image = [&x[..], &y, &x, &z, &y].concat();
+        assert_eq!(&std::fs::read(&slot_b).unwrap()[..image.len()], &image[..]);
+
+        let mut bytes = std::fs::read(&slot_a).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&slot_a, bytes).unwrap();
+        let again = find(
+            &new,
+            &[8; 32],
+            [(&slot_a, &index_a), (&slot_b, &none)],
+            &staging,
+        );
+        assert_eq!(have(&new, &again), vec![0b10110], "z is missing now");
+        // A payload for another manifest is refused.
+        let mut other = again;
+        assert!(use_payload(&new, &[8; 32], &payload, &mut other).is_err());
+    }
 }

@@ -7,7 +7,6 @@
 //! The active slot is never opened for writing: the caller passes the other
 //! slot's device.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -120,6 +119,10 @@ pub fn verify(
     Ok((header, payload_at as u64))
 }
 
+/// `Loc::file` of a chunk equal to an earlier one of the same image: read
+/// back from the slot being written, at `at`.
+pub const EARLIER: usize = usize::MAX;
+
 /// Where one chunk's bytes are: `packed` bytes at `at` of file `file`,
 /// stored when `packed` equals the chunk's length, else raw deflate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,8 +197,8 @@ impl Sources {
 }
 
 /// Write `header`'s image into `slot` (a block device or, in host mode, a
-/// file): chunk i from `locs[i]`, or copied from an earlier chunk with the
-/// same hash already written; each verified before it is written. Then read
+/// file): chunk i from `locs[i]` (`EARLIER`: copied from what this write
+/// already put in the slot); each verified before it is written. Then read
 /// the slot back. `progress` gets the bytes written so far.
 pub fn write_slot(
     header: &BundleHeader,
@@ -221,23 +224,21 @@ pub fn write_slot(
             need: header.image_size,
         });
     }
-    let mut written: HashMap<[u8; 32], u64> = HashMap::new();
     let mut buf = Vec::new();
     for (i, (c, (at, _))) in header.chunks.iter().zip(header.offsets()).enumerate() {
-        let good = match (written.get(&c.sha256), locs.get(i).copied().flatten()) {
-            (Some(&from), _) => {
-                buf.resize(c.len as usize, 0);
-                out.read_exact_at(&mut buf, from).map_err(write_err)?;
+        let good = match locs.get(i).copied().flatten() {
+            Some(loc) if loc.file == EARLIER && loc.at < at => {
+                buf.resize(c.len.min(MAX_CHUNK) as usize, 0);
+                out.read_exact_at(&mut buf, loc.at).map_err(write_err)?;
                 ring::digest::digest(&ring::digest::SHA256, &buf).as_ref() == c.sha256
             }
-            (None, Some(loc)) => sources.read(c, loc, &mut buf)?,
-            (None, None) => return Err(InstallError::Missing(i)),
+            Some(loc) if loc.file != EARLIER => sources.read(c, loc, &mut buf)?,
+            _ => return Err(InstallError::Missing(i)),
         };
         if !good {
             return Err(BundleError::Chunk { index: i }.into());
         }
         out.write_all_at(&buf, at).map_err(write_err)?;
-        written.entry(c.sha256).or_insert(at);
         progress(at + u64::from(c.len));
     }
     out.sync_all().map_err(write_err)?;
