@@ -208,9 +208,9 @@ fn a_link_cut_mid_delta_resumes() {
 
 #[test]
 fn a_power_cut_mid_assembly_leaves_the_active_slot_and_a_later_delta_works() {
-    // Large enough that assembly takes a while: 48 MB, nearly all local.
+    // Large enough that assembly takes a while: 96 MB, nearly all local.
     let mut x = 7u64;
-    let big: Vec<u8> = (0..48_000_000)
+    let big: Vec<u8> = (0..96_000_000)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -219,50 +219,59 @@ fn a_power_cut_mid_assembly_leaves_the_active_slot_and_a_later_delta_works() {
         })
         .collect();
     let mut new = big.clone();
-    new[40_000_000..40_000_100].fill(1);
-    let (mut dev, _emu) = start_with(&big, |_| {});
-    let b = bundle(&dev, "big.bundle", "1.1.0", &new);
-    let a_before = slot_file(&dev, "A");
-    let mut cli = dev
-        .cli
-        .command(&["upgrade", b.to_str().unwrap(), "--stage", "--timeout", "60"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Cut the power once slot B has started to change.
-    let started = std::time::Instant::now();
-    let b_path = dev.cli.path("card/slot-B.img");
-    loop {
-        let head = std::fs::read(&b_path)
-            .map(|d| d[..4096].to_vec())
-            .unwrap_or_default();
-        if head == new[..4096] {
-            dev.kill();
-            break;
+    new[90_000_000..90_000_100].fill(1);
+    // The cut must land while slot B is being written: polling can miss
+    // that window on a fast host, so try a few fresh cards.
+    for attempt in 1..=4 {
+        let (mut dev, _emu) = start_with(&big, |_| {});
+        let b = bundle(&dev, "big.bundle", "1.1.0", &new);
+        let a_before = slot_file(&dev, "A");
+        let mut cli = dev
+            .cli
+            .command(&["upgrade", b.to_str().unwrap(), "--stage", "--timeout", "60"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Cut the power once slot B has started to change.
+        let started = std::time::Instant::now();
+        let b_path = dev.cli.path("card/slot-B.img");
+        let mut head = [0u8; 4096];
+        loop {
+            let read = std::fs::File::open(&b_path)
+                .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0));
+            if read.is_ok() && head[..] == new[..4096] {
+                dev.kill();
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 60, "assembly never started");
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert!(started.elapsed().as_secs() < 60, "assembly never started");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let _ = cli.kill();
+        let _ = cli.wait();
+        let b_now = slot_file(&dev, "B");
+        if b_now[..new.len()] == new[..] {
+            eprintln!("attempt {attempt}: the cut came after the assembly; again");
+            continue;
+        }
+        assert_eq!(
+            slot_file(&dev, "A"),
+            a_before,
+            "the active slot is untouched"
+        );
+        assert!(!dev.data.join("state/slot-B.chunks").exists());
+        // Power back: still A, and the next upgrade plans without B and commits.
+        dev.spawn();
+        let s = dev.cli.json(&["slots"])["Slots"].clone();
+        assert_eq!(
+            (s["booted"].as_str(), s["primary"].as_str()),
+            (Some("A"), Some("A")),
+            "{s}"
+        );
+        upgrade(&dev, &b);
+        committed(&dev, "1.1.0");
+        assert!(slot_file(&dev, "B")[..new.len()] == new[..]);
+        return;
     }
-    let _ = cli.kill();
-    let _ = cli.wait();
-    let b_now = slot_file(&dev, "B");
-    assert_ne!(&b_now[..new.len()], &new[..], "the cut came mid-assembly");
-    assert_eq!(
-        slot_file(&dev, "A"),
-        a_before,
-        "the active slot is untouched"
-    );
-    assert!(!dev.data.join("state/slot-B.chunks").exists());
-    // Power back: still A, and the next upgrade plans without B and commits.
-    dev.spawn();
-    let s = dev.cli.json(&["slots"])["Slots"].clone();
-    assert_eq!(
-        (s["booted"].as_str(), s["primary"].as_str()),
-        (Some("A"), Some("A")),
-        "{s}"
-    );
-    upgrade(&dev, &b);
-    committed(&dev, "1.1.0");
-    assert_eq!(&slot_file(&dev, "B")[..new.len()], &new[..]);
+    panic!("no cut landed mid-assembly in 4 attempts");
 }
