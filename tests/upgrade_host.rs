@@ -230,9 +230,10 @@ fn an_upload_cut_at_half_resumes_and_the_install_matches() {
     )
     .unwrap();
 
+    // The whole bundle (deltas: tests/delta_host.rs).
     let out = dev
         .cli
-        .outpost(&["upgrade", b.to_str().unwrap(), "--timeout", "60"]);
+        .outpost(&["upgrade", b.to_str().unwrap(), "--full", "--timeout", "60"]);
     assert!(
         out.status.success(),
         "{}",

@@ -343,3 +343,51 @@ fn callhome_envelope_bytes_are_pinned() {
     };
     assert_eq!(encode(&by_device), [1, 1, 1, 2]);
 }
+}
+
+/// Pinned bytes of `DeltaPlan` / `DeltaInstall` (request tags 25, 26) and
+/// `DeltaPlan` (response tag 17).
+#[test]
+fn delta_bytes_are_pinned() {
+    use outpost::wire::{Response, ResponseFrame};
+    let plan = RequestFrame {
+        id: 3,
+        body: Request::DeltaPlan {
+            manifest: [0xab; 32],
+            force: true,
+        },
+    };
+    let mut bytes = vec![3, 25];
+    bytes.extend([0xab; 32]);
+    bytes.push(1);
+    assert_eq!(plan.encode(), bytes);
+    assert_eq!(RequestFrame::decode(&bytes).unwrap(), plan);
+    let install = RequestFrame {
+        id: 4,
+        body: Request::DeltaInstall {
+            manifest: [1; 32],
+            payload: [2; 32],
+            stage: false,
+            force: true,
+        },
+    };
+    let mut bytes = vec![4, 26];
+    bytes.extend([1; 32]);
+    bytes.extend([2; 32]);
+    bytes.extend([0, 1]);
+    assert_eq!(install.encode(), bytes);
+    assert_eq!(RequestFrame::decode(&bytes).unwrap(), install);
+    // A bool other than 0/1 is refused.
+    bytes[67] = 2;
+    assert!(RequestFrame::decode(&bytes).is_err());
+
+    let resp = ResponseFrame {
+        id: 3,
+        body: Ok(Response::DeltaPlan {
+            have: vec![0b1010_0101, 0x01],
+        }),
+    };
+    let bytes = [3, 0, 17, 2, 0b1010_0101, 0x01];
+    assert_eq!(resp.encode(), bytes);
+    assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
+}

@@ -581,24 +581,30 @@ fn netlink() -> Seeds {
 }
 
 fn bundle() -> Seeds {
-    use outpost::bundle::format::{encode_signed_part, BundleHeader, Compression, PREAMBLE_LEN};
-    let header = |chunk_size: u32, image_size: u64, compression| {
-        let chunks = usize::try_from(image_size.div_ceil(u64::from(chunk_size))).unwrap_or(0);
+    use outpost::bundle::format::{encode_signed_part, BundleHeader, ChunkEntry, PREAMBLE_LEN};
+    // Chunks of these lengths, each compressed to half (stored when 1 byte).
+    let header = |lens: &[u32]| {
+        let chunks: Vec<ChunkEntry> = lens
+            .iter()
+            .map(|&len| ChunkEntry {
+                sha256: [0x22; 32],
+                len,
+                clen: (len / 2).max(1),
+            })
+            .collect();
         BundleHeader {
             board: "qemu-virt".into(),
             version: "0.2.0".into(),
             min_version: "0.1.0".into(),
             build_time: 1_700_000_000,
-            image_size,
+            image_size: lens.iter().map(|&l| u64::from(l)).sum(),
             image_sha256: [0x11; 32],
-            chunk_size,
-            chunks: vec![[0x22; 32]; chunks],
-            compression,
-            payload_size: image_size / 2,
+            payload_size: chunks.iter().map(|c| u64::from(c.clen)).sum(),
+            chunks,
         }
     };
-    let one = encode_signed_part(&header(4096, 4096, Compression::None));
-    let three = encode_signed_part(&header(65536, 150_000, Compression::Deflate));
+    let one = encode_signed_part(&header(&[4096]));
+    let three = encode_signed_part(&header(&[8192, 1, 30_000]));
     // Mode 1: the header body alone (the target signs it).
     let body =
         |signed: &[u8]| [&[1u8][..], signed.get(PREAMBLE_LEN..).unwrap_or_default()].concat();

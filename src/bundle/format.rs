@@ -1,39 +1,56 @@
 //! The signed bundle: one file that carries a slot image to a device.
 //!
 //! ```text
-//! "OUTPOSTB" | format: u8 = 1 | header_len: u32 LE | header (postcard BundleHeader)
+//! "OUTPOSTB" | format: u8 = 2 | header_len: u32 LE | header (postcard BundleHeader)
 //!            | signature: 64 bytes Ed25519 over everything before it | payload
 //! ```
-//! The payload is the slot image, raw-deflate-compressed (an OS image is mostly an
-//! already-gzipped kernel plus free FAT space, which deflate shrinks to nothing).
-//! The header lists the SHA-256 of every `chunk_size` piece of the *uncompressed*
-//! image, so a device verifies each piece before it writes it, and of the whole
-//! image for the final read-back check. Nothing in a bundle is trusted before
-//! the signature checks out against a release key the device already has.
+//! The slot image is cut into content-defined chunks (FastCDC, by the host):
+//! an unchanged file gives the same chunks in the next release even when it
+//! moved. The header lists every chunk's SHA-256, length and compressed
+//! length; the payload is the chunks in order, each raw-deflated on its own
+//! (or stored when that does not shrink it: `clen == len`), so a chunk's
+//! bytes do not depend on its neighbours. The same bundle serves a full
+//! install (every chunk from the payload) and a delta one (see `delta`: the
+//! device takes the chunks it already holds from its slots).
+//! Nothing in a bundle is trusted before the signature checks out against a
+//! release key the device already has; each chunk is checked before it is
+//! written, and the whole image after.
 
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"OUTPOSTB";
-pub const FORMAT_VERSION: u8 = 1;
+/// 2: content-defined chunks compressed one by one (1 was one deflate stream
+/// over fixed 64 KiB chunks; devices of this build no longer read it).
+pub const FORMAT_VERSION: u8 = 2;
 /// Bytes before the header: magic, format, header length.
 pub const PREAMBLE_LEN: usize = 8 + 1 + 4;
 pub const SIGNATURE_LEN: usize = 64;
-/// A header is the manifest plus 32 bytes per chunk: 1 MiB allows 32k chunks,
-/// far beyond any slot; a larger claim is refused before allocating.
+/// A header is the manifest plus ~38 bytes per chunk: 1 MiB allows ~27k
+/// chunks (a ~400 MiB image at 16 KiB), far beyond any slot; a larger claim
+/// is refused before allocating.
 pub const MAX_HEADER_LEN: usize = 1024 * 1024;
-/// Chunk sizes allowed: small enough to verify before writing without much
+/// Chunk lengths allowed: small enough to verify before writing without much
 /// memory, large enough that the hash list stays small.
-pub const MIN_CHUNK: u32 = 4 * 1024;
+pub const MIN_CHUNK: u32 = 1;
 pub const MAX_CHUNK: u32 = 1024 * 1024;
 /// Largest slot image a bundle may carry.
 pub const MAX_IMAGE: u64 = 1 << 30;
-/// Default chunk size of `outpost bundle build`.
-pub const DEFAULT_CHUNK: u32 = 64 * 1024;
 
+/// One content-defined chunk of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Compression {
-    None,
-    Deflate,
+pub struct ChunkEntry {
+    /// SHA-256 of the uncompressed chunk: its name.
+    pub sha256: [u8; 32],
+    /// Uncompressed length.
+    pub len: u32,
+    /// Length in the payload; equal to `len` means stored, not deflated.
+    pub clen: u32,
+}
+
+impl ChunkEntry {
+    pub fn stored(&self) -> bool {
+        self.clen == self.len
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,9 +63,7 @@ pub struct BundleHeader {
     pub build_time: u64,
     pub image_size: u64,
     pub image_sha256: [u8; 32],
-    pub chunk_size: u32,
-    pub chunks: Vec<[u8; 32]>,
-    pub compression: Compression,
+    pub chunks: Vec<ChunkEntry>,
     pub payload_size: u64,
 }
 
@@ -86,24 +101,27 @@ impl BundleHeader {
     /// Structural checks that need no key: sizes and counts agree and are capped.
     pub fn validate(&self) -> Result<(), BundleError> {
         let bad = |m: String| Err(BundleError::Header(m));
-        if !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk_size) {
-            return bad(format!(
-                "chunk size {} is outside {MIN_CHUNK}..={MAX_CHUNK}",
-                self.chunk_size
-            ));
-        }
         if self.image_size == 0 || self.image_size > MAX_IMAGE {
             return bad(format!(
                 "image size {} is outside 1..={MAX_IMAGE}",
                 self.image_size
             ));
         }
-        let want = self.image_size.div_ceil(u64::from(self.chunk_size));
-        if self.chunks.len() as u64 != want {
+        let (mut image, mut payload) = (0u64, 0u64);
+        for (i, c) in self.chunks.iter().enumerate() {
+            if !(MIN_CHUNK..=MAX_CHUNK).contains(&c.len) || c.clen == 0 || c.clen > c.len {
+                return bad(format!(
+                    "chunk {i}: length {} / {} compressed is outside 1..={MAX_CHUNK}",
+                    c.len, c.clen
+                ));
+            }
+            image += u64::from(c.len);
+            payload += u64::from(c.clen);
+        }
+        if image != self.image_size || payload != self.payload_size {
             return bad(format!(
-                "{} chunk hashes for {} chunks",
-                self.chunks.len(),
-                want
+                "chunks add up to {image} bytes ({payload} compressed), the header says {} ({})",
+                self.image_size, self.payload_size
             ));
         }
         for (what, v) in [
@@ -117,11 +135,50 @@ impl BundleHeader {
         }
         Ok(())
     }
+
+    /// Where each chunk starts in the image and in the payload.
+    pub fn offsets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.chunks.iter().scan((0u64, 0u64), |at, c| {
+            let here = *at;
+            at.0 += u64::from(c.len);
+            at.1 += u64::from(c.clen);
+            Some(here)
+        })
+    }
+
+    /// The header alone (postcard), as the signed part carries it.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+}
+
+/// Decode the header of a signed part *without* checking its signature:
+/// for the chunk list a device keeps of a slot (a hint: every chunk read
+/// through it is checked against a signed header before it is used).
+pub fn parse_unsigned(start: &[u8]) -> Result<BundleHeader, BundleError> {
+    let signed_len = signed_part_len(start)?;
+    decode_header(
+        start
+            .get(PREAMBLE_LEN..signed_len)
+            .ok_or(BundleError::Truncated("header"))?,
+    )
+}
+
+fn decode_header(body: &[u8]) -> Result<BundleHeader, BundleError> {
+    let (header, rest): (BundleHeader, _) =
+        postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(BundleError::Header(
+            "trailing bytes after the header".into(),
+        ));
+    }
+    header.validate()?;
+    Ok(header)
 }
 
 /// Serialize the signed part (preamble + header); the caller signs it.
 pub fn encode_signed_part(header: &BundleHeader) -> Vec<u8> {
-    let body = postcard::to_allocvec(header).unwrap_or_default();
+    let body = header.encode();
     let mut out = Vec::with_capacity(PREAMBLE_LEN + body.len());
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_VERSION);
@@ -177,15 +234,7 @@ pub fn parse(start: &[u8], keys: &[[u8; 32]]) -> Result<(BundleHeader, usize), B
     let body = signed
         .get(PREAMBLE_LEN..)
         .ok_or(BundleError::Truncated("header"))?;
-    let (header, rest): (BundleHeader, _) =
-        postcard::take_from_bytes(body).map_err(|e| BundleError::Header(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(BundleError::Header(
-            "trailing bytes after the header".into(),
-        ));
-    }
-    header.validate()?;
-    Ok((header, signed_len + SIGNATURE_LEN))
+    Ok((decode_header(body)?, signed_len + SIGNATURE_LEN))
 }
 
 /// Compare dotted numeric versions ("1.10.0" > "1.9.3"); non-numeric parts
@@ -261,9 +310,18 @@ mod tests {
             build_time: 1,
             image_size: 10_000,
             image_sha256: [1; 32],
-            chunk_size: 4096,
-            chunks: vec![[2; 32]; 3],
-            compression: Compression::Deflate,
+            chunks: vec![
+                ChunkEntry {
+                    sha256: [2; 32],
+                    len: 4000,
+                    clen: 2,
+                },
+                ChunkEntry {
+                    sha256: [3; 32],
+                    len: 6000,
+                    clen: 3,
+                },
+            ],
             payload_size: 5,
         }
     }
@@ -289,9 +347,9 @@ mod tests {
             parse(b"NOTABUND\x01\0\0\0\0", &keys),
             Err(BundleError::Magic)
         );
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        assert_eq!(parse(&v2, &keys), Err(BundleError::Format(2)));
+        let mut v1 = good.clone();
+        v1[8] = 1;
+        assert_eq!(parse(&v1, &keys), Err(BundleError::Format(1)));
         let mut huge = good.clone();
         huge[9..13].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
@@ -310,6 +368,8 @@ mod tests {
         let (h, payload_at) = parse(&good, &[pubkey(&other), pubkey(&k)]).unwrap();
         assert_eq!(h, header());
         assert_eq!(&good[payload_at..], b"abcde");
+        assert_eq!(h.offsets().collect::<Vec<_>>(), [(0, 0), (4000, 2)]);
+        assert_eq!(parse_unsigned(&good).unwrap(), h);
         assert_eq!(parse(&good, &[pubkey(&other)]), Err(BundleError::Signature));
         assert_eq!(parse(&good, &[]), Err(BundleError::Signature));
         let mut tampered = good.clone();
@@ -327,7 +387,7 @@ mod tests {
             Err(BundleError::Header(_))
         ));
         let mut h = header();
-        h.chunk_size = 1;
+        h.chunks[1].clen = 7000;
         assert!(matches!(
             parse(&signed(&h, &k), &[pubkey(&k)]),
             Err(BundleError::Header(_))

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod delta;
 pub mod format;
 
 /// File name of the manifest inside a slot.

@@ -6,6 +6,7 @@ pub mod callhome;
 pub mod clock;
 pub mod cmdline;
 pub mod config_apply;
+pub mod delta;
 pub mod durable;
 pub mod grow;
 #[cfg(feature = "sim")]

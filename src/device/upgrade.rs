@@ -6,10 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::delta;
 use super::durable::write_durably;
 use super::install::{self, Trust};
 use super::slots::{SlotHealth, Slots, LAST_BOOT_FILE};
+use super::upload::STAGING_DIR;
 use crate::bootstate::{Slot, DEFAULT_ATTEMPTS};
+use crate::bundle::format::BundleHeader;
 use crate::wire::{SlotInfo, SlotsInfo, WireError};
 
 /// Record of the last upgrade or rollback, on DATA (survives the reboot).
@@ -25,6 +28,19 @@ pub struct Ab {
     pub data_dir: PathBuf,
     /// An install in progress, so a second one is refused.
     busy: Mutex<bool>,
+}
+
+/// What an upgrade installs from (both uploaded to staging).
+pub enum Source {
+    /// A whole bundle.
+    Bundle(PathBuf),
+    /// A bundle's signed header and a delta payload of the chunks the
+    /// device did not hold.
+    Delta {
+        manifest: PathBuf,
+        manifest_sha: [u8; 32],
+        payload: PathBuf,
+    },
 }
 
 /// What to do once a new slot is in place.
@@ -107,21 +123,56 @@ impl Ab {
         }
     }
 
-    /// Check the bundle now (signature, board, version); write it into the
-    /// inactive slot on a thread; switch to it; then `done(after)`.
+    /// `DeltaPlan`: check the uploaded signed header `manifest` (as an
+    /// upgrade would) and answer which chunks this device holds.
+    pub fn plan(
+        &self,
+        manifest: &Path,
+        manifest_sha: &[u8; 32],
+        force: bool,
+    ) -> Result<Vec<u8>, WireError> {
+        let target = self.target()?;
+        let (header, _) = install::verify(manifest, &self.trust, force, false)
+            .map_err(|e| WireError::Invalid(e.to_string()))?;
+        let local = self.local(&header, manifest_sha, target);
+        Ok(delta::have(&header, &local))
+    }
+
+    fn target(&self) -> Result<Slot, WireError> {
+        self.slots
+            .booted()
+            .map(Slot::other)
+            .ok_or_else(|| WireError::Device("booted slot unknown".into()))
+    }
+
+    fn local(&self, header: &BundleHeader, manifest: &[u8; 32], target: Slot) -> delta::Local {
+        let active = target.other();
+        let idx = |s| delta::index_path(&self.data_dir, s);
+        let (ai, ti) = (idx(active), idx(target));
+        delta::find(
+            header,
+            manifest,
+            [(self.device(active), &ai), (self.device(target), &ti)],
+            &self.data_dir.join(STAGING_DIR),
+        )
+    }
+
+    /// Check the bundle (or, for a delta, its signed header) now: signature,
+    /// board, version; write the inactive slot on a thread; switch to it;
+    /// then `done(after)`.
     pub fn upgrade(
         self: &Arc<Self>,
-        bundle: PathBuf,
+        what: Source,
         force: bool,
         after: After,
         done: impl FnOnce(After) + Send + 'static,
     ) -> Result<(), WireError> {
-        let booted = self
-            .slots
-            .booted()
-            .ok_or_else(|| WireError::Device("booted slot unknown".into()))?;
-        let target = booted.other();
-        let (header, payload_at) = install::verify(&bundle, &self.trust, force)
+        let target = self.target()?;
+        let (file, whole) = match &what {
+            Source::Bundle(b) => (b, true),
+            Source::Delta { manifest, .. } => (manifest, false),
+        };
+        let (header, payload_at) = install::verify(file, &self.trust, force, whole)
             .map_err(|e| WireError::Invalid(e.to_string()))?;
         {
             let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
@@ -137,7 +188,7 @@ impl Ab {
         let spawned = std::thread::Builder::new()
             .name("install".into())
             .spawn(move || {
-                let result = ab.install(&bundle, &header, payload_at, target);
+                let result = ab.install(&what, &header, payload_at, target);
                 *ab.busy.lock().unwrap_or_else(PoisonError::into_inner) = false;
                 match result {
                     Ok(()) => {
@@ -163,14 +214,33 @@ impl Ab {
 
     fn install(
         &self,
-        bundle: &Path,
-        header: &crate::bundle::format::BundleHeader,
+        what: &Source,
+        header: &BundleHeader,
         payload_at: u64,
         target: Slot,
     ) -> Result<(), String> {
+        let (mut sources, locs) = match what {
+            Source::Bundle(bundle) => (
+                install::Sources::new(vec![bundle.clone()]),
+                install::payload_locs(header, payload_at, 0),
+            ),
+            Source::Delta {
+                manifest_sha,
+                payload,
+                ..
+            } => {
+                let mut local = self.local(header, manifest_sha, target);
+                delta::use_payload(header, manifest_sha, payload, &mut local)
+                    .map_err(|e| e.to_string())?;
+                (local.sources, local.locs)
+            }
+        };
+        // The slot's chunk list goes first: from here on its bytes change.
+        let index = delta::index_path(&self.data_dir, target);
+        remove_durably(&index).map_err(|e| format!("{}: {e}", index.display()))?;
         let device = self.device(target).to_path_buf();
         let mut last_pct = 0;
-        install::write_slot(bundle, header, payload_at, &device, &mut |written| {
+        install::write_slot(header, &mut sources, &locs, &device, &mut |written| {
             let pct = written * 100 / header.image_size.max(1);
             if pct >= last_pct + 25 {
                 last_pct = pct;
@@ -178,6 +248,21 @@ impl Ab {
             }
         })
         .map_err(|e| e.to_string())?;
+        // The signed start of what was installed (never the payload: a
+        // bundle is megabytes): the slot's chunk list.
+        let file = match what {
+            Source::Bundle(b) => b,
+            Source::Delta { manifest, .. } => manifest,
+        };
+        let mut start = Vec::new();
+        let kept = std::fs::File::open(file)
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, payload_at), &mut start)
+            })
+            .and_then(|_| write_durably(&index, &start));
+        if let Err(e) = kept {
+            tracing::warn!("upgrade: keeping the chunk list of slot {target}: {e}");
+        }
         let version_file = self
             .data_dir
             .join(SLOT_VERSION_FILE.replace("{}", target.name()));
@@ -226,6 +311,18 @@ impl Ab {
         if let Err(e) = write_durably(&self.data_dir.join(LAST_EVENT_FILE), text.as_bytes()) {
             tracing::warn!("recording the upgrade: {e}");
         }
+    }
+}
+
+/// Remove a file and make the removal survive a power cut.
+fn remove_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    }
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

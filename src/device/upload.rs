@@ -47,7 +47,7 @@ const STALE_AFTER: Duration = Duration::from_secs(600);
 /// small enough for a 64 MiB board.
 const REHASH_BUF: usize = 64 << 10;
 /// Directory on DATA that holds parts and finished artifacts.
-const STAGING_DIR: &str = "staging";
+pub const STAGING_DIR: &str = "staging";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {

@@ -67,19 +67,70 @@ pub enum BundleCommand {
         /// upgrade must carry the services' binaries too).
         #[arg(long = "extension", value_name = "FILE")]
         extensions: Vec<PathBuf>,
+        /// Average content-defined chunk in KiB (measurements only: a board
+        /// takes any, but deltas need both releases cut alike).
+        #[arg(long, default_value_t = super::bundle::CDC_AVG / 1024, hide = true,
+              value_parser = clap::value_parser!(u32).range(1..=256))]
+        chunk_avg_kib: u32,
+    },
+    /// What a delta upgrade from OLD to NEW sends (no board needed): the
+    /// chunks of NEW that a board running OLD lacks, plus NEW's header.
+    Diff { old: PathBuf, new: PathBuf },
+    /// Write the slot image a bundle carries (each chunk checked) to a file.
+    Extract {
+        bundle: PathBuf,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
     },
 }
 
+/// `outpost bundle diff OLD NEW`.
+fn bundle_diff(old: &Path, new: &Path, format: Format) -> Result<()> {
+    let old = super::bundle::BundleFile::open(old)?;
+    let new = super::bundle::BundleFile::open(new)?;
+    let have = super::delta::have_from(&old.header, &new.header);
+    let t = super::delta::transfer(&new, &have);
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        println!(
+            "{} -> {}: {}",
+            old.header.version,
+            new.header.version,
+            t.summary()
+        );
+    }
+    Ok(())
+}
+
 pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
-    let BundleCommand::Build {
-        board,
-        site,
-        version,
-        min_version,
-        out,
-        init,
-        extensions,
-    } = cmd;
+    let (board, site, version, min_version, out, init, extensions, avg) = match cmd {
+        BundleCommand::Diff { old, new } => return bundle_diff(&old, &new, format),
+        BundleCommand::Extract { bundle, out } => {
+            let image = super::bundle::BundleFile::open(&bundle)?.image()?;
+            return std::fs::write(&out, image)
+                .with_context(|| format!("writing {}", out.display()));
+        }
+        BundleCommand::Build {
+            board,
+            site,
+            version,
+            min_version,
+            out,
+            init,
+            extensions,
+            chunk_avg_kib,
+        } => (
+            board,
+            site,
+            version,
+            min_version,
+            out,
+            init,
+            extensions,
+            chunk_avg_kib * 1024,
+        ),
+    };
     let init_binary = init.unwrap_or_else(default_init);
     let opts = super::bundle::BundleOptions {
         board: Board::load(&boards_dir(), &board)?,
@@ -89,6 +140,7 @@ pub fn bundle(cmd: BundleCommand, format: Format) -> Result<()> {
         min_version,
         output: out,
         extensions,
+        chunk_avg: avg,
     };
     let report = super::bundle::build(&opts)?;
     if format == Format::Json {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod context;
 pub mod debian;
+pub mod delta;
 pub mod flash;
 pub mod fleet;
 pub mod image;

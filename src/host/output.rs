@@ -69,6 +69,10 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
         Response::Dmesg(text) | Response::BootLog(text) => print!("{text}"),
         Response::Accepted => println!("{node}: accepted"),
+        Response::DeltaPlan { have } => {
+            let n: u32 = have.iter().map(|b| b.count_ones()).sum();
+            println!("{node}: holds {n} chunks of the new image");
+        }
         Response::Pong => println!("{node}: pong"),
         Response::End => {}
         Response::Services(list) => {

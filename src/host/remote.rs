@@ -84,6 +84,9 @@ pub enum DeviceCommand {
         /// Allow a downgrade, or an upgrade from a version below the bundle's minimum.
         #[arg(long)]
         force: bool,
+        /// Send the whole bundle even when the device could take a delta.
+        #[arg(long)]
+        full: bool,
         /// Seconds to wait for the device to come back committed on the new slot.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -203,6 +206,7 @@ pub fn run(
         bundle,
         stage,
         force,
+        full,
         timeout,
         format,
     } = &cmd
@@ -211,8 +215,11 @@ pub fn run(
             connect,
             node,
             bundle,
-            *stage,
-            *force,
+            Install {
+                stage: *stage,
+                force: *force,
+                full: *full,
+            },
             *timeout,
             format.output.unwrap_or(top),
         );
@@ -510,40 +517,69 @@ fn upload_file(
     print_upload(node, file, &report, format)
 }
 
-/// Upload a bundle (resumable), ask the device to install it, and unless
-/// staged wait until the device is back, running the new slot marked good.
+/// How `upgrade` installs.
+struct Install {
+    stage: bool,
+    force: bool,
+    /// Never a delta.
+    full: bool,
+}
+
+/// Upload a bundle (resumable) — only the chunks the device lacks when it
+/// takes deltas — ask the device to install it, and unless staged wait
+/// until the device is back, running the new slot marked good.
 fn upgrade(
     connect: &mut dyn FnMut() -> Result<Client>,
     node: &str,
     bundle: &Path,
-    stage: bool,
-    force: bool,
+    how: Install,
     timeout: u64,
     format: Format,
 ) -> Result<()> {
+    let Install { stage, force, full } = how;
     let before = match connect()?.call(Request::Slots)? {
         Response::Slots(s) => s,
         other => bail!("unexpected answer to slots: {other:?}"),
     };
-    let bar = progress_bar();
-    let mut progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
+    let delta = if full {
+        None
+    } else {
+        delta_upload(connect, node, bundle, force, format)?
     };
-    let report = upload::upload(connect, bundle, &mut progress)
-        .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
-    bar.finish_and_clear();
-    let sha256 = super::bundle::file_sha256(bundle)?;
-    connect()?.call(Request::Upgrade {
-        sha256,
-        stage,
-        force,
-    })?;
-    if format == Format::Text {
-        eprintln!(
-            "{node}: bundle uploaded ({} bytes sent); installing into the inactive slot",
-            report.payload_bytes
-        );
+    if let Some(d) = delta {
+        connect()?.call(Request::DeltaInstall {
+            manifest: d.manifest,
+            payload: d.payload,
+            stage,
+            force,
+        })?;
+        if format == Format::Text {
+            eprintln!(
+                "{node}: delta uploaded ({} bytes sent); assembling the inactive slot",
+                d.sent
+            );
+        }
+    } else {
+        let bar = progress_bar();
+        let mut progress = |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        let report = upload::upload(connect, bundle, &mut progress)
+            .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
+        bar.finish_and_clear();
+        let sha256 = super::bundle::file_sha256(bundle)?;
+        connect()?.call(Request::Upgrade {
+            sha256,
+            stage,
+            force,
+        })?;
+        if format == Format::Text {
+            eprintln!(
+                "{node}: bundle uploaded ({} bytes sent); installing into the inactive slot",
+                report.payload_bytes
+            );
+        }
     }
     if stage {
         // Wait for the install to finish: the other slot then carries the
@@ -601,6 +637,85 @@ fn upgrade(
             bail!("{node} did not come back committed on the new slot within {timeout} s (last answer: {now:?})");
         }
     }
+}
+
+/// A delta uploaded: what `DeltaInstall` names, and the bytes it took.
+struct DeltaSent {
+    manifest: [u8; 32],
+    payload: [u8; 32],
+    sent: u64,
+}
+
+/// The delta half of `upgrade`: upload the bundle's signed header, learn
+/// which chunks the device holds, upload a payload of the others. `None`
+/// when the device takes no deltas (an older build) or a delta would not
+/// be smaller.
+fn delta_upload(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    bundle: &Path,
+    force: bool,
+    format: Format,
+) -> Result<Option<DeltaSent>> {
+    let b = super::bundle::BundleFile::open(bundle)?;
+    let manifest = b.manifest_sha256();
+    let ask = |connect: &mut dyn FnMut() -> Result<Client>| -> Result<_> {
+        let mut c = connect()?;
+        let id = c.send(Request::DeltaPlan { manifest, force })?;
+        loop {
+            let r = c.receive()?;
+            if r.id == id || r.id == 0 {
+                return Ok(r.body);
+            }
+        }
+    };
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut sent = 0u64;
+    let have = match ask(connect)? {
+        Err(crate::wire::WireError::DecodeFailed) => {
+            if format == Format::Text {
+                eprintln!("{node}: takes no delta upgrades; sending the whole bundle");
+            }
+            return Ok(None);
+        }
+        Ok(Response::DeltaPlan { have }) => have,
+        Ok(other) => bail!("unexpected answer to a delta plan: {other:?}"),
+        // Not there yet (or refused: then it is refused again, with the reason).
+        Err(_) => {
+            let path = tmp.path().join("manifest");
+            std::fs::write(&path, &b.signed)?;
+            sent += upload::upload(connect, &path, &mut |_, _| {})
+                .with_context(|| format!("uploading the bundle header to {node}"))?
+                .payload_bytes;
+            match ask(connect)? {
+                Ok(Response::DeltaPlan { have }) => have,
+                Ok(other) => bail!("unexpected answer to a delta plan: {other:?}"),
+                Err(e) => bail!("{node} refused the upgrade: {e}"),
+            }
+        }
+    };
+    let plan = super::delta::transfer(&b, &have);
+    if format == Format::Text {
+        eprintln!("{node}: {}", plan.summary());
+    }
+    if plan.delta_bytes >= plan.full_bytes {
+        return Ok(None);
+    }
+    let path = tmp.path().join("delta");
+    super::delta::write_payload(&b, &have, &path)?;
+    let bar = progress_bar();
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = upload::upload(connect, &path, &mut progress)
+        .with_context(|| format!("uploading the delta to {node}"))?;
+    bar.finish_and_clear();
+    Ok(Some(DeltaSent {
+        manifest,
+        payload: report.sha256,
+        sent: sent + report.payload_bytes,
+    }))
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, pipes).

@@ -108,6 +108,18 @@ pub enum Request<'a> {
     /// Tag 24: The configured links: health, metric, addressing, modem,
     /// data used, watchdog steps; answered with `Links`.
     Links,
+    /// Tag 25: Which chunks of a delta upgrade the device can produce itself.
+    /// `manifest` names an uploaded artifact: a bundle's preamble, header and
+    /// signature. Answered `DeltaPlan` (checked like `Upgrade`, `force` alike).
+    DeltaPlan { manifest: [u8; 32], force: bool },
+    /// Tag 26: Assemble the inactive slot from local chunks and the uploaded
+    /// delta payload `payload` (docs/upgrades.md), then switch as `Upgrade`.
+    DeltaInstall {
+        manifest: [u8; 32],
+        payload: [u8; 32],
+        stage: bool,
+        force: bool,
+    },
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -209,6 +221,8 @@ impl Request<'_> {
             | UploadBegin { .. }
             | UploadChunk { .. }
             | Upgrade { .. }
+            | DeltaPlan { .. }
+            | DeltaInstall { .. }
             | Rollback => Role::Admin,
         }
     }
@@ -242,6 +256,8 @@ impl Request<'_> {
             BootLogs { .. } => "boot logs",
             Identify { .. } => "identify",
             Links => "links",
+            DeltaPlan { .. } => "delta plan",
+            DeltaInstall { .. } => "delta install",
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum Response {
     BootLog(String),
     /// Tag 16: The configured links (answer to `Links`).
     Links(Vec<LinkInfo>),
+    /// Tag 17: Answer to `DeltaPlan`: bit i (LSB first) set = the device
+    /// holds chunk i of the new image; only the others need to be sent.
+    DeltaPlan { have: Vec<u8> },
 }
 
 /// One configured link (docs/network.md).

@@ -525,3 +525,61 @@ pub(crate) fn wait_until(secs: u64, mut what: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// outpost-init "N+1" for delta tests: the same source built with one
+/// config default changed (`OUTPOST_SNTP_INTERVAL=2048`, see
+/// src/config/time.rs), in its own target dir (built on first use, slow
+/// once; `OUTPOST_INIT_N1` names a ready one).
+pub(crate) fn init_binary_n1() -> PathBuf {
+    if let Some(p) = std::env::var_os("OUTPOST_INIT_N1") {
+        return PathBuf::from(p);
+    }
+    let dir = repo().join("target/delta-n1");
+    let status = Command::new("cargo")
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "aarch64-unknown-linux-musl",
+            "--no-default-features",
+            "--features",
+            "device",
+            "--bin",
+            "outpost-init",
+            "--target-dir",
+        ])
+        .arg(&dir)
+        .env("OUTPOST_SNTP_INTERVAL", "2048")
+        .status()
+        .unwrap();
+    assert!(status.success(), "building outpost-init N+1");
+    dir.join("aarch64-unknown-linux-musl/release/outpost-init")
+}
+
+/// Put a link emulator between `cli`'s current node and the CLI: rewrites
+/// the node address in cli.toml (`127.0.0.1:PORT`) to the emulator's.
+pub(crate) fn through_link(
+    cli: &Cli,
+    configure: impl FnOnce(&mut outpost::host::linkemu::LinkConfig),
+) -> outpost::host::linkemu::LinkEmu {
+    let path = cli.path("cli.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let addr = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("address = \"127.0.0.1:"))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a node on 127.0.0.1 in cli.toml");
+    let port: u16 = addr.parse().unwrap();
+    let mut config =
+        outpost::host::linkemu::LinkConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    configure(&mut config);
+    let emu = outpost::host::linkemu::LinkEmu::start(config).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(&format!("127.0.0.1:{port}"), &emu.addr().to_string()),
+    )
+    .unwrap();
+    emu
+}

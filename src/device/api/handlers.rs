@@ -161,6 +161,13 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             stage,
             force,
         } => upgrade(ctx, sha256, *stage, *force),
+        Request::DeltaPlan { manifest, force } => delta_plan(ctx, manifest, *force),
+        Request::DeltaInstall {
+            manifest,
+            payload,
+            stage,
+            force,
+        } => delta_install(ctx, manifest, payload, *stage, *force),
         Request::Rollback => {
             ab(ctx)?.rollback()?;
             power(ctx, PowerRequest::Reboot)
@@ -237,7 +244,55 @@ fn upgrade(
         crate::device::upgrade::After::Reboot
     };
     let power = ctx.power.clone();
-    ab.upgrade(bundle, force, after, move |after| {
+    ab.upgrade(
+        crate::device::upgrade::Source::Bundle(bundle),
+        force,
+        after,
+        move |after| {
+            if after == crate::device::upgrade::After::Reboot {
+                let _ = power.try_send(PowerRequest::Reboot);
+            }
+        },
+    )?;
+    Ok(Response::Accepted)
+}
+
+/// The signed header of a delta upgrade, uploaded first.
+fn manifest(ctx: &ApiContext, sha256: &[u8; 32]) -> Result<std::path::PathBuf, WireError> {
+    ctx.uploads.artifact(sha256).ok_or_else(|| {
+        WireError::Invalid("no uploaded bundle header with that SHA-256: upload it first".into())
+    })
+}
+
+/// `DeltaPlan`: the chunks of the new image this device holds.
+fn delta_plan(ctx: &ApiContext, sha256: &[u8; 32], force: bool) -> Result<Response, WireError> {
+    let have = ab(ctx)?.plan(&manifest(ctx, sha256)?, sha256, force)?;
+    Ok(Response::DeltaPlan { have })
+}
+
+/// `DeltaInstall`: as `upgrade`, from local chunks and an uploaded delta payload.
+fn delta_install(
+    ctx: &ApiContext,
+    manifest_sha: &[u8; 32],
+    payload: &[u8; 32],
+    stage: bool,
+    force: bool,
+) -> Result<Response, WireError> {
+    let ab = ab(ctx)?;
+    let what = crate::device::upgrade::Source::Delta {
+        manifest: manifest(ctx, manifest_sha)?,
+        manifest_sha: *manifest_sha,
+        payload: ctx.uploads.artifact(payload).ok_or_else(|| {
+            WireError::Invalid("no uploaded delta payload with that SHA-256".into())
+        })?,
+    };
+    let after = if stage {
+        crate::device::upgrade::After::Stay
+    } else {
+        crate::device::upgrade::After::Reboot
+    };
+    let power = ctx.power.clone();
+    ab.upgrade(what, force, after, move |after| {
         if after == crate::device::upgrade::After::Reboot {
             let _ = power.try_send(PowerRequest::Reboot);
         }

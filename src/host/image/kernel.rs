@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use flate2::read::GzDecoder;
 
-use super::initramfs::gzip;
+use super::initramfs::gzip_whole as gzip;
 use crate::host::board::UbootSpec;
 
 /// Far above any arm64 kernel Image (Debian's is ~33 MB).

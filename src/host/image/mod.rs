@@ -90,7 +90,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     board.check_supported()?;
     validate_hostname(&opts.hostname)?;
     validate_version(&opts.version)?;
-    let build_time = build_time()?;
+    let build_time = build_time(&opts.init_binary)?;
     let layout = DiskLayout::standard();
 
     let script = read_script(&opts.uboot_script)?;
@@ -100,7 +100,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
         init_binary: &opts.init_binary,
         version: &opts.version,
         build_time,
-        volume_id: fat::volume_id(&opts.hostname, layout.slot_a.label),
+        volume_id: slot_volume_id(&board.name, &opts.version),
         extensions: &opts.extensions,
     })?;
     let (kpkg, kern, modules, manifest, slot_a) = (
@@ -146,6 +146,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport> {
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let staging = work.path().join("data");
     ext4::stage(&opts.site_dir, &opts.hostname, &staging)?;
+    stage_slot_index(&staging, &slot_a, &board.name, &opts.version)?;
     let data_img = work.path().join("data.ext4");
     ext4::build(
         &staging,
@@ -308,18 +309,69 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     })
 }
 
-/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
-pub fn build_time() -> Result<u64> {
+/// The time stamped on everything an image holds: `SOURCE_DATE_EPOCH` when
+/// set, else the modification time of `init` (outpost-init, the newest
+/// input): two builds from the same tree give the same bytes either way.
+pub fn build_time(init: &Path) -> Result<u64> {
+    if let Some(t) = source_date_epoch()? {
+        return Ok(t);
+    }
+    std::fs::metadata(init)
+        .and_then(|m| m.modified())
+        .with_context(|| format!("reading the time of {}", init.display()))?
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("outpost-init is dated before 1970")
+        .map(|d| d.as_secs())
+}
+
+/// `SOURCE_DATE_EPOCH`, if set.
+pub fn source_date_epoch() -> Result<Option<u64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v
+        Ok(v) if !v.trim().is_empty() => v
             .trim()
             .parse()
+            .map(Some)
             .with_context(|| format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")),
-        _ => Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("system clock is before 1970")?
-            .as_secs()),
+        _ => Ok(None),
     }
+}
+
+/// The FAT volume id of a slot: from board and version only, so `image
+/// build` and `bundle build` make the same slot bytes for a release.
+pub fn slot_volume_id(board: &str, version: &str) -> u32 {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{board} {version}").as_bytes(),
+    );
+    let b = d.as_ref();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Where DATA keeps the chunk list of slot A (see `device::delta`): a
+/// fresh card can take delta upgrades from its first boot.
+const SLOT_A_CHUNKS: &str = "state/slot-A.chunks";
+
+/// Put the chunk list of `slot` (SLOT_A's filesystem) into DATA's staging.
+pub(crate) fn stage_slot_index(
+    staging: &Path,
+    slot: &[u8],
+    board: &str,
+    version: &str,
+) -> Result<()> {
+    let image = crate::host::bundle::trim(slot, 4096);
+    if image.is_empty() {
+        return Ok(());
+    }
+    let header = crate::host::bundle::index_image(image, board, version);
+    let path = staging.join(SLOT_A_CHUNKS);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // As the device keeps it (the signed start of a bundle); unsigned here:
+    // the device checks every chunk it reads through it against a signed header.
+    let mut start = crate::bundle::format::encode_signed_part(&header);
+    start.extend_from_slice(&[0u8; crate::bundle::format::SIGNATURE_LEN]);
+    std::fs::write(&path, start).context("staging the slot's chunk list")
 }
 
 /// Versions go into boot.env and file names: one short token.

@@ -75,13 +75,16 @@ pub fn personalize(
 
     // Timestamps: SOURCE_DATE_EPOCH, else the base's build time, so equal
     // inputs give equal cards.
-    let time = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => super::build_time()?,
-        _ => info.build_time,
-    };
+    let time = super::source_date_epoch()?.unwrap_or(info.build_time);
     let work = tempfile::tempdir().context("creating a temporary directory")?;
     let staging = work.path().join("data");
     ext4::stage(site, hostname, &staging)?;
+    // The base's SLOT_A, so the card takes delta upgrades (as `image build`).
+    let mut slot = vec![0u8; usize::try_from(layout.slot_a.size).context("slot size")?];
+    std::fs::File::open(base)
+        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut slot, layout.slot_a.start))
+        .with_context(|| format!("reading SLOT_A of {}", base.display()))?;
+    super::stage_slot_index(&staging, &slot, &info.board, &info.version)?;
     let data_img = work.path().join("data.ext4");
     ext4::build(
         &staging,
