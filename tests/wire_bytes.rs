@@ -343,7 +343,6 @@ fn callhome_envelope_bytes_are_pinned() {
     };
     assert_eq!(encode(&by_device), [1, 1, 1, 2]);
 }
-}
 
 /// Pinned bytes of `DeltaPlan` / `DeltaInstall` (request tags 25, 26) and
 /// `DeltaPlan` (response tag 17).
