@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use super::diff::changes;
 use super::machine::{parse_cidr, MachineConfig, NetworkMode};
+use super::network::parse_mac;
 
 /// Fields the device applies while running (matched as a dotted-key prefix).
 /// Everything else (network, API port) is read once at boot: it needs a reboot.
@@ -63,6 +64,9 @@ pub fn cut_off(
     if old.network == new.network {
         return None;
     }
+    if !old.network.links.is_empty() || !new.network.links.is_empty() {
+        return links_cut_off(old, new, addresses, links);
+    }
     let link_names: Vec<&str> = links.iter().filter_map(|l| first_word(l)).collect();
     let wanted = &new.network.interface;
     if !wanted.is_empty() && !link_names.contains(&wanted.as_str()) {
@@ -103,6 +107,109 @@ pub fn cut_off(
         )),
         NetworkMode::Dhcp => None,
     }
+}
+
+/// How one config addresses one interface: the link that claims it.
+struct Claim<'a> {
+    /// The field prefix an error names: `network` or `network.links` (`wan`).
+    field: String,
+    mode: NetworkMode,
+    address: Option<&'a str>,
+}
+
+/// Which link of `config` would configure `iface` (hardware address `mac`),
+/// as the device matches them (src/device/net/links.rs): an explicit match
+/// (name, prefix or MAC) first; else a link with neither takes the first
+/// managed interface no link names. Without `[[network.links]]`, the
+/// single-link fields.
+fn claim<'a>(
+    config: &'a MachineConfig,
+    iface: &str,
+    mac: Option<[u8; 6]>,
+    managed: &[&str],
+    all_macs: &dyn Fn(&str) -> Option<[u8; 6]>,
+) -> Option<Claim<'a>> {
+    let net = &config.network;
+    if net.links.is_empty() {
+        let first = managed.first().copied().unwrap_or(iface);
+        return (resolve(&net.interface, first) == iface).then(|| Claim {
+            field: "network".into(),
+            mode: net.mode,
+            address: net.address.as_deref(),
+        });
+    }
+    let explicit = net.links.iter().find(|l| l.matches(iface, mac));
+    let link = explicit.or_else(|| {
+        let first_free = managed
+            .iter()
+            .find(|i| !net.links.iter().any(|l| l.matches(i, all_macs(i))))?;
+        (*first_free == iface)
+            .then(|| {
+                net.links
+                    .iter()
+                    .find(|l| l.interface.is_empty() && l.mac.is_none())
+            })
+            .flatten()
+    })?;
+    Some(Claim {
+        field: format!("network.links (`{}`)", link.name),
+        mode: link.mode,
+        address: link.address.as_deref(),
+    })
+}
+
+/// [`cut_off`] when either config has `[[network.links]]`: the board stays
+/// reachable if at least one address it is managed at now is kept — its
+/// interface is still claimed by a link, at the same static address, or by
+/// DHCP when it was DHCP before.
+fn links_cut_off(
+    old: &MachineConfig,
+    new: &MachineConfig,
+    addresses: &[String],
+    links: &[String],
+) -> Option<String> {
+    let managed = managed_addresses(addresses);
+    let ifaces: Vec<&str> = managed.iter().map(|(i, _)| *i).collect();
+    let mac_of = |iface: &str| {
+        links
+            .iter()
+            .find(|l| first_word(l) == Some(iface))
+            .and_then(|l| l.split_whitespace().find_map(parse_mac))
+    };
+    let mut why = None;
+    for (iface, ip) in &managed {
+        let mac = mac_of(iface);
+        let Some(new_claim) = claim(new, iface, mac, &ifaces, &mac_of) else {
+            why.get_or_insert_with(|| {
+                format!("network.links: no link would configure {iface}, which the board is managed over ({ip})")
+            });
+            continue;
+        };
+        let was_static =
+            claim(old, iface, mac, &ifaces, &mac_of).is_some_and(|c| c.mode == NetworkMode::Static);
+        let kept = match new_claim.mode {
+            NetworkMode::Static => new_claim
+                .address
+                .and_then(|a| parse_cidr(a).ok())
+                .is_some_and(|(a, _)| a == *ip),
+            NetworkMode::Dhcp => !was_static,
+        };
+        if kept {
+            return None;
+        }
+        why.get_or_insert_with(|| match new_claim.mode {
+            NetworkMode::Static => format!(
+                "{}: the board is managed at {ip} on {iface}; this config gives {iface} {}",
+                new_claim.field,
+                new_claim.address.unwrap_or("no address")
+            ),
+            NetworkMode::Dhcp => format!(
+                "{}: the board is managed at {ip} on {iface}, a static address; DHCP may give another",
+                new_claim.field
+            ),
+        });
+    }
+    why
 }
 
 fn first_word(line: &str) -> Option<&str> {
@@ -184,6 +291,46 @@ mod tests {
         let static_same = "[network]\nmode = \"static\"\naddress = \"10.0.2.15/24\"";
         let why = cut(static_same, "").unwrap();
         assert!(why.starts_with("network.mode"), "{why}");
+    }
+
+    #[test]
+    fn link_configs_that_cut_the_board_off_are_named() {
+        let lte_only = "[[network.links]]\nname = \"lte\"\ninterface = \"wwan*\"\npriority = 20";
+        let why = cut("", lte_only).unwrap();
+        assert!(
+            why.starts_with("network.links: no link would configure eth0"),
+            "{why}"
+        );
+        let moved = "[[network.links]]\nname = \"wan\"\ninterface = \"eth0\"\npriority = 10\nmode = \"static\"\naddress = \"192.0.2.9/24\"";
+        let why = cut("", moved).unwrap();
+        assert!(
+            why.starts_with("network.links (`wan`)") && why.contains("192.0.2.9/24"),
+            "{why}"
+        );
+        let by_other_mac =
+            "[[network.links]]\nname = \"wan\"\nmac = \"52:54:00:00:00:01\"\npriority = 10";
+        assert!(cut("", by_other_mac).is_some());
+        // Going back from links to a single static address elsewhere.
+        let why = cut(
+            lte_only,
+            "[network]\nmode = \"static\"\naddress = \"192.0.2.9/24\"",
+        )
+        .unwrap();
+        assert!(why.starts_with("network:"), "{why}");
+    }
+
+    #[test]
+    fn link_configs_that_keep_the_management_address_pass() {
+        for keeps in [
+            // eth0 by name, by MAC, by prefix, or as the first unnamed link.
+            "[[network.links]]\nname = \"wan\"\ninterface = \"eth0\"\npriority = 10",
+            "[[network.links]]\nname = \"wan\"\nmac = \"52:54:00:12:34:56\"\npriority = 10",
+            "[[network.links]]\nname = \"wan\"\ninterface = \"eth*\"\npriority = 10",
+            "[[network.links]]\nname = \"lte\"\ninterface = \"wwan*\"\npriority = 20\n[[network.links]]\nname = \"wan\"\npriority = 10",
+            "[[network.links]]\nname = \"wan\"\ninterface = \"eth0\"\npriority = 10\nmode = \"static\"\naddress = \"10.0.2.15/24\"",
+        ] {
+            assert_eq!(cut("", keeps), None, "{keeps}");
+        }
     }
 
     #[test]
