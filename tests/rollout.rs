@@ -1,0 +1,314 @@
+//! Staged rollouts through the broker: host-mode boards with simulated A/B
+//! cards calling home to one mosquitto; the real CLI (`outpost rollout
+//! start`) upgrades them wave by wave; `outpost rollout status` (another
+//! process) reads the progress. Injected failures are honest: boards of
+//! another model refuse the bundle, a stopped board never answers.
+//! Boards: `OUTPOST_ROLLOUT_BOARDS` scales the first test (docs/benchmarks.md).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{read_lossy, wait_until, HostDevice, Mosquitto};
+use outpost::host::bundle::{sign_image, Release};
+use outpost::host::pki::Site;
+
+/// Host-mode boards `b0000`… with simulated cards, running 1.0.0 of
+/// `qemu-virt` (or `other` for those `other_model` picks).
+struct Boards {
+    boards: Vec<(String, PathBuf, Option<Child>)>,
+}
+
+impl Boards {
+    fn start(
+        site: &Site,
+        root: &Path,
+        broker: &Mosquitto,
+        n: usize,
+        other_model: impl Fn(usize) -> bool,
+    ) -> Self {
+        let keys = site.release_pub();
+        let mut boards = Vec::new();
+        for i in 0..n {
+            let name = format!("b{i:04}");
+            site.issue_device(&name, 50000).unwrap();
+            let data = root.join(&name);
+            common::stage_data(site, &name, &data);
+            let machine = data.join("config/machine.toml");
+            let mut text = std::fs::read_to_string(&machine).unwrap();
+            text.push_str(&broker.callhome_toml(200, &["all"]));
+            std::fs::write(&machine, text).unwrap();
+            let board = if other_model(i) { "other" } else { "qemu-virt" };
+            let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_outpost-init"))
+                .args(["--host-mode", "--no-led", "--data"])
+                .arg(&data)
+                .args(["--listen", "127.0.0.1:0", "--slots"])
+                .arg(root.join(format!("{name}-card")))
+                .arg("--release-keys")
+                .arg(&keys)
+                .args(["--board", board, "--version", "1.0.0"])
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            boards.push((name, root.to_path_buf(), Some(child)));
+        }
+        Self { boards }
+    }
+
+    fn connected(&self, i: usize) -> bool {
+        let (name, root, _) = &self.boards[i];
+        read_lossy(&root.join(format!("{name}.log"))).contains("callhome: connected")
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.boards[i].2.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.boards.iter().map(|b| b.0.clone()).collect()
+    }
+}
+
+impl Drop for Boards {
+    fn drop(&mut self) {
+        for i in 0..self.boards.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A small signed bundle of version 1.1.0 for `qemu-virt`.
+fn bundle(dev: &HostDevice) -> PathBuf {
+    let mut img: Vec<u8> = (0..120_000u32)
+        .map(|i| (i as u8).wrapping_mul(7) ^ (i >> 9) as u8)
+        .collect();
+    img.extend(vec![0u8; 40_000]);
+    let out = dev.cli.path("v1.1.bundle");
+    let release = Release {
+        board: "qemu-virt".into(),
+        version: "1.1.0".into(),
+        min_version: "0.1.0".into(),
+        build_time: 1,
+    };
+    sign_image(&img, &release, &dev.site.release_key().unwrap(), &out).unwrap();
+    out
+}
+
+/// A site, its broker, `n` boards all called home.
+fn fleet(
+    tag: &str,
+    n: usize,
+    other_model: impl Fn(usize) -> bool,
+) -> (HostDevice, Mosquitto, Boards) {
+    let dev = HostDevice::new(tag);
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    dev.write_cli_config();
+    let boards = Boards::start(&dev.site, &dev.cli.path("boards"), &broker, n, other_model);
+    assert!(
+        wait_until(60 + n as u64 / 5, || (0..n).all(|i| boards.connected(i))),
+        "not every board called home"
+    );
+    (dev, broker, boards)
+}
+
+/// `fleet status` through the broker: each answering board's OS version.
+fn versions(dev: &HostDevice, url: &str, list: &[String]) -> Vec<(String, String)> {
+    let v = dev.cli.json(&[
+        "--broker",
+        url,
+        "fleet",
+        "status",
+        "--devices",
+        &list.join(","),
+        "--timeout",
+        "10",
+    ]);
+    let answers = v["answers"].as_object().unwrap();
+    answers
+        .iter()
+        .map(|(d, a)| {
+            (
+                d.clone(),
+                a["answer"]["Status"]["os_version"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_rollout_upgrades_every_board_wave_by_wave() {
+    let n: usize = std::env::var("OUTPOST_ROLLOUT_BOARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let (dev, broker, boards) = fleet("ro", n, |_| false);
+    let b = bundle(&dev);
+    let url = broker.url();
+    let list = boards.names().join(",");
+    let started = Instant::now();
+    let (out, seen) = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            dev.cli.outpost(&[
+                "--broker",
+                &url,
+                "rollout",
+                "start",
+                b.to_str().unwrap(),
+                "--devices",
+                &list,
+                "--waves",
+                "20,100",
+                "--soak",
+                "2",
+                "--timeout",
+                "60",
+                "--parallel",
+                "20",
+                "-o",
+                "json",
+            ])
+        });
+        // Progress, from another process, while it runs.
+        let mut seen = Vec::new();
+        while !run.is_finished() {
+            let o = dev.cli.outpost(&["rollout", "status", "-o", "json"]);
+            if o.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+                let key = format!("{} {}", v["phase"].as_str().unwrap(), v["wave"]);
+                if seen.last() != Some(&key) {
+                    seen.push(key);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (run.join().unwrap(), seen)
+    });
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["phase"], "finished", "{v}");
+    let waves = v["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 2);
+    assert_eq!(
+        waves[0]["devices"].as_array().unwrap().len(),
+        n.div_ceil(5),
+        "{v}"
+    );
+    for w in waves {
+        assert_eq!(w["succeeded"], w["devices"].as_array().unwrap().len());
+    }
+    assert!(
+        seen.iter().any(|s| s == "soaking 1"),
+        "status saw the soak between the waves: {seen:?}"
+    );
+    // `rollout status` after the end says the same.
+    let status = dev.cli.json(&["rollout", "status"]);
+    assert_eq!(status["phase"], "finished");
+    // Every board runs 1.1.0 now, from its other slot.
+    let now = versions(&dev, &url, &boards.names());
+    assert_eq!(now.len(), n);
+    assert!(now.iter().all(|(_, v)| v == "1.1.0"), "{now:?}");
+    let secs: Vec<f64> = v["devices"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| d["secs"].as_f64().unwrap())
+        .collect();
+    println!(
+        "rollout: {n} boards in 2 waves (20 %, 100 %; soak 2 s) finished in {:.1} s; per board upload+install+reboot+commit {:.1} s median, {:.1} s max; status saw {seen:?}",
+        took.as_secs_f64(),
+        median(&secs),
+        secs.iter().cloned().fold(0.0, f64::max)
+    );
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// 20 boards; 4 cannot install (another model: the bundle is refused) and
+/// one is stopped (never answers: fails by timeout). The failure rate trips
+/// the abort after the minimum sample in wave 1; wave 2 never starts.
+#[test]
+fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
+    let other = |i: usize| i % 5 == 2; // b0002, b0007, b0012, b0017
+    let (dev, broker, mut boards) = fleet("rf", 20, other);
+    boards.kill(4);
+    let b = bundle(&dev);
+    let url = broker.url();
+    let list = boards.names().join(",");
+    let started = Instant::now();
+    let out = dev.cli.outpost(&[
+        "--broker",
+        &url,
+        "rollout",
+        "start",
+        b.to_str().unwrap(),
+        "--devices",
+        &list,
+        "--waves",
+        "50,100",
+        "--soak",
+        "1",
+        "--success-threshold",
+        "50",
+        "--abort-after-failures",
+        "10",
+        "--min-sample",
+        "5",
+        "--timeout",
+        "15",
+    ]);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the rollout must fail: {err}");
+    assert!(err.contains("rollout aborted"), "{err}");
+    let v = dev.cli.json(&["rollout", "status"]);
+    assert_eq!(v["phase"], "aborted", "{v}");
+    let why = v["detail"].as_str().unwrap();
+    assert!(why.contains("devices failed"), "the rate rule: {why}");
+    let d = &v["devices"];
+    for name in ["b0002", "b0007"] {
+        assert_eq!(d[name]["state"], "failed", "{v}");
+        assert!(
+            d[name]["detail"].as_str().unwrap().contains("board"),
+            "refused as for another board: {}",
+            d[name]
+        );
+    }
+    assert_eq!(d["b0004"]["state"], "failed", "the stopped board: {v}");
+    assert_eq!(v["waves"][1]["skipped"], 10, "{v}");
+    let second: Vec<String> = (10..20).map(|i| format!("b{i:04}")).collect();
+    for name in &second {
+        assert_eq!(d[name]["state"], "skipped", "{v}");
+    }
+    // Wave 2 is untouched: still 1.0.0.
+    let now = versions(&dev, &url, &second);
+    assert_eq!(now.len(), 10);
+    assert!(now.iter().all(|(_, v)| v == "1.0.0"), "{now:?}");
+    // Text status names the abort.
+    let text = dev.cli.ok(&["rollout", "status"]);
+    assert!(text.contains("aborted"), "{text}");
+    println!(
+        "rollout abort: 20 boards, 5 injected failures in wave 1 (4 refused, 1 stopped): aborted after {:.1} s: {why}",
+        took.as_secs_f64()
+    );
+}
