@@ -155,7 +155,6 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
     let (dev, broker, boards) = fleet("ro", n, |_| false);
     let b = bundle(&dev);
     let url = broker.url();
-    let list = boards.names().join(",");
     let started = Instant::now();
     let (out, seen) = std::thread::scope(|s| {
         let run = s.spawn(|| {
@@ -165,8 +164,10 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
                 "rollout",
                 "start",
                 b.to_str().unwrap(),
-                "--devices",
-                &list,
+                "--group",
+                "all",
+                "--discover",
+                "5",
                 "--waves",
                 "20,100",
                 "--soak",
@@ -254,7 +255,16 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
     boards.kill(4);
     let b = bundle(&dev);
     let url = broker.url();
-    let list = boards.names().join(",");
+    // Selected by label from the CLI's own inventory (b9999 does not exist
+    // and carries another label).
+    let mut labels = String::from("\n[contexts.test.labels]\nb9999 = [\"spare\"]\n");
+    for name in boards.names() {
+        labels.push_str(&format!("{name} = [\"lab\", \"north\"]\n"));
+    }
+    let cfg = dev.cli.path("cli.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&labels);
+    std::fs::write(&cfg, text).unwrap();
     let started = Instant::now();
     let out = dev.cli.outpost(&[
         "--broker",
@@ -262,8 +272,8 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
         "rollout",
         "start",
         b.to_str().unwrap(),
-        "--devices",
-        &list,
+        "--label",
+        "lab",
         "--waves",
         "50,100",
         "--soak",
@@ -283,6 +293,11 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
     assert!(err.contains("rollout aborted"), "{err}");
     let v = dev.cli.json(&["rollout", "status"]);
     assert_eq!(v["phase"], "aborted", "{v}");
+    assert_eq!(
+        v["devices"].as_object().unwrap().len(),
+        20,
+        "label `lab` only"
+    );
     let why = v["detail"].as_str().unwrap();
     assert!(why.contains("devices failed"), "the rate rule: {why}");
     let d = &v["devices"];
@@ -304,6 +319,21 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
     let now = versions(&dev, &url, &second);
     assert_eq!(now.len(), 10);
     assert!(now.iter().all(|(_, v)| v == "1.0.0"), "{now:?}");
+    // `fleet --label` selects from the same inventory (b0004 is stopped).
+    let v = dev.cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "ping",
+        "--label",
+        "north",
+        "--timeout",
+        "5",
+        "--grace",
+        "0",
+    ]);
+    assert_eq!(v["answers"].as_object().unwrap().len(), 19, "{v}");
+    assert_eq!(v["missing"], serde_json::json!(["b0004"]), "{v}");
     // Text status names the abort.
     let text = dev.cli.ok(&["rollout", "status"]);
     assert!(text.contains("aborted"), "{text}");

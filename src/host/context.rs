@@ -157,6 +157,12 @@ mod tests {
                 server_name: "edge".into(),
             },
         );
+        ctx.labels
+            .insert("b".into(), vec!["north".into(), "canary".into()]);
+        ctx.labels.insert("a".into(), vec!["north".into()]);
+        assert_eq!(ctx.labelled("north"), ["a", "b"]);
+        assert_eq!(ctx.labelled("canary"), ["b"]);
+        assert!(ctx.labelled("south").is_empty());
         cfg.contexts.insert("lab".into(), ctx);
         cfg.current_context = "lab".into();
         cfg.save(&path).unwrap();
