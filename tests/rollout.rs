@@ -3,7 +3,8 @@
 //! start`) upgrades them wave by wave; `outpost rollout status` (another
 //! process) reads the progress. Injected failures are honest: boards of
 //! another model refuse the bundle, a stopped board never answers.
-//! Boards: `OUTPOST_ROLLOUT_BOARDS` scales the first test (docs/benchmarks.md).
+//! Boards: `OUTPOST_ROLLOUT_BOARDS` scales the first test, upgraded
+//! `OUTPOST_ROLLOUT_PARALLEL` at a time (default 20; docs/benchmarks.md).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -152,6 +153,8 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let parallel = std::env::var("OUTPOST_ROLLOUT_PARALLEL").unwrap_or_else(|_| "20".into());
+    let discover = (5 + n / 100).to_string();
     let (dev, broker, boards) = fleet("ro", n, |_| false);
     let b = bundle(&dev);
     let url = broker.url();
@@ -167,7 +170,7 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
                 "--group",
                 "all",
                 "--discover",
-                "5",
+                &discover,
                 "--waves",
                 "20,100",
                 "--soak",
@@ -175,7 +178,7 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
                 "--timeout",
                 "60",
                 "--parallel",
-                "20",
+                &parallel,
                 "-o",
                 "json",
             ])
@@ -232,7 +235,7 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
         .map(|d| d["secs"].as_f64().unwrap())
         .collect();
     println!(
-        "rollout: {n} boards in 2 waves (20 %, 100 %; soak 2 s) finished in {:.1} s; per board upload+install+reboot+commit {:.1} s median, {:.1} s max; status saw {seen:?}",
+        "rollout: {n} boards, {parallel} at a time, in 2 waves (20 %, 100 %; soak 2 s) finished in {:.1} s (incl. {discover} s group discovery); per board upload+install+reboot+commit {:.1} s median, {:.1} s max; status saw {seen:?}",
         took.as_secs_f64(),
         median(&secs),
         secs.iter().cloned().fold(0.0, f64::max)

@@ -437,12 +437,12 @@ pub fn start(
     if let Ok(rx) = job_rx.lock() {
         while rx.try_recv().is_ok() {}
     }
-    let busy = |r: &Rollout| {
+    let busy = |r: &Rollout, began: &BTreeMap<String, Instant>| {
         r.states()
             .iter()
             .any(|(d, s)| *s == DeviceState::Running && began.contains_key(*d))
     };
-    while busy(&rollout) {
+    while busy(&rollout, &began) {
         match ev_rx.recv_timeout(TICK) {
             Ok(Event::Done(d, outcome, secs)) => {
                 if text {
@@ -453,7 +453,13 @@ pub fn start(
                 took.insert(d.clone(), secs);
                 rollout.report(&d, outcome);
             }
-            Ok(Event::Began(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Taken from the queue just before it was emptied: it runs.
+            Ok(Event::Began(d)) => {
+                queued.remove(&d);
+                rollout.begin(&d, t0.elapsed());
+                began.insert(d, Instant::now());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         for d in &queued {
