@@ -294,6 +294,11 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the rollout must fail: {err}");
     assert!(err.contains("rollout aborted"), "{err}");
+    // Text progress on stderr: the wave, each failure, the abort.
+    assert!(err.contains("wave 1/2: 10 devices: b0000 b0001"), "{err}");
+    assert!(err.contains("b0002: FAILED:"), "{err}");
+    assert!(err.contains("ABORTED: "), "{err}");
+    assert!(!err.contains("wave 2/2"), "{err}");
     let v = dev.cli.json(&["rollout", "status"]);
     assert_eq!(v["phase"], "aborted", "{v}");
     assert_eq!(
