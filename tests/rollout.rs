@@ -312,7 +312,7 @@ fn failures_past_the_threshold_abort_and_later_waves_stay_untouched() {
     assert_eq!(v["phase"], "aborted", "{v}");
     assert_eq!(
         v["devices"].as_object().unwrap().len(),
-        20,
+        n,
         "label `lab` only"
     );
     let why = v["detail"].as_str().unwrap();
