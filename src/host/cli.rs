@@ -85,6 +85,9 @@ pub enum Command {
     /// Many devices at once through the broker (--broker or the context's):
     /// one command to a group or a list, answers collected until a timeout.
     Fleet(FleetArgs),
+    /// Staged upgrades in waves through the broker (docs/callhome.md).
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     #[command(flatten)]
     Device(remote::DeviceCommand),
     /// A loopback link emulator (latency, bandwidth, cuts) for trials by hand.
@@ -106,12 +109,74 @@ pub struct FleetArgs {
     /// These boards, by hostname: `a,b,c` (who did not answer is listed).
     #[arg(long, global = true, value_name = "A,B,...")]
     pub devices: Option<String>,
+    /// The boards this label names in the context's `labels` inventory.
+    #[arg(long, global = true)]
+    pub label: Option<String>,
     /// Seconds to collect answers.
     #[arg(long, global = true, default_value_t = 10)]
     pub timeout: u64,
     /// Seconds after the timeout in which answers still count, as late.
     #[arg(long, global = true, default_value_t = 5)]
     pub grace: u64,
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Upgrade the selected boards to BUNDLE in waves; runs until the last
+    /// wave is done or the rollout aborts (exit status 1).
+    Start(RolloutStart),
+    /// Progress of the last rollout, per wave and per device (from the
+    /// state file; works from another shell while it runs).
+    Status(FormatArg),
+}
+
+#[derive(Args)]
+pub struct RolloutStart {
+    /// A bundle from `outpost bundle build`.
+    pub bundle: PathBuf,
+    /// Every board of this group that answers a status within
+    /// --discover seconds (boards away then are not in the rollout).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// These boards, in this order: `a,b,c`.
+    #[arg(long, value_name = "A,B,...")]
+    pub devices: Option<String>,
+    /// The boards this label names in the context's `labels` inventory.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Cumulative percentages of the boards, ascending, ending at 100.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
+    pub waves: Vec<u8>,
+    /// Each wave has at least this many boards (if there are that many).
+    #[arg(long, default_value_t = 1)]
+    pub min_per_wave: usize,
+    /// Seconds to wait after a good wave before the next.
+    #[arg(long, default_value_t = 300)]
+    pub soak: u64,
+    /// Percent of a wave that must succeed to go on.
+    #[arg(long, default_value_t = 90.0)]
+    pub success_threshold: f64,
+    /// Abort when more than this percent of the outcomes so far failed ...
+    #[arg(long, default_value_t = 10.0)]
+    pub abort_after_failures: f64,
+    /// ... once at least this many outcomes are in.
+    #[arg(long, default_value_t = 10)]
+    pub min_sample: usize,
+    /// Seconds a board has from the start of its upload to be back
+    /// committed on the new version; later is a failure.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Boards upgraded at once.
+    #[arg(long, default_value_t = 20)]
+    pub parallel: usize,
+    /// Allow a downgrade.
+    #[arg(long)]
+    pub force: bool,
+    /// Seconds to collect the group's answers (--group).
+    #[arg(long, default_value_t = 10)]
+    pub discover: u64,
+    #[command(flatten)]
+    pub format: FormatArg,
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -191,7 +256,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 .or_else(|| ctx.broker.clone())
                 .context("fleet commands go through a broker: give --broker URL")?;
             let url = super::broker::BrokerUrl::parse(&url)?;
-            let who = super::fleet::selection(args.group.clone(), args.devices.clone())?;
+            let devices = match &args.label {
+                Some(l) => Some(labelled(ctx, l, args.devices.is_some())?),
+                None => args.devices.clone(),
+            };
+            let who = super::fleet::selection(args.group.clone(), devices)?;
             let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
             let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
             let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
@@ -207,6 +276,58 @@ pub fn run(cli: Cli) -> Result<()> {
                 std::time::Duration::from_secs(args.grace),
             )?;
             super::output::fleet(&report, top)
+        }
+        Command::Rollout(RolloutCommand::Status(f)) => {
+            let config = CliConfig::load(&config_path)?;
+            let (name, _) = config.context(cli.context.as_deref())?;
+            super::rollout_cmd::status(
+                &super::rollout_cmd::state_path(name),
+                f.output.unwrap_or(top),
+            )
+        }
+        Command::Rollout(RolloutCommand::Start(args)) => {
+            let config = CliConfig::load(&config_path)?;
+            let (ctx_name, ctx) = config.context(cli.context.as_deref())?;
+            let url = cli
+                .broker
+                .clone()
+                .or_else(|| ctx.broker.clone())
+                .context("rollouts go through a broker: give --broker URL")?;
+            let url = super::broker::BrokerUrl::parse(&url)?;
+            let format = args.format.output.unwrap_or(top);
+            let expiry = std::time::Duration::from_secs(cli.expires);
+            let names = rollout_devices(ctx, &url, &args, expiry)?;
+            for (what, v) in [
+                ("--success-threshold", args.success_threshold),
+                ("--abort-after-failures", args.abort_after_failures),
+            ] {
+                if !(0.0..=100.0).contains(&v) {
+                    anyhow::bail!("{what} {v}: a percentage, 0 to 100");
+                }
+            }
+            let plan = super::rollout_cmd::Plan {
+                bundle: args.bundle.clone(),
+                policy: super::rollout::Policy {
+                    waves: args.waves.clone(),
+                    min_per_wave: args.min_per_wave,
+                    soak: std::time::Duration::from_secs(args.soak),
+                    success_threshold: args.success_threshold / 100.0,
+                    abort_failure_rate: args.abort_after_failures / 100.0,
+                    min_sample: args.min_sample,
+                    device_timeout: std::time::Duration::from_secs(args.timeout),
+                },
+                parallel: args.parallel,
+                force: args.force,
+                expiry,
+            };
+            super::rollout_cmd::start(
+                names,
+                plan,
+                url,
+                ctx,
+                &super::rollout_cmd::state_path(ctx_name),
+                format,
+            )
         }
         Command::Device(cmd) => {
             let config = CliConfig::load(&config_path)?;
@@ -247,6 +368,58 @@ pub fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("connecting to {}", node.address))
             };
             remote::run(cmd, &mut connect, &node.server_name, top)
+        }
+    }
+}
+
+/// `--label L`: the context's inventory names the devices (never together
+/// with `--devices`).
+fn labelled(ctx: &Context, label: &str, also_devices: bool) -> Result<String> {
+    if also_devices {
+        anyhow::bail!("give --label or --devices, not both");
+    }
+    let names = ctx.labelled(label);
+    if names.is_empty() {
+        anyhow::bail!("no device carries label `{label}` in this context's `labels`");
+    }
+    Ok(names.join(","))
+}
+
+/// The boards of a rollout: a list, a label, or the group's members that
+/// answer a status now.
+fn rollout_devices(
+    ctx: &Context,
+    url: &super::broker::BrokerUrl,
+    args: &RolloutStart,
+    expiry: std::time::Duration,
+) -> Result<Vec<String>> {
+    let devices = match &args.label {
+        Some(l) => Some(labelled(ctx, l, args.devices.is_some())?),
+        None => args.devices.clone(),
+    };
+    match super::fleet::selection(args.group.clone(), devices)? {
+        super::fleet::Selection::Devices(list) => Ok(list),
+        who @ super::fleet::Selection::Group(_) => {
+            let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
+            let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+            let mut fan = super::fleet::FanOut::connect(url, tls, &ctx.ca, operator)?;
+            let report = fan.run(
+                &who,
+                Request::Status,
+                expiry,
+                std::time::Duration::from_secs(args.discover),
+                std::time::Duration::ZERO,
+            )?;
+            let names: Vec<String> = report
+                .answers
+                .into_iter()
+                .filter(|(_, a)| a.body.is_ok())
+                .map(|(d, _)| d)
+                .collect();
+            if names.is_empty() {
+                anyhow::bail!("no board of the group answered within {} s", args.discover);
+            }
+            Ok(names)
         }
     }
 }
@@ -320,6 +493,7 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 current_node: String::new(),
                 nodes: Default::default(),
                 broker: None,
+                labels: Default::default(),
             };
             config.contexts.insert(name.clone(), ctx);
             config.current_context = name.clone();

@@ -32,6 +32,21 @@ pub struct Context {
     /// of connecting to them: they call home (docs/callhome.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
+    /// The operator's own inventory: device name -> labels, for
+    /// `fleet`/`rollout --label L` (the boards know nothing of it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Vec<String>>,
+}
+
+impl Context {
+    /// Devices that carry `label` in this context's inventory, sorted.
+    pub fn labelled(&self, label: &str) -> Vec<String> {
+        self.labels
+            .iter()
+            .filter(|(_, ls)| ls.iter().any(|l| l == label))
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,6 +148,7 @@ mod tests {
             current_node: String::new(),
             nodes: BTreeMap::new(),
             broker: None,
+            labels: Default::default(),
         };
         ctx.nodes.insert(
             "edge".into(),
@@ -141,6 +157,12 @@ mod tests {
                 server_name: "edge".into(),
             },
         );
+        ctx.labels
+            .insert("b".into(), vec!["north".into(), "canary".into()]);
+        ctx.labels.insert("a".into(), vec!["north".into()]);
+        assert_eq!(ctx.labelled("north"), ["a", "b"]);
+        assert_eq!(ctx.labelled("canary"), ["b"]);
+        assert!(ctx.labelled("south").is_empty());
         cfg.contexts.insert("lab".into(), ctx);
         cfg.current_context = "lab".into();
         cfg.save(&path).unwrap();

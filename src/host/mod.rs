@@ -22,5 +22,6 @@ pub mod pki;
 pub mod qemu;
 pub mod remote;
 pub mod rollout;
+pub mod rollout_cmd;
 pub mod serial;
 pub mod upload;

@@ -15,12 +15,16 @@ pub const RASPI3B_MEMORY_MIB: u32 = 1024;
 
 /// Where local devices keep their pid file and console log.
 pub fn state_dir(name: &str) -> PathBuf {
-    let base = std::env::var_os("OUTPOST_STATE")
+    state_base().join("qemu").join(name)
+}
+
+/// The CLI's state dir: `$OUTPOST_STATE`, else the XDG state dir.
+pub fn state_base() -> PathBuf {
+    std::env::var_os("OUTPOST_STATE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_STATE_HOME").map(|p| PathBuf::from(p).join("outpost")))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/outpost")))
-        .unwrap_or_else(|| PathBuf::from(".outpost-state"));
-    base.join("qemu").join(name)
+        .unwrap_or_else(|| PathBuf::from(".outpost-state"))
 }
 
 pub struct Machine {

@@ -506,7 +506,7 @@ fn upload_file(
     file: &Path,
     format: Format,
 ) -> Result<()> {
-    let bar = progress_bar();
+    let bar = progress_bar(format);
     let mut progress = |done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
@@ -518,11 +518,11 @@ fn upload_file(
 }
 
 /// How `upgrade` installs.
-struct Install {
-    stage: bool,
-    force: bool,
+pub(crate) struct Install {
+    pub stage: bool,
+    pub force: bool,
     /// Never a delta.
-    full: bool,
+    pub full: bool,
 }
 
 /// Upload a bundle (resumable) — only the chunks the device lacks when it
@@ -536,6 +536,21 @@ fn upgrade(
     timeout: u64,
     format: Format,
 ) -> Result<()> {
+    let slots = install(connect, node, bundle, how, timeout, format)?;
+    output::print(node, &Response::Slots(slots), format)
+}
+
+/// `upgrade` without the final print (also what `rollout` runs on each
+/// device): the slots once the device is back committed (or, staged, once
+/// the install finished). Progress goes to stderr only for `Format::Text`.
+pub(crate) fn install(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    bundle: &Path,
+    how: Install,
+    timeout: u64,
+    format: Format,
+) -> Result<crate::wire::SlotsInfo> {
     let Install { stage, force, full } = how;
     let before = match connect()?.call(Request::Slots)? {
         Response::Slots(s) => s,
@@ -560,7 +575,7 @@ fn upgrade(
             );
         }
     } else {
-        let bar = progress_bar();
+        let bar = progress_bar(format);
         let mut progress = |done: u64, total: u64| {
             bar.set_length(total);
             bar.set_position(done);
@@ -598,7 +613,7 @@ fn upgrade(
                             s.last_event.clone().unwrap_or_default()
                         );
                     }
-                    return output::print(node, &Response::Slots(s), format);
+                    return Ok(s);
                 }
             }
             if std::time::Instant::now() > deadline {
@@ -618,7 +633,7 @@ fn upgrade(
                     .iter()
                     .any(|x| x.name == s.booted && x.state == "active");
             if committed {
-                return output::print(node, &Response::Slots(s.clone()), format);
+                return Ok(s.clone());
             }
             let new_event = s.last_event != before.last_event;
             if s.booted == before.booted
@@ -703,7 +718,7 @@ fn delta_upload(
     }
     let path = tmp.path().join("delta");
     super::delta::write_payload(&b, &have, &path)?;
-    let bar = progress_bar();
+    let bar = progress_bar(format);
     let mut progress = |done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
@@ -719,9 +734,9 @@ fn delta_upload(
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (logs, pipes).
-fn progress_bar() -> indicatif::ProgressBar {
+fn progress_bar(format: Format) -> indicatif::ProgressBar {
     use std::io::IsTerminal as _;
-    if !std::io::stderr().is_terminal() {
+    if format != Format::Text || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);

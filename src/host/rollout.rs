@@ -44,6 +44,15 @@ enum Device {
     Done(Outcome),
 }
 
+/// A device's state as `states` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Phase {
     /// Wave `n` (0-based) has devices running.
@@ -217,6 +226,40 @@ impl Rollout {
         }
     }
 
+    /// `device`'s work really starts now (it waited behind the CLI's
+    /// concurrency cap): its timeout counts from here.
+    pub fn begin(&mut self, device: &str, now: Duration) {
+        if let Some(i) = self.names.iter().position(|n| n == device) {
+            if let Some(Device::Running { since }) = self.devices.get_mut(i) {
+                *since = now;
+            }
+        }
+    }
+
+    /// The devices of each wave, in order.
+    pub fn waves(&self) -> Vec<Vec<String>> {
+        (0..self.ends.len())
+            .map(|w| self.names.get(self.range(w)).unwrap_or_default().to_vec())
+            .collect()
+    }
+
+    /// Each device's state, in `names` order.
+    pub fn states(&self) -> Vec<(&str, DeviceState)> {
+        self.names
+            .iter()
+            .zip(&self.devices)
+            .map(|(n, d)| {
+                let s = match d {
+                    Device::Pending => DeviceState::Pending,
+                    Device::Running { .. } => DeviceState::Running,
+                    Device::Done(Outcome::Succeeded) => DeviceState::Succeeded,
+                    Device::Done(Outcome::Failed(why)) => DeviceState::Failed(why.clone()),
+                };
+                (n.as_str(), s)
+            })
+            .collect()
+    }
+
     pub fn progress(&self) -> Progress {
         let mut p = Progress {
             phase: self.phase.clone(),
@@ -332,6 +375,30 @@ mod tests {
         assert!(why.contains("failed"), "{why}");
         assert!(p.pending >= 500, "later waves never started: {p:?}");
         assert!(p.succeeded + p.failed <= 100, "{p:?}");
+    }
+
+    #[test]
+    fn the_timeout_counts_from_begin_and_states_follow_waves() {
+        let mut r = Rollout::new(
+            names(12),
+            Policy {
+                min_sample: 100,
+                ..policy()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            r.waves().iter().map(Vec::len).collect::<Vec<_>>(),
+            [5, 5, 2]
+        );
+        let first = r.next(Duration::ZERO);
+        // b0000 waited behind the concurrency cap until 500 s.
+        r.begin(&first[0], Duration::from_secs(500));
+        r.tick(Duration::from_secs(600));
+        let s = r.states();
+        assert_eq!(s[0].1, DeviceState::Running, "{s:?}");
+        assert_eq!(s[1].1, DeviceState::Failed("timed out".into()));
+        assert_eq!(s[5].1, DeviceState::Pending);
     }
 
     #[test]
