@@ -257,6 +257,58 @@ fn broker_restart_and_commands_sent_while_away() {
     assert!(log(&dev).contains("unknown certificate"), "{}", log(&dev));
 }
 
+/// The board's link to the broker is cut twice — in the TLS handshake of its
+/// first connection, and in the established session of its second, on the
+/// way out with an answer — by a link emulator between board and broker.
+/// The board reconnects each time by itself and answers through the broker.
+#[test]
+fn link_cuts_between_board_and_broker_are_survived() {
+    let mut dev = HostDevice::new("test").log_to_file();
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    let mut link = outpost::host::linkemu::LinkConfig::new(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        broker.port,
+    )));
+    // Connection 0: cut 300 bytes up (inside the TLS handshake); connection
+    // 1: after 4,000 bytes up (connect, subscribe and the certificate are
+    // ~1.3 KB; the answers to the status requests below cross the rest).
+    link.cut_up = vec![300, 4000];
+    let emu = outpost::host::linkemu::LinkEmu::start(link).unwrap();
+    let machine = dev.data.join("config/machine.toml");
+    let mut text = std::fs::read_to_string(&machine).unwrap();
+    text.push_str(&broker.callhome_toml(200, &[]).replace(
+        &format!("port = {}", broker.port),
+        &format!("port = {}", emu.addr().port()),
+    ));
+    std::fs::write(&machine, text).unwrap();
+    dev.spawn();
+    dev.write_cli_config();
+    assert!(
+        wait_until(30, || connected(&dev) >= 1),
+        "no session after a cut in the handshake:\n{}",
+        log(&dev)
+    );
+    let conns = emu.connections();
+    assert!(conns.len() >= 2 && conns[0].cut, "{conns:?}");
+
+    // Status requests until the second connection is cut on an answer.
+    let url = broker.url();
+    let cut = wait_until(60, || {
+        let _ = dev
+            .cli
+            .outpost(&["--broker", &url, "-n", "edge-1", "status"]);
+        emu.connections().get(1).is_some_and(|c| c.cut)
+    });
+    assert!(cut, "{:?}\n{}", emu.connections(), log(&dev));
+    assert!(
+        wait_until(30, || connected(&dev) >= 2),
+        "no reconnect after a cut in the session:\n{}",
+        log(&dev)
+    );
+    assert_eq!(boot_id(&dev.cli, &url).len(), 36);
+    assert!(emu.connections().len() >= 3);
+}
+
 #[test]
 fn forged_tampered_expired_misdirected_and_wrong_role_commands_are_refused() {
     let (dev, broker) = start(200);
