@@ -217,12 +217,17 @@ fn boot_fresh_with(extra: &str, tables: &str) -> (Env, PathBuf) {
     (env, bundle)
 }
 
-/// Upgrade to the faulty bundle and wait (polling every 2 s, up to `limit`)
-/// until the board is back on A by itself. Returns the time it took.
-fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Duration {
+/// Start `outpost upgrade BUNDLE` in the background (output in
+/// upgrade.log), then poll `outpost slots` every 2 s until `back` returns the
+/// slots it waited for (`None` while the board does not answer). Fails after
+/// `limit` with the upgrade's output and the console.
+fn upgrade_until(
+    env: &mut Env,
+    bundle: &Path,
+    limit: Duration,
+    mut back: impl FnMut(&mut Env, Option<&serde_json::Value>) -> Option<serde_json::Value>,
+) -> serde_json::Value {
     let start = Instant::now();
-    // A plain upgrade: install, switch, reboot. The CLI waits for a commit on
-    // B that never comes; it is stopped once the board is back on A.
     let log = std::fs::File::create(env.cli.path("upgrade.log")).unwrap();
     let child = env
         .cli
@@ -237,22 +242,11 @@ fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Durat
         .spawn()
         .unwrap();
     env.upgrade = Some(child);
-    let back = loop {
+    loop {
         std::thread::sleep(Duration::from_secs(2));
-        if let Some(s) = env.slots() {
-            let fell_back = s["last_event"]
-                .as_str()
-                .is_some_and(|e| e.contains("fell back to A"));
-            if s["booted"] == "A" && s["slots"][0]["state"] == "active" && fell_back {
-                break s;
-            }
-        }
-        if let Some(status) = env.upgrade.as_mut().unwrap().try_wait().unwrap() {
-            assert!(
-                !status.success(),
-                "`outpost upgrade` of a faulty bundle reported success:\n{}",
-                std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default()
-            );
+        let slots = env.slots();
+        if let Some(s) = back(env, slots.as_ref()) {
+            return s;
         }
         assert!(
             start.elapsed() < limit,
@@ -261,7 +255,29 @@ fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Durat
             std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default(),
             env.console_tail(60)
         );
-    };
+    }
+}
+
+/// Upgrade to the faulty bundle and wait (polling every 2 s, up to `limit`)
+/// until the board is back on A by itself. Returns the time it took.
+fn upgrade_and_fall_back(env: &mut Env, bundle: &Path, limit: Duration) -> Duration {
+    let start = Instant::now();
+    // A plain upgrade: install, switch, reboot. The CLI waits for a commit on
+    // B that never comes; it is stopped once the board is back on A.
+    let back = upgrade_until(env, bundle, limit, |env, s| {
+        if let Some(status) = env.upgrade.as_mut().unwrap().try_wait().unwrap() {
+            assert!(
+                !status.success(),
+                "`outpost upgrade` of a faulty bundle reported success:\n{}",
+                std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default()
+            );
+        }
+        let fell_back = s?["last_event"]
+            .as_str()
+            .is_some_and(|e| e.contains("fell back to A"));
+        let s = s?;
+        (s["booted"] == "A" && s["slots"][0]["state"] == "active" && fell_back).then(|| s.clone())
+    });
     let took = start.elapsed();
     let mut child = env.upgrade.take().unwrap();
     if let Some(status) = child.try_wait().unwrap() {
@@ -418,35 +434,14 @@ fn rollback_by_button_held_at_boot() {
         "[button]\nchip = \"9030000.pl061\"\nline = 0\nactive_low = true\n",
     );
     let start = Instant::now();
-    let limit = Duration::from_secs(150);
-    let log = std::fs::File::create(env.cli.path("upgrade.log")).unwrap();
-    let child = env
-        .cli
-        .command(&["upgrade", bundle.to_str().unwrap(), "--timeout", "150"])
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    env.upgrade = Some(child);
-    let back = loop {
-        std::thread::sleep(Duration::from_secs(2));
-        if let Some(s) = env.slots() {
-            // Primary A again: B was installed (primary B), booted, and the
-            // button made A primary. (Booted A with B installed alone is
-            // also the moment before the reboot into B.)
-            let installed = s["slots"][1]["version"] == "0.2.0";
-            if s["booted"] == "A" && s["primary"] == "A" && installed {
-                break s;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "not back on A within {} s; upgrade:\n{}\nconsole:\n{}",
-            limit.as_secs(),
-            std::fs::read_to_string(env.cli.path("upgrade.log")).unwrap_or_default(),
-            env.console_tail(60)
-        );
-    };
+    let back = upgrade_until(&mut env, &bundle, Duration::from_secs(150), |_, s| {
+        // Primary A again: B was installed (primary B), booted, and the
+        // button made A primary. (Booted A with B installed alone is also
+        // the moment before the reboot into B.)
+        let s = s?;
+        let installed = s["slots"][1]["version"] == "0.2.0";
+        (s["booted"] == "A" && s["primary"] == "A" && installed).then(|| s.clone())
+    });
     let took = start.elapsed();
     assert_eq!(back["slots"][1]["state"], "good", "{back}");
     let console = env.console();
