@@ -506,15 +506,25 @@ fn upload_file(
     file: &Path,
     format: Format,
 ) -> Result<()> {
+    let report = upload_with_bar(connect, file, format)
+        .with_context(|| format!("uploading {} to {node}", file.display()))?;
+    print_upload(node, file, &report, format)
+}
+
+/// `upload::upload` with a progress bar (none with `-o json`).
+fn upload_with_bar(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    file: &Path,
+    format: Format,
+) -> Result<upload::UploadReport> {
     let bar = progress_bar(format);
     let mut progress = |done: u64, total: u64| {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let report = upload::upload(connect, file, &mut progress)
-        .with_context(|| format!("uploading {} to {node}", file.display()))?;
+    let report = upload::upload(connect, file, &mut progress)?;
     bar.finish_and_clear();
-    print_upload(node, file, &report, format)
+    Ok(report)
 }
 
 /// How `upgrade` installs.
@@ -575,14 +585,8 @@ pub(crate) fn install(
             );
         }
     } else {
-        let bar = progress_bar(format);
-        let mut progress = |done: u64, total: u64| {
-            bar.set_length(total);
-            bar.set_position(done);
-        };
-        let report = upload::upload(connect, bundle, &mut progress)
+        let report = upload_with_bar(connect, bundle, format)
             .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
-        bar.finish_and_clear();
         let sha256 = super::bundle::file_sha256(bundle)?;
         connect()?.call(Request::Upgrade {
             sha256,
@@ -718,14 +722,8 @@ fn delta_upload(
     }
     let path = tmp.path().join("delta");
     super::delta::write_payload(&b, &have, &path)?;
-    let bar = progress_bar(format);
-    let mut progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
-    let report = upload::upload(connect, &path, &mut progress)
+    let report = upload_with_bar(connect, &path, format)
         .with_context(|| format!("uploading the delta to {node}"))?;
-    bar.finish_and_clear();
     Ok(Some(DeltaSent {
         manifest,
         payload: report.sha256,
