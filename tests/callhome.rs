@@ -309,6 +309,71 @@ fn link_cuts_between_board_and_broker_are_survived() {
     assert!(emu.connections().len() >= 3);
 }
 
+/// An answer the link loses on its way up (the cut lands inside it) is kept
+/// by the board until the broker acknowledges it, and sent again after the
+/// reconnect; the broker's copy of the command does not run a second time.
+#[test]
+fn an_answer_cut_on_the_link_is_sent_again_after_the_reconnect() {
+    use outpost::host::linkemu::{LinkConfig, LinkEmu};
+    let mut dev = HostDevice::new("test").log_to_file();
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    let to_broker = std::net::SocketAddr::from(([127, 0, 0, 1], broker.port));
+    let machine = dev.data.join("config/machine.toml");
+    let base = std::fs::read_to_string(&machine).unwrap();
+    let through = |emu: &LinkEmu| {
+        let block = broker.callhome_toml(200, &[]).replace(
+            &format!("port = {}", broker.port),
+            &format!("port = {}", emu.addr().port()),
+        );
+        std::fs::write(&machine, format!("{base}{block}")).unwrap();
+    };
+
+    // First: the bytes the board sends to connect and announce itself.
+    let emu = LinkEmu::start(LinkConfig::new(to_broker)).unwrap();
+    through(&emu);
+    dev.spawn();
+    dev.write_cli_config();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    let mut idle = 0;
+    assert!(wait_until(10, || {
+        let now = emu.connections()[0].up;
+        std::thread::sleep(Duration::from_millis(700));
+        idle = now;
+        now == emu.connections()[0].up
+    }));
+    dev.kill();
+
+    // Then the same board through a link that dies 40 bytes later: inside
+    // the TLS record of its first answer (a status answer is ~250 bytes).
+    let mut cut = LinkConfig::new(to_broker);
+    cut.cut_up = vec![idle + 40];
+    let emu = LinkEmu::start(cut).unwrap();
+    through(&emu);
+    dev.spawn();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    let mut cli = link(&dev, &broker, "admin");
+    cli.set_timeout(Duration::from_secs(60));
+    let seq = cli
+        .send_request(
+            &RequestFrame {
+                id: 7,
+                body: Request::Status,
+            }
+            .encode(),
+        )
+        .unwrap();
+    let answer = cli.receive().unwrap();
+    assert!(matches!(answer.body, Ok(Response::Status(_))), "{answer:?}");
+    let conns = emu.connections();
+    assert!(conns[0].cut && conns.len() >= 2, "{conns:?}");
+    let text = log(&dev);
+    assert!(
+        text.contains("sending 1 unacknowledged answer(s) again"),
+        "{text}"
+    );
+    assert_eq!(text.matches(&format!("(seq {seq},")).count(), 1, "{text}");
+}
+
 #[test]
 fn forged_tampered_expired_misdirected_and_wrong_role_commands_are_refused() {
     let (dev, broker) = start(200);

@@ -10,6 +10,7 @@
 //! forever; PID 1 never gives up on it.
 
 mod backoff;
+mod inflight;
 pub mod replay;
 pub mod verify;
 
@@ -26,6 +27,7 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::{Async, Executor, Timer};
 
 pub use backoff::{Backoff, Keepalive};
+use inflight::Inflight;
 
 use super::api::tls::{self, Identity, TlsError};
 use super::api::{handlers::handle, ApiContext};
@@ -135,6 +137,7 @@ pub fn start(
         ctx,
         keepalive,
         next_pid: 0,
+        inflight: Inflight::default(),
     };
     ex.spawn(home.run()).detach();
     Ok(())
@@ -152,6 +155,9 @@ struct CallHome {
     ctx: Arc<ApiContext>,
     keepalive: Keepalive,
     next_pid: u16,
+    /// Answers sent and not yet acknowledged by the broker; sent again
+    /// after a reconnect.
+    inflight: Inflight,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -265,6 +271,13 @@ impl CallHome {
                 used += len;
                 match (phase, packet) {
                     (Phase::Connack, Packet::Connack { code: 0, .. }) => {
+                        if !self.inflight.is_empty() {
+                            tracing::info!(
+                                "callhome: sending {} unacknowledged answer(s) again",
+                                self.inflight.len()
+                            );
+                            self.inflight.resend(&mut out)?;
+                        }
                         self.subscribe(&mut out)?;
                         phase = Phase::Suback;
                         phase_since = Instant::now();
@@ -290,7 +303,7 @@ impl CallHome {
                         self.on_publish(&p, &mut out)?
                     }
                     (_, Packet::Pingresp) => ping_sent = None,
-                    (_, Packet::Puback { .. }) => {}
+                    (_, Packet::Puback { pid }) => self.inflight.acked(pid),
                     (_, Packet::Disconnect) => return Err(CallHomeError::Closed),
                     _ => return Err(CallHomeError::Protocol("packet")),
                 }
@@ -320,18 +333,18 @@ impl CallHome {
     /// and a signed `Online` event.
     fn announce(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
         let cert = self.cert.clone();
-        self.publish(out, &topic::cert(&self.device), &cert, true)?;
+        self.publish(out, &topic::cert(&self.device), &cert, true, None)?;
         let online = self.signed(DeviceMessage::Online {
             boot_id: &self.ctx.boot_id,
             version: &self.ctx.release.version,
             slot: &self.ctx.slot,
         });
-        self.publish(out, &topic::events(&self.device), &online, false)
+        self.publish(out, &topic::events(&self.device), &online, false, None)
     }
 
     fn on_publish(&mut self, p: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        if let Some((to, reply)) = self.command(p.topic, p.payload) {
-            self.publish(out, &to, &reply, false)?;
+        if let Some((to, reply, seq)) = self.command(p.topic, p.payload) {
+            self.publish(out, &to, &reply, false, Some(seq))?;
         }
         if p.qos == QoS::AtLeastOnce {
             mqtt::encode(&Packet::Puback { pid: p.pid }, out)?;
@@ -339,8 +352,9 @@ impl CallHome {
         Ok(())
     }
 
-    /// Check a command and run it; the signed answer and where it goes.
-    fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>)> {
+    /// Check a command and run it; the signed answer, where it goes, and
+    /// the command's sequence number.
+    fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>, u64)> {
         let now = UnixTime::since_unix_epoch(self.ctx.time.now());
         let checked = self.authority.verify(payload, on, now).and_then(|v| {
             match self.replay.accept(v.key, v.seq) {
@@ -350,6 +364,12 @@ impl CallHome {
         });
         let v = match checked {
             Ok(v) => v,
+            Err(Refusal::Replayed(r)) if self.inflight.answers(r.seq) => {
+                // The broker's copy of a command we ran and whose answer is
+                // still on its way (our PUBACK was lost with the link).
+                tracing::info!("callhome: seq {} delivered again; answer in flight", r.seq);
+                return None;
+            }
             Err(refusal) => {
                 tracing::warn!("callhome: refused a command on {on}: {refusal}");
                 if !refusal.authentic() {
@@ -365,7 +385,7 @@ impl CallHome {
                     seq,
                     reason: &reason,
                 });
-                return Some((topic::events(&self.device), says));
+                return Some((topic::events(&self.device), says, seq));
             }
         };
         let (id, body) = match RequestFrame::decode(v.request) {
@@ -389,7 +409,7 @@ impl CallHome {
             seq: v.seq,
             response: &response,
         });
-        Some((topic::resp(&self.device), says))
+        Some((topic::resp(&self.device), says, v.seq))
     }
 
     fn signed(&self, message: DeviceMessage<'_>) -> Vec<u8> {
@@ -406,16 +426,24 @@ impl CallHome {
         })
     }
 
-    /// QoS 1: the broker keeps it for a CLI that is briefly away. Not sent
-    /// again by us if the link drops first: the CLI asks again.
+    /// QoS 1: the broker keeps it for a CLI that is briefly away. With
+    /// `answers: Some(seq)` it is kept until the broker acknowledges it and
+    /// sent again after a reconnect; announcements are made anew on each
+    /// connect instead.
     fn publish(
         &mut self,
         out: &mut Vec<u8>,
         topic: &str,
         payload: &[u8],
         retain: bool,
+        answers: Option<u64>,
     ) -> Result<(), MqttError> {
         let pid = self.pid();
+        if let Some(seq) = answers {
+            for lost in self.inflight.keep(pid, topic, payload, seq) {
+                tracing::warn!("callhome: answer to seq {lost} dropped: too many unacknowledged");
+            }
+        }
         mqtt::encode(
             &Packet::Publish(Publish {
                 topic,
@@ -429,9 +457,14 @@ impl CallHome {
         )
     }
 
+    /// The next packet id not held by a kept answer.
     fn pid(&mut self) -> u16 {
-        self.next_pid = self.next_pid.wrapping_add(1).max(1);
-        self.next_pid
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1).max(1);
+            if !self.inflight.holds(self.next_pid) {
+                return self.next_pid;
+            }
+        }
     }
 }
 
