@@ -374,6 +374,62 @@ fn an_answer_cut_on_the_link_is_sent_again_after_the_reconnect() {
     assert_eq!(text.matches(&format!("(seq {seq},")).count(), 1, "{text}");
 }
 
+/// `fleet list` reads each board's signed presence, retained on the broker:
+/// online while its session is up, and offline — the session's last will,
+/// said by the broker — once the board dies without a goodbye.
+#[test]
+fn presence_is_retained_and_the_last_will_says_offline() {
+    let (mut dev, broker) = start(200);
+    let url = broker.url();
+    let list = |cli: &common::Cli| cli.json(&["--broker", &url, "fleet", "list", "--timeout", "5"]);
+    let boot = boot_id(&dev.cli, &url);
+    let v = list(&dev.cli);
+    let seen = &v["seen"]["edge-1"];
+    assert_eq!(seen["online"], true, "{v}");
+    assert_eq!(seen["boot_id"], boot.as_str(), "{v}");
+    assert_eq!(seen["slot"], "A", "{v}");
+    let since = seen["since"].as_u64().unwrap();
+    let v = dev.cli.json(&[
+        "--broker",
+        &url,
+        "fleet",
+        "list",
+        "--devices",
+        "edge-1,ghost",
+    ]);
+    assert_eq!(v["never_seen"], serde_json::json!(["ghost"]), "{v}");
+
+    dev.kill();
+    let mut v = serde_json::Value::Null;
+    assert!(
+        wait_until(15, || {
+            v = list(&dev.cli);
+            v["seen"]["edge-1"]["online"] == false
+        }),
+        "{v}\n{}",
+        broker.log()
+    );
+    assert_eq!(v["seen"]["edge-1"]["boot_id"], boot.as_str(), "{v}");
+    assert_eq!(v["seen"]["edge-1"]["since"], since, "{v}");
+
+    // An operator's (or anyone's) unsigned overwrite is shown as such.
+    let mut admin = admin_session(&dev, &broker);
+    admin
+        .publish(&topic::presence("edge-1"), b"not signed", true)
+        .unwrap();
+    drop(admin);
+    let v = list(&dev.cli);
+    assert!(v["seen"].get("edge-1").is_none(), "{v}");
+    assert!(v["unverified"]["edge-1"].is_string(), "{v}");
+
+    dev.spawn();
+    assert!(
+        wait_until(20, || list(&dev.cli)["seen"]["edge-1"]["online"] == true),
+        "{}",
+        log(&dev)
+    );
+}
+
 #[test]
 fn forged_tampered_expired_misdirected_and_wrong_role_commands_are_refused() {
     let (dev, broker) = start(200);

@@ -337,6 +337,19 @@ fn callhome_envelope_bytes_are_pinned() {
         },
     };
     assert_eq!(encode(&refused), [1, b'd', 2, 1, 1, b'x']);
+    let presence = DeviceSays {
+        device: "d",
+        message: DeviceMessage::Presence {
+            online: false,
+            boot_id: "b",
+            version: "v",
+            slot: "A",
+            since: 300,
+        },
+    };
+    let bytes = [1, b'd', 3, 0, 1, b'b', 1, b'v', 1, b'A', 0xac, 0x02];
+    assert_eq!(encode(&presence), bytes);
+    assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), presence);
     let by_device = SignedByDevice {
         says: &[1],
         sig: &[2],

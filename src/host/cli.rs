@@ -185,6 +185,9 @@ pub enum FleetCommand {
     Status,
     /// One round trip to each board.
     Ping,
+    /// Who is online, from what the boards left retained on the broker
+    /// (no traffic to any board): every board, or --devices / --label.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -260,14 +263,36 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(l) => Some(labelled(ctx, l, args.devices.is_some())?),
                 None => args.devices.clone(),
             };
-            let who = super::fleet::selection(args.group.clone(), devices)?;
             let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
-            let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
-            let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
             let request = match args.what {
                 FleetCommand::Status => Request::Status,
                 FleetCommand::Ping => Request::Ping,
+                FleetCommand::List => {
+                    if args.group.is_some() {
+                        anyhow::bail!(
+                            "fleet list reads presence, which does not name groups: give --devices or --label"
+                        );
+                    }
+                    let only = match devices {
+                        Some(d) => match super::fleet::selection(None, Some(d))? {
+                            super::fleet::Selection::Devices(list) => Some(list),
+                            super::fleet::Selection::Group(_) => None,
+                        },
+                        None => None,
+                    };
+                    let roster = super::presence::collect(
+                        &url,
+                        tls,
+                        &ctx.ca,
+                        only.as_deref(),
+                        std::time::Duration::from_secs(args.timeout),
+                    )?;
+                    return super::output::presence(&roster, top);
+                }
             };
+            let who = super::fleet::selection(args.group.clone(), devices)?;
+            let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
+            let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
             let report = fan.run(
                 &who,
                 request,

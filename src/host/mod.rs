@@ -19,6 +19,7 @@ pub mod modemsim;
 pub mod mosquitto;
 pub mod output;
 pub mod pki;
+pub mod presence;
 pub mod qemu;
 pub mod remote;
 pub mod rollout;

@@ -319,3 +319,33 @@ pub fn fleet(report: &super::fleet::Report, format: Format) -> Result<()> {
     );
     Ok(())
 }
+
+/// `fleet list`: each board's retained presence. JSON: the `Roster` as is.
+pub fn presence(roster: &super::presence::Roster, format: Format) -> Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(roster)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<8} {:<24} {:<12} SLOT",
+        "DEVICE", "STATE", "SINCE", "VERSION"
+    );
+    for (device, seen) in &roster.seen {
+        println!(
+            "{device:<24} {:<8} {:<24} {:<12} {}",
+            if seen.online { "online" } else { "offline" },
+            utc(seen.since),
+            seen.version,
+            seen.slot
+        );
+    }
+    for (device, why) in &roster.unverified {
+        println!("{device:<24} unverified: {why}");
+    }
+    for device in &roster.never_seen {
+        println!("{device:<24} never seen on this broker");
+    }
+    let online = roster.seen.values().filter(|s| s.online).count();
+    println!("{online} online, {} offline", roster.seen.len() - online);
+    Ok(())
+}

@@ -106,6 +106,17 @@ pub enum DeviceMessage<'a> {
     },
     /// Tag 2: an authentic command refused (expired, replayed), on `/events`.
     Refused { seq: u64, reason: &'a str },
+    /// Tag 3: retained on `/presence`: `online` when a session is up; the
+    /// broker publishes the `online: false` copy (the session's last will)
+    /// when the session dies without a goodbye. `since`: Unix seconds by
+    /// the board's clock when that session began.
+    Presence {
+        online: bool,
+        boot_id: &'a str,
+        version: &'a str,
+        slot: &'a str,
+        since: u64,
+    },
 }
 
 /// The signed part of a device message: who says it, and what.
@@ -145,7 +156,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
     super::error::decode_exact(bytes, "call-home envelope")
 }
 
-/// Topics: `outpost/<device>/{req,resp,events,cert}`, `outpost/group/<g>/req`.
+/// Topics: `outpost/<device>/{req,resp,events,cert,presence}`, `outpost/group/<g>/req`.
 pub mod topic {
     pub const PREFIX: &str = "outpost";
     pub fn req(device: &str) -> String {
@@ -160,6 +171,10 @@ pub mod topic {
     /// Retained: the device's certificate (DER), so a CLI can check answers.
     pub fn cert(device: &str) -> String {
         format!("{PREFIX}/{device}/cert")
+    }
+    /// Retained: the device's last `Presence` (online, or its last will).
+    pub fn presence(device: &str) -> String {
+        format!("{PREFIX}/{device}/presence")
     }
     pub fn group_req(group: &str) -> String {
         format!("{PREFIX}/group/{group}/req")

@@ -32,7 +32,7 @@ use inflight::Inflight;
 use super::api::tls::{self, Identity, TlsError};
 use super::api::{handlers::handle, ApiContext};
 use crate::config::CallHomeConfig;
-use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS};
+use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS, Will};
 use crate::wire::envelope::{
     self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
 };
@@ -217,6 +217,9 @@ impl CallHome {
         .await?;
 
         let keepalive = Duration::from_secs(u64::from(self.keepalive.secs()));
+        let since = self.ctx.time.now().as_secs();
+        let presence_topic = topic::presence(&self.device);
+        let offline = self.presence(false, since);
         let mut out = Vec::new();
         mqtt::encode(
             &Packet::Connect(Connect {
@@ -225,7 +228,14 @@ impl CallHome {
                 // The broker keeps our subscriptions and queues commands
                 // sent while we are away (they run or expire on return).
                 clean_session: false,
-                will: None,
+                // Said by the broker for us when this session dies: a fleet
+                // view shows the board offline without asking it.
+                will: Some(Will {
+                    topic: &presence_topic,
+                    payload: &offline,
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                }),
             }),
             &mut out,
         )?;
@@ -289,7 +299,7 @@ impl CallHome {
                         if codes.contains(&0x80) {
                             tracing::warn!("callhome: broker refused a subscription: {codes:?}");
                         }
-                        self.announce(&mut out)?;
+                        self.announce(&mut out, since)?;
                         phase = Phase::Running;
                         *up = true;
                         tracing::info!(
@@ -329,11 +339,13 @@ impl CallHome {
         )
     }
 
-    /// Our certificate (retained: a CLI that subscribes later gets it first)
-    /// and a signed `Online` event.
-    fn announce(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
+    /// Our certificate (retained: a CLI that subscribes later gets it
+    /// first), our presence (retained) and a signed `Online` event.
+    fn announce(&mut self, out: &mut Vec<u8>, since: u64) -> Result<(), MqttError> {
         let cert = self.cert.clone();
         self.publish(out, &topic::cert(&self.device), &cert, true, None)?;
+        let online = self.presence(true, since);
+        self.publish(out, &topic::presence(&self.device), &online, true, None)?;
         let online = self.signed(DeviceMessage::Online {
             boot_id: &self.ctx.boot_id,
             version: &self.ctx.release.version,
@@ -410,6 +422,17 @@ impl CallHome {
             response: &response,
         });
         Some((topic::resp(&self.device), says, v.seq))
+    }
+
+    /// A signed `Presence` for the session that began at `since`.
+    fn presence(&self, online: bool, since: u64) -> Vec<u8> {
+        self.signed(DeviceMessage::Presence {
+            online,
+            boot_id: &self.ctx.boot_id,
+            version: &self.ctx.release.version,
+            slot: &self.ctx.slot,
+            since,
+        })
     }
 
     fn signed(&self, message: DeviceMessage<'_>) -> Vec<u8> {
