@@ -19,7 +19,7 @@ use crate::wire::envelope::{
     self, topic, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
     Target, COMMAND_CONTEXT, DEVICE_CONTEXT, MAX_DEVICE_PAYLOAD,
 };
-use crate::wire::ResponseFrame;
+use crate::wire::{Response, ResponseFrame};
 
 /// The CLI pings the broker after this much silence of its own.
 const KEEPALIVE_SECS: u16 = 60;
@@ -411,6 +411,14 @@ pub fn client_id(prefix: &str) -> String {
     format!("{prefix}-{}", crate::bundle::hex(&b))
 }
 
+struct Waiting {
+    seq: u64,
+    /// One `RequestFrame`.
+    request: Vec<u8>,
+    /// A stream (`logs --follow`): answers keep coming until `End`.
+    stream: bool,
+}
+
 /// Requests to one device through the broker, answers back, signatures
 /// checked both ways.
 pub struct DeviceLink {
@@ -419,9 +427,9 @@ pub struct DeviceLink {
     operator: Operator,
     roots: Vec<CertificateDer<'static>>,
     device_cert: Option<Vec<u8>>,
-    /// Commands sent and not yet answered: seq and request frame (sent
-    /// again whole if the device does not know our certificate).
-    waiting: Vec<(u64, Vec<u8>)>,
+    /// Commands sent and not yet answered (sent again whole if the device
+    /// does not know our certificate).
+    waiting: Vec<Waiting>,
     /// The device has our certificate: later commands carry only its id.
     cert_sent: bool,
     expiry: Duration,
@@ -471,10 +479,18 @@ impl DeviceLink {
     pub fn send_request(&mut self, request: &[u8]) -> Result<u64> {
         let whole = !self.cert_sent;
         self.cert_sent = true;
-        self.publish_request(request, whole)
+        self.publish_request(request, whole, false)
     }
 
-    fn publish_request(&mut self, request: &[u8], whole: bool) -> Result<u64> {
+    /// As `send_request`, for a request answered by a stream that ends
+    /// with `End` (`logs --follow`).
+    pub fn send_stream_request(&mut self, request: &[u8]) -> Result<u64> {
+        let whole = !self.cert_sent;
+        self.cert_sent = true;
+        self.publish_request(request, whole, true)
+    }
+
+    fn publish_request(&mut self, request: &[u8], whole: bool, stream: bool) -> Result<u64> {
         let req_topic = topic::req(&self.device);
         let (seq, signed) = self.operator.sign_as(
             Target::Device(&self.device),
@@ -484,20 +500,31 @@ impl DeviceLink {
             whole,
         );
         self.link.publish(&req_topic, &signed, false)?;
-        self.waiting.push((seq, request.to_vec()));
+        self.waiting.push(Waiting {
+            seq,
+            request: request.to_vec(),
+            stream,
+        });
         Ok(seq)
     }
 
     /// The next answer to one of our commands.
     pub fn receive(&mut self) -> Result<ResponseFrame> {
-        let deadline = Instant::now() + self.timeout;
+        match self.receive_until(Instant::now() + self.timeout)? {
+            Some(frame) => Ok(frame),
+            None => bail!(
+                "{}: no answer through the broker within {} s (is it calling home?)",
+                self.device,
+                self.timeout.as_secs()
+            ),
+        }
+    }
+
+    /// The next answer to one of our commands, or `None` at `deadline`.
+    pub fn receive_until(&mut self, deadline: Instant) -> Result<Option<ResponseFrame>> {
         loop {
             let Some((on, payload)) = self.link.next_message(deadline)? else {
-                bail!(
-                    "{}: no answer through the broker within {} s (is it calling home?)",
-                    self.device,
-                    self.timeout.as_secs()
-                );
+                return Ok(None);
             };
             if on == topic::cert(&self.device) {
                 match check_device_cert(&payload, &self.device, &self.roots) {
@@ -516,22 +543,30 @@ impl DeviceLink {
                     continue;
                 }
             };
-            let pos = |seq: u64| self.waiting.iter().position(|(s, _)| *s == seq);
+            let Some(at) = self.waiting.iter().position(|w| {
+                matches!(says.message, DeviceMessage::Answer { seq, .. }
+                    | DeviceMessage::Refused { seq, .. } if seq == w.seq)
+            }) else {
+                continue; // answers to other CLIs, duplicates, events
+            };
             match says.message {
-                DeviceMessage::Answer { seq, response } if pos(seq).is_some() => {
-                    self.waiting.retain(|(s, _)| *s != seq);
-                    return Ok(ResponseFrame::decode(response)?);
+                DeviceMessage::Answer { response, .. } => {
+                    let frame = ResponseFrame::decode(response)?;
+                    let more = self.waiting[at].stream && !matches!(frame.body, Ok(Response::End));
+                    if !more {
+                        self.waiting.remove(at);
+                    }
+                    return Ok(Some(frame));
                 }
-                DeviceMessage::Refused { seq, reason } if pos(seq).is_some() => {
+                DeviceMessage::Refused { reason, .. } => {
                     if reason == envelope::UNKNOWN_CERT {
                         // The device rebooted (or never saw it): send whole.
-                        let (_, request) = self.waiting.remove(pos(seq).unwrap_or(0));
-                        self.publish_request(&request, true)?;
+                        let w = self.waiting.remove(at);
+                        self.publish_request(&w.request, true, w.stream)?;
                         continue;
                     }
                     bail!("{} refused the command: {reason}", self.device)
                 }
-                // Answers to other CLIs, duplicates, events.
                 _ => continue,
             }
         }

@@ -239,9 +239,9 @@ impl Client {
         body: Request<'_>,
         mut each: impl FnMut(Response) -> bool,
     ) -> Result<()> {
-        let Link::Direct(_) = &self.link else {
-            bail!("this command streams: it needs a direct connection, not the broker");
-        };
+        if let Link::Broker(_) = &self.link {
+            return self.stream_via_broker(body, each);
+        }
         let id = self.send(body)?;
         self.set_read_timeout(KEEPALIVE)?;
         let result = loop {
@@ -268,6 +268,52 @@ impl Client {
         };
         self.set_read_timeout(IO_TIMEOUT)?;
         result
+    }
+
+    /// `stream` through a broker: the device keeps the stream on a lease
+    /// that each of our commands renews, so a quiet stream pings every
+    /// `KEEPALIVE` (src/device/callhome/follow.rs); `Cancel` ends it.
+    fn stream_via_broker(
+        &mut self,
+        body: Request<'_>,
+        mut each: impl FnMut(Response) -> bool,
+    ) -> Result<()> {
+        let mut frame = |body| {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            (id, RequestFrame { id, body }.encode())
+        };
+        let (id, request) = frame(body);
+        let (_, ping) = frame(Request::Ping);
+        let (_, cancel) = frame(Request::Cancel { id });
+        let Link::Broker(b) = &mut self.link else {
+            bail!("not a broker link");
+        };
+        b.send_stream_request(&request)?;
+        // Renew the lease every KEEPALIVE however busy the stream is: the
+        // device counts our commands, not its answers.
+        let mut sent = std::time::Instant::now();
+        loop {
+            if sent.elapsed() >= KEEPALIVE {
+                b.send_request(&ping)?;
+                sent = std::time::Instant::now();
+            }
+            let Some(resp) = b.receive_until(sent + KEEPALIVE)? else {
+                continue;
+            };
+            if resp.id != id {
+                continue; // a Pong
+            }
+            match answer(resp)? {
+                Response::End => return Ok(()),
+                r => {
+                    if !each(r) {
+                        b.send_request(&cancel)?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {

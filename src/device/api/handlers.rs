@@ -301,6 +301,18 @@ fn delta_install(
 }
 
 /// The newest `lines` system log lines that fit in one frame.
+/// The ring `logs --follow` reads: the system log, or one service's output.
+pub fn log_ring(ctx: &ApiContext, service: Option<&str>) -> Result<LogRing, WireError> {
+    match service {
+        None => Ok(ctx.log.clone()),
+        Some(name) => ctx
+            .services
+            .get()
+            .ok_or_else(|| crate::device::services::unknown(name))
+            .and_then(|s| s.log(name)),
+    }
+}
+
 pub fn log_tail(ctx: &ApiContext, lines: u16) -> Vec<wire::LogLine> {
     fit_to_frame(ctx.log.tail(usize::from(lines).min(MAX_LOG_LINES)))
 }

@@ -19,7 +19,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, Executor, Task, Timer};
 
 use super::auth;
-use super::handlers::{handle, log_tail, service_log_tail, ApiContext};
+use super::handlers::{handle, log_ring, log_tail, service_log_tail, ApiContext};
 use crate::device::log::LogRing;
 use crate::wire::{
     encode_frame, FeedResult, FrameDecoder, Request, RequestFrame, Response, ResponseFrame, Role,
@@ -43,6 +43,9 @@ const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
 /// A log follower looks for new lines this often; lines that arrive in
 /// between go out in one frame (fewer bytes on a metered link).
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// Lines a follower sends at most per tick (one frame's worth); the rest
+/// follows next tick.
+pub const FOLLOW_BATCH: usize = 100;
 /// Answers queued for the writer; a full queue slows the reader down.
 const OUTBOX: usize = 16;
 
@@ -239,16 +242,7 @@ impl Session {
                 }
                 // The ring to follow; its position before the tail is taken,
                 // so no line falls between the tail and what follows.
-                let ring = match service {
-                    None => Ok(self.ctx.log.clone()),
-                    Some(name) => self
-                        .ctx
-                        .services
-                        .get()
-                        .ok_or_else(|| crate::device::services::unknown(name))
-                        .and_then(|s| s.log(name)),
-                };
-                let ring = match ring {
+                let ring = match log_ring(&self.ctx, service) {
                     Ok(ring) => ring,
                     Err(e) => return self.send(id, Err(e)).await,
                 };
@@ -346,8 +340,7 @@ async fn follow_logs(
     }
     loop {
         Timer::after(FOLLOW_INTERVAL).await;
-        // At most a frame's worth per tick; the rest follows next tick.
-        let (new, next) = ring.since(seq, 100);
+        let (new, next) = ring.since(seq, FOLLOW_BATCH);
         seq = next;
         if !new.is_empty()
             && outbox

@@ -10,6 +10,7 @@
 //! forever; PID 1 never gives up on it.
 
 mod backoff;
+mod follow;
 mod inflight;
 pub mod replay;
 pub mod verify;
@@ -27,16 +28,20 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::{Async, Executor, Timer};
 
 pub use backoff::{Backoff, Keepalive};
+use follow::{Follows, Step};
 use inflight::Inflight;
 
+use super::api::handlers::{handle, log_ring};
 use super::api::tls::{self, Identity, TlsError};
-use super::api::{handlers::handle, ApiContext};
+use super::api::ApiContext;
 use crate::config::CallHomeConfig;
 use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS, Will};
 use crate::wire::envelope::{
     self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
 };
-use crate::wire::{RequestFrame, Response, ResponseFrame, WireError, MAX_RESPONSE_FRAME};
+use crate::wire::{
+    Request, RequestFrame, Response, ResponseFrame, Role, WireError, MAX_RESPONSE_FRAME,
+};
 use verify::{Authority, Refusal};
 
 /// The replay record on DATA.
@@ -138,6 +143,7 @@ pub fn start(
         keepalive,
         next_pid: 0,
         inflight: Inflight::default(),
+        follows: Follows::default(),
     };
     ex.spawn(home.run()).detach();
     Ok(())
@@ -158,6 +164,9 @@ struct CallHome {
     /// Answers sent and not yet acknowledged by the broker; sent again
     /// after a reconnect.
     inflight: Inflight,
+    /// `logs --follow` streams through the broker; they outlive a dropped
+    /// link (the ring keeps the lines meanwhile).
+    follows: Follows,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -243,6 +252,7 @@ impl CallHome {
         let mut phase_since = Instant::now();
         let mut last_tx = Instant::now();
         let mut ping_sent: Option<Instant> = None;
+        let mut last_tick = Instant::now();
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
@@ -252,11 +262,15 @@ impl CallHome {
                 out.clear();
                 last_tx = Instant::now();
             }
-            let wait = match (phase, ping_sent) {
+            let mut wait = match (phase, ping_sent) {
                 (Phase::Running, None) => keepalive.saturating_sub(last_tx.elapsed()),
                 (Phase::Running, Some(at)) => ANSWER_TIMEOUT.saturating_sub(at.elapsed()),
                 _ => ANSWER_TIMEOUT.saturating_sub(phase_since.elapsed()),
             };
+            let following = phase == Phase::Running && !self.follows.is_empty();
+            if following {
+                wait = wait.min(follow::TICK.saturating_sub(last_tick.elapsed()));
+            }
             let read = async { Some(io.read(&mut chunk).await) };
             let timer = async {
                 Timer::after(wait).await;
@@ -266,12 +280,29 @@ impl CallHome {
                 Some(Ok(0)) => return Err(CallHomeError::Closed),
                 Some(Ok(n)) => n,
                 Some(Err(e)) => return Err(e.into()),
-                None if phase == Phase::Running && ping_sent.is_none() => {
-                    mqtt::encode(&Packet::Pingreq, &mut out)?;
-                    ping_sent = Some(Instant::now());
+                None => {
+                    let overdue = match (phase, ping_sent) {
+                        (Phase::Running, None) => false,
+                        (Phase::Running, Some(at)) => at.elapsed() >= ANSWER_TIMEOUT,
+                        _ => phase_since.elapsed() >= ANSWER_TIMEOUT,
+                    };
+                    if overdue {
+                        return Err(CallHomeError::Timeout(ANSWER_TIMEOUT));
+                    }
+                    if following && last_tick.elapsed() >= follow::TICK {
+                        self.follow_tick(&mut out)?;
+                        last_tick = Instant::now();
+                    }
+                    if phase == Phase::Running
+                        && ping_sent.is_none()
+                        && out.is_empty()
+                        && last_tx.elapsed() >= keepalive
+                    {
+                        mqtt::encode(&Packet::Pingreq, &mut out)?;
+                        ping_sent = Some(Instant::now());
+                    }
                     continue;
                 }
-                None => return Err(CallHomeError::Timeout(ANSWER_TIMEOUT)),
             };
             buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
             let mut used = 0;
@@ -355,7 +386,7 @@ impl CallHome {
     }
 
     fn on_publish(&mut self, p: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        if let Some((to, reply, seq)) = self.command(p.topic, p.payload) {
+        if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out)? {
             self.publish(out, &to, &reply, false, Some(seq))?;
         }
         if p.qos == QoS::AtLeastOnce {
@@ -366,7 +397,12 @@ impl CallHome {
 
     /// Check a command and run it; the signed answer, where it goes, and
     /// the command's sequence number.
-    fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>, u64)> {
+    fn command(
+        &mut self,
+        on: &str,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<(String, Vec<u8>, u64)>, MqttError> {
         let now = UnixTime::since_unix_epoch(self.ctx.time.now());
         let checked = self.authority.verify(payload, on, now).and_then(|v| {
             match self.replay.accept(v.key, v.seq) {
@@ -380,12 +416,12 @@ impl CallHome {
                 // The broker's copy of a command we ran and whose answer is
                 // still on its way (our PUBACK was lost with the link).
                 tracing::info!("callhome: seq {} delivered again; answer in flight", r.seq);
-                return None;
+                return Ok(None);
             }
             Err(refusal) => {
                 tracing::warn!("callhome: refused a command on {on}: {refusal}");
                 if !refusal.authentic() {
-                    return None;
+                    return Ok(None);
                 }
                 let seq = match &refusal {
                     Refusal::Replayed(r) => r.seq,
@@ -397,9 +433,10 @@ impl CallHome {
                     seq,
                     reason: &reason,
                 });
-                return Some((topic::events(&self.device), says, seq));
+                return Ok(Some((topic::events(&self.device), says, seq)));
             }
         };
+        self.follows.renew(&v.key, Instant::now());
         let (id, body) = match RequestFrame::decode(v.request) {
             Ok(req) => {
                 tracing::info!(
@@ -408,20 +445,95 @@ impl CallHome {
                     v.seq,
                     v.role.name()
                 );
-                let ctx = &self.ctx;
-                let answer =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, v.role, &req.body)))
-                        .unwrap_or_else(|_| Err(WireError::Device("internal error".into())));
-                (req.id, answer)
+                (req.id, self.execute(v.key, v.seq, v.role, &req, out)?)
             }
             Err(_) => (0, Err(WireError::DecodeFailed)),
         };
+        Ok(Some((
+            topic::resp(&self.device),
+            self.answer(v.seq, id, body),
+            v.seq,
+        )))
+    }
+
+    /// Run one request: log follows and their cancels are ours (there is
+    /// no connection to hang them on), the rest goes to the API's handlers.
+    fn execute(
+        &mut self,
+        operator: replay::KeyId,
+        seq: u64,
+        role: Role,
+        req: &RequestFrame<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Result<Response, WireError>, MqttError> {
+        match &req.body {
+            Request::Cancel { id } if role >= req.body.required_role() => {
+                Ok(match self.follows.cancel(&operator, *id) {
+                    Some(stream) => {
+                        let end = self.answer(stream, *id, Ok(Response::End));
+                        self.publish(out, &topic::resp(&self.device), &end, false, Some(stream))?;
+                        Ok(Response::Accepted)
+                    }
+                    None => Err(WireError::Invalid(format!(
+                        "no log follow {id} of yours on this board"
+                    ))),
+                })
+            }
+            Request::Logs {
+                service,
+                follow: true,
+                ..
+            } if role >= req.body.required_role() => {
+                if self.follows.full() {
+                    return Ok(Err(WireError::Busy));
+                }
+                let ring = match log_ring(&self.ctx, *service) {
+                    Ok(ring) => ring,
+                    Err(e) => return Ok(Err(e)),
+                };
+                // The position before the tail: no line falls in between.
+                let (_, next) = ring.tail_with_seq(0);
+                let first = self.handle(role, &req.body);
+                if first.is_ok() {
+                    self.follows
+                        .start(seq, req.id, operator, ring, next, Instant::now());
+                }
+                Ok(first)
+            }
+            body => Ok(self.handle(role, body)),
+        }
+    }
+
+    fn handle(&self, role: Role, body: &Request<'_>) -> Result<Response, WireError> {
+        let ctx = &self.ctx;
+        std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, role, body)))
+            .unwrap_or_else(|_| Err(WireError::Device("internal error".into())))
+    }
+
+    /// New lines for each log follow; `End` for those whose lease ran out.
+    fn follow_tick(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
+        for step in self.follows.tick(Instant::now()) {
+            let (seq, said) = match step {
+                Step::Lines { seq, id, lines } => {
+                    (seq, self.answer(seq, id, Ok(Response::Logs(lines))))
+                }
+                Step::Ended { seq, id } => {
+                    tracing::info!("callhome: log follow seq {seq} ended: its operator went quiet");
+                    (seq, self.answer(seq, id, Ok(Response::End)))
+                }
+            };
+            self.publish(out, &topic::resp(&self.device), &said, false, Some(seq))?;
+        }
+        Ok(())
+    }
+
+    /// A signed answer to command `seq` (request id `id`).
+    fn answer(&self, seq: u64, id: u32, body: Result<Response, WireError>) -> Vec<u8> {
         let response = response_bytes(id, body);
-        let says = self.signed(DeviceMessage::Answer {
-            seq: v.seq,
+        self.signed(DeviceMessage::Answer {
+            seq,
             response: &response,
-        });
-        Some((topic::resp(&self.device), says, v.seq))
+        })
     }
 
     /// A signed `Presence` for the session that began at `since`.
