@@ -98,6 +98,13 @@ fn upgrade_commits_the_new_slot_and_rollback_goes_back() {
         "A stays good to roll back to: {s}"
     );
     assert_eq!(&slot_file(&dev, "B")[..img.len()], &img[..]);
+    // The install removed the staged bundle: DATA does not fill up with
+    // every upgrade's bundle.
+    let staged: Vec<_> = std::fs::read_dir(dev.data.join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
 
     // Rollback: back to A, which was good.
     let out = dev.cli.outpost(&["rollback"]);

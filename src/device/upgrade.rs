@@ -10,7 +10,7 @@ use super::delta;
 use super::durable::write_durably;
 use super::install::{self, Trust};
 use super::slots::{SlotHealth, Slots, LAST_BOOT_FILE};
-use super::upload::STAGING_DIR;
+use super::upload::{Uploads, STAGING_DIR};
 use crate::bootstate::{Slot, DEFAULT_ATTEMPTS};
 use crate::bundle::format::BundleHeader;
 use crate::wire::{SlotInfo, SlotsInfo, WireError};
@@ -196,6 +196,16 @@ impl Ab {
                             "installed {} in slot {target}; switching to it",
                             header.version
                         ));
+                        // Written to the slot: the staged copy only fills DATA.
+                        match &what {
+                            Source::Bundle(b) => Uploads::discard(b),
+                            Source::Delta {
+                                manifest, payload, ..
+                            } => {
+                                Uploads::discard(manifest);
+                                Uploads::discard(payload);
+                            }
+                        }
                         done(after);
                     }
                     Err(e) => {

@@ -48,6 +48,11 @@ const STALE_AFTER: Duration = Duration::from_secs(600);
 const REHASH_BUF: usize = 64 << 10;
 /// Directory on DATA that holds parts and finished artifacts.
 pub const STAGING_DIR: &str = "staging";
+/// A part or artifact in staging untouched this long is removed when the
+/// next upload begins: an abandoned rollout must not fill a small card's
+/// DATA for good. (Installs remove what they used at once.) A week covers
+/// a board that is offline over a long weekend mid-upload.
+pub const STAGED_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -171,6 +176,7 @@ impl Uploads {
             return Err(UploadError::TooLarge { size });
         }
         let mut table = self.lock();
+        self.sweep(&table, std::time::SystemTime::now());
         if let Some((&handle, upload)) = table.active.iter_mut().find(|(_, u)| u.sha256 == *sha256)
         {
             check_size(sha256, upload.size, size)?;
@@ -324,6 +330,46 @@ impl Uploads {
 
     fn final_path(&self, sha256: &[u8; 32]) -> PathBuf {
         self.dir.join(hex(sha256))
+    }
+
+    /// Remove staged files (parts and artifacts) last modified more than
+    /// `STAGED_MAX_AGE` before `now`, except those of active uploads.
+    /// Returns how many went.
+    fn sweep(&self, table: &Table, now: std::time::SystemTime) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let active: Vec<&Path> = table.active.values().map(|u| u.path.as_path()).collect();
+        let mut removed = 0;
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > STAGED_MAX_AGE);
+            if !old || active.contains(&path.as_path()) || !entry.path().is_file() {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!("upload: removed stale {}", path.display());
+                }
+                Err(e) => tracing::warn!("upload: removing stale {}: {e}", path.display()),
+            }
+        }
+        removed
+    }
+
+    /// An install is done with this staged file.
+    pub fn discard(path: &Path) {
+        match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!("upload: removed {} (installed)", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("upload: removing {}: {e}", path.display()),
+        }
     }
 }
 
@@ -513,6 +559,52 @@ mod tests {
         std::fs::metadata(dir.join(STAGING_DIR).join(format!("{}.part", hex(sha256))))
             .map(|m| m.len())
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn stale_staged_files_go_when_an_upload_begins_active_ones_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let up = store(tmp.path());
+        let data = artifact(3 * MAX_CHUNK, 1);
+        let state = up.begin(&sha(&data), data.len() as u64).unwrap();
+        send(&up, state.handle, &data, 0, MAX_CHUNK);
+        let staging = tmp.path().join(STAGING_DIR);
+        let old = std::time::SystemTime::now() - STAGED_MAX_AGE - Duration::from_secs(60);
+        let age = |name: &str, when| {
+            std::fs::write(staging.join(name), b"x").unwrap();
+            File::options()
+                .write(true)
+                .open(staging.join(name))
+                .unwrap()
+                .set_modified(when)
+                .unwrap();
+        };
+        age("aa.part", old);
+        age("bb", old);
+        age("cc.part", std::time::SystemTime::now());
+        // The active upload's part is old too, but in use.
+        let active = staging.join(format!("{}.part", hex(&sha(&data))));
+        File::options()
+            .write(true)
+            .open(&active)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let other = artifact(10, 2);
+        up.begin(&sha(&other), 10).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&staging)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            "cc.part".to_owned(),
+            format!("{}.part", hex(&sha(&data))),
+            format!("{}.part", hex(&sha(&other))),
+        ];
+        want.sort();
+        assert_eq!(left, want);
+        assert_eq!(part_len(tmp.path(), &sha(&data)), MAX_CHUNK as u64);
     }
 
     #[test]
