@@ -24,7 +24,7 @@ pub struct BrokerSpec<'a> {
 
 /// The ACL: each board (user = its certificate's CN = its hostname) reads
 /// its own requests and its groups' requests and writes its own answers,
-/// events and certificate; operators read and write everything under
+/// events, certificate and seal key; operators read and write everything under
 /// `outpost/`. Nobody else gets anything.
 pub fn acl(operators: &[String]) -> String {
     let mut text = String::from(
@@ -33,6 +33,7 @@ pub fn acl(operators: &[String]) -> String {
          pattern write outpost/%u/resp\n\
          pattern write outpost/%u/events\n\
          pattern write outpost/%u/cert\n\
+         pattern write outpost/%u/seal\n\
          pattern read outpost/group/+/req\n",
     );
     for op in operators {

@@ -2,6 +2,7 @@
 //! and the CLI. No I/O here; `docs/protocol.md` is the byte-level spec.
 
 pub mod envelope;
+pub mod seal;
 mod error;
 mod frame;
 mod request;

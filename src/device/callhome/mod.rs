@@ -11,6 +11,7 @@
 
 mod backoff;
 pub mod replay;
+pub mod seal;
 pub mod verify;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -116,6 +117,7 @@ pub fn start(
     };
     let authority = Authority::new(&machine.hostname, &cfg.groups, tls::certs(&id.ca)?);
     let replay = replay::ReplayGuard::load(&data.join(REPLAY_FILE));
+    let seal = seal::SealBox::load_or_create(&data.join(seal::KEY_FILE), cfg.require_sealed);
     let keepalive = Keepalive::new(cfg.keepalive_secs);
     let device = machine.hostname;
     tracing::info!(
@@ -132,6 +134,7 @@ pub fn start(
         cert,
         authority,
         replay,
+        seal,
         ctx,
         keepalive,
         next_pid: 0,
@@ -149,6 +152,7 @@ struct CallHome {
     cert: Vec<u8>,
     authority: Authority,
     replay: replay::ReplayGuard,
+    seal: seal::SealBox,
     ctx: Arc<ApiContext>,
     keepalive: Keepalive,
     next_pid: u16,
@@ -321,6 +325,10 @@ impl CallHome {
     fn announce(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
         let cert = self.cert.clone();
         self.publish(out, &topic::cert(&self.device), &cert, true)?;
+        let key = self.signed(DeviceMessage::SealKey {
+            public: self.seal.public(),
+        });
+        self.publish(out, &topic::seal(&self.device), &key, true)?;
         let online = self.signed(DeviceMessage::Online {
             boot_id: &self.ctx.boot_id,
             version: &self.ctx.release.version,
@@ -342,24 +350,25 @@ impl CallHome {
     /// Check a command and run it; the signed answer and where it goes.
     fn command(&mut self, on: &str, payload: &[u8]) -> Option<(String, Vec<u8>)> {
         let now = UnixTime::since_unix_epoch(self.ctx.time.now());
-        let checked = self.authority.verify(payload, on, now).and_then(|v| {
-            match self.replay.accept(v.key, v.seq) {
+        let checked = self
+            .authority
+            .verify(payload, on, now)
+            .and_then(|v| match self.replay.accept(v.key, v.seq) {
                 Ok(()) => Ok(v),
                 Err(e) => Err(Refusal::from(e)),
-            }
-        });
-        let v = match checked {
-            Ok(v) => v,
+            })
+            .and_then(|v| {
+                let (frame, answer_key) = self.seal.open(&v)?;
+                Ok((v, frame, answer_key))
+            });
+        let (v, frame, answer_key) = match checked {
+            Ok(checked) => checked,
             Err(refusal) => {
                 tracing::warn!("callhome: refused a command on {on}: {refusal}");
                 if !refusal.authentic() {
                     return None;
                 }
-                let seq = match &refusal {
-                    Refusal::Replayed(r) => r.seq,
-                    Refusal::UnknownCertificate { seq } => *seq,
-                    _ => 0,
-                };
+                let seq = refusal.seq();
                 let reason = refusal.to_string();
                 let says = self.signed(DeviceMessage::Refused {
                     seq,
@@ -368,7 +377,7 @@ impl CallHome {
                 return Some((topic::events(&self.device), says));
             }
         };
-        let (id, body) = match RequestFrame::decode(v.request) {
+        let (id, body) = match RequestFrame::decode(&frame) {
             Ok(req) => {
                 tracing::info!(
                     "callhome: {} (seq {}, role {})",
@@ -385,10 +394,20 @@ impl CallHome {
             Err(_) => (0, Err(WireError::DecodeFailed)),
         };
         let response = response_bytes(id, body);
-        let says = self.signed(DeviceMessage::Answer {
-            seq: v.seq,
-            response: &response,
-        });
+        let says = match answer_key.map(|k| k.seal(&response)) {
+            None => self.signed(DeviceMessage::Answer {
+                seq: v.seq,
+                response: &response,
+            }),
+            Some(Ok(ciphertext)) => self.signed(DeviceMessage::SealedAnswer {
+                seq: v.seq,
+                ciphertext: &ciphertext,
+            }),
+            Some(Err(e)) => self.signed(DeviceMessage::Refused {
+                seq: v.seq,
+                reason: &e.to_string(),
+            }),
+        };
         Some((topic::resp(&self.device), says))
     }
 
