@@ -612,9 +612,18 @@ fn bytes_on_the_board_link() {
     for id in [3, 4] {
         let before = relay.snapshot();
         sealed
-            .send_request(&RequestFrame { id, body: Request::Status }.encode())
+            .send_request(
+                &RequestFrame {
+                    id,
+                    body: Request::Status,
+                }
+                .encode(),
+            )
             .unwrap();
-        assert!(matches!(sealed.receive().unwrap().body, Ok(Response::Status(_))));
+        assert!(matches!(
+            sealed.receive().unwrap().body,
+            Ok(Response::Status(_))
+        ));
         std::thread::sleep(Duration::from_millis(300));
         let after = relay.snapshot();
         trips.push((after[1] - before[1], after[0] - before[0]));
@@ -812,10 +821,13 @@ fn fleet_fan_out_group_list_missing_and_late() {
     );
 }
 
+/// (topic, payload) of each message seen.
+type Seen = Vec<(String, Vec<u8>)>;
+
 /// Everything published on `outpost/edge-1/#` while it runs, as another
 /// admin client of the broker sees it (the broker operator's view).
 struct Observer {
-    seen: Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Arc<std::sync::Mutex<Seen>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -823,7 +835,13 @@ struct Observer {
 impl Observer {
     fn start(dev: &HostDevice, broker: &Mosquitto) -> Self {
         let (crt, key) = dev.site.client_paths("admin");
-        let mut s = session(&dev.site, broker, (&crt, &key), &["outpost/edge-1/#".into()]).unwrap();
+        let mut s = session(
+            &dev.site,
+            broker,
+            (&crt, &key),
+            &["outpost/edge-1/#".into()],
+        )
+        .unwrap();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (seen2, stop2) = (seen.clone(), stop.clone());
@@ -843,7 +861,7 @@ impl Observer {
     }
 
     /// Request and answer payloads seen so far, then forget them.
-    fn take(&self) -> Vec<(String, Vec<u8>)> {
+    fn take(&self) -> Seen {
         std::thread::sleep(Duration::from_millis(500));
         std::mem::take(&mut *self.seen.lock().unwrap())
             .into_iter()
@@ -901,8 +919,14 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
     let plain = json(via(&["status"]));
     let boot_id = plain["Status"]["boot_id"].as_str().unwrap().to_owned();
     let seen = watch.take();
-    assert!(seen.iter().any(|(t, _)| t.ends_with("/req")), "observer saw no request");
-    assert!(contains(&seen, boot_id.as_bytes()), "observer sees plain answers");
+    assert!(
+        seen.iter().any(|(t, _)| t.ends_with("/req")),
+        "observer saw no request"
+    );
+    assert!(
+        contains(&seen, boot_id.as_bytes()),
+        "observer sees plain answers"
+    );
 
     // Sealed: the same answer reaches the CLI, the broker sees neither.
     let sealed = json(via(&["--seal", "status"]));
@@ -912,7 +936,10 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
     // `status` asks three things (status, slots, metrics): all sealed.
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(all_sealed(&seen));
-    assert!(!contains(&seen, boot_id.as_bytes()), "sealed answer readable");
+    assert!(
+        !contains(&seen, boot_id.as_bytes()),
+        "sealed answer readable"
+    );
 
     // A small upload, sealed chunk by chunk: its bytes never show.
     let marker = b"SEAL-MARKER-7c1e";
@@ -933,11 +960,24 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
 
     // Fan-out: a sealed device list works; a sealed group publish is refused.
     let fan = cli.json(&[
-        "--broker", &url, "--seal", "fleet", "status", "--devices", "edge-1", "--timeout", "10",
+        "--broker",
+        &url,
+        "--seal",
+        "fleet",
+        "status",
+        "--devices",
+        "edge-1",
+        "--timeout",
+        "10",
     ]);
-    assert_eq!(fan["answers"]["edge-1"]["answer"]["Status"]["boot_id"], boot_id, "{fan}");
+    assert_eq!(
+        fan["answers"]["edge-1"]["answer"]["Status"]["boot_id"], boot_id,
+        "{fan}"
+    );
     assert!(!contains(&watch.take(), boot_id.as_bytes()));
-    let out = cli.outpost(&["--broker", &url, "--seal", "fleet", "status", "--group", "north"]);
+    let out = cli.outpost(&[
+        "--broker", &url, "--seal", "fleet", "status", "--group", "north",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--seal cannot go to a --group"));
 
@@ -958,7 +998,13 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
     l.set_timeout(Duration::from_secs(2));
     l.set_seal(true);
     let err = l
-        .send_request(&RequestFrame { id: 1, body: Request::Ping }.encode())
+        .send_request(
+            &RequestFrame {
+                id: 1,
+                body: Request::Ping,
+            }
+            .encode(),
+        )
         .unwrap_err();
     assert!(format!("{err:#}").contains("no seal key"), "{err:#}");
 
@@ -974,12 +1020,22 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
     std::fs::write(&machine, text).unwrap();
     dev.spawn();
     assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
-    let out = dev.cli.outpost(&via(&["status"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let out = dev.cli.outpost(
+        &via(&["status"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sealed commands only"), "{stderr}");
     assert!(log(&dev).contains("sealed commands only"), "{}", log(&dev));
-    let again = dev.cli.json(&via(&["--seal", "status"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let again = dev.cli.json(
+        &via(&["--seal", "status"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(again["Status"]["hostname"], plain["Status"]["hostname"]);
     assert_eq!(std::fs::read(&key_file).unwrap(), key);
 }

@@ -97,6 +97,7 @@ mod tests {
         let text = acl(&["admin".into()]);
         assert!(text.contains("pattern read outpost/%u/req\n"));
         assert!(!text.contains("pattern write outpost/%u/req"));
+        assert!(text.contains("pattern write outpost/%u/seal\n"));
         assert!(text.contains("user admin\ntopic readwrite outpost/#\n"));
         let tmp = tempfile::tempdir().unwrap();
         let site = Site::create(&tmp.path().join("s"), "lab").unwrap();

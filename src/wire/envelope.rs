@@ -233,7 +233,10 @@ mod tests {
         assert!(decode::<SignedCommand>(&[]).is_err());
         assert!(decode::<SignedCommand>(&[5, 1]).is_err());
         assert!(decode::<SignedCommand>(&[0, 0, 0, 0]).is_ok());
-        assert!(decode::<Command>(&[0, 0, 0, 0, 0, 2, 0]).is_err(), "unknown body tag");
+        assert!(
+            decode::<Command>(&[0, 0, 0, 0, 0, 2, 0]).is_err(),
+            "unknown body tag"
+        );
         assert!(
             decode::<SignedCommand>(&[0, 0, 0, 0, 0]).is_err(),
             "trailing"

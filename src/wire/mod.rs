@@ -2,11 +2,11 @@
 //! and the CLI. No I/O here; `docs/protocol.md` is the byte-level spec.
 
 pub mod envelope;
-pub mod seal;
 mod error;
 mod frame;
 mod request;
 mod response;
+pub mod seal;
 pub mod serial;
 
 pub use error::{DecodeError, WireError};

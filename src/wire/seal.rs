@@ -128,10 +128,11 @@ fn zero_nonce() -> Nonce {
 pub fn agree_ephemeral(device: &[u8; KEY_LEN]) -> Result<([u8; KEY_LEN], SealKeys), SealError> {
     use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
     let rng = ring::rand::SystemRandom::new();
-    let private =
-        EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| SealError::Agreement)?;
+    let private = EphemeralPrivateKey::generate(&X25519, &rng).map_err(|_| SealError::Agreement)?;
     let mut ephemeral = [0u8; KEY_LEN];
-    let public = private.compute_public_key().map_err(|_| SealError::Agreement)?;
+    let public = private
+        .compute_public_key()
+        .map_err(|_| SealError::Agreement)?;
     if public.as_ref().len() != KEY_LEN {
         return Err(SealError::Agreement);
     }
