@@ -325,10 +325,10 @@ impl CallHome {
     fn announce(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
         let cert = self.cert.clone();
         self.publish(out, &topic::cert(&self.device), &cert, true)?;
-        let key = self.signed(DeviceMessage::SealKey {
-            public: self.seal.public(),
-        });
-        self.publish(out, &topic::seal(&self.device), &key, true)?;
+        if let Some(public) = self.seal.public() {
+            let key = self.signed(DeviceMessage::SealKey { public });
+            self.publish(out, &topic::seal(&self.device), &key, true)?;
+        }
         let online = self.signed(DeviceMessage::Online {
             boot_id: &self.ctx.boot_id,
             version: &self.ctx.release.version,

@@ -18,8 +18,10 @@ use crate::wire::MAX_REQUEST_FRAME;
 pub const KEY_FILE: &str = "state/callhome-x25519.key";
 
 pub struct SealBox {
-    secret: StaticSecret,
-    public: [u8; KEY_LEN],
+    /// None only if the system had no randomness for a new key: then no
+    /// key is published and sealed commands are refused, never sealed to a
+    /// guessable key.
+    key: Option<(StaticSecret, [u8; KEY_LEN])>,
     /// `[callhome] require_sealed`: plain commands are refused.
     require: bool,
 }
@@ -29,47 +31,26 @@ impl SealBox {
     /// file of another size is replaced; a key that cannot be written still
     /// serves this boot (CLIs read the new public key at the next connect).
     pub fn load_or_create(path: &Path, require: bool) -> Self {
-        let mut bytes = [0u8; KEY_LEN];
-        match std::fs::read(path) {
-            Ok(b) if b.len() == KEY_LEN => bytes.copy_from_slice(&b),
-            other => {
-                match other {
-                    Ok(b) => tracing::warn!(
-                        "callhome: {} holds {} bytes, not {KEY_LEN}: making a new seal key",
-                        path.display(),
-                        b.len()
-                    ),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(
-                        "callhome: reading {}: {e}: making a new seal key",
-                        path.display()
-                    ),
+        let bytes = match read_key(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("callhome: {}: {e}: making a new seal key", path.display());
                 }
-                if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-                    .is_err()
-                {
-                    tracing::error!("callhome: no randomness for a seal key");
-                }
-                if let Err(e) = crate::device::durable::write_private(path, &bytes) {
-                    tracing::warn!("callhome: writing {}: {e}", path.display());
-                }
+                new_key(path)
             }
-        }
-        Self::from_bytes(bytes, require)
+        };
+        let key = bytes.map(|b| {
+            let secret = StaticSecret::from(b);
+            let public = PublicKey::from(&secret).to_bytes();
+            (secret, public)
+        });
+        Self { key, require }
     }
 
-    fn from_bytes(bytes: [u8; KEY_LEN], require: bool) -> Self {
-        let secret = StaticSecret::from(bytes);
-        let public = PublicKey::from(&secret).to_bytes();
-        Self {
-            secret,
-            public,
-            require,
-        }
-    }
-
-    pub fn public(&self) -> [u8; KEY_LEN] {
-        self.public
+    /// What the board publishes on `/seal` (none: no key this boot).
+    pub fn public(&self) -> Option<[u8; KEY_LEN]> {
+        self.key.as_ref().map(|(_, p)| *p)
     }
 
     /// The request frame of a verified command, and the key its answer is
@@ -86,11 +67,12 @@ impl SealBox {
                 ciphertext,
             } => {
                 let refused = || Refusal::DoesNotOpen { seq: v.seq };
-                let shared = self.secret.diffie_hellman(&PublicKey::from(ephemeral));
+                let (secret, public) = self.key.as_ref().ok_or_else(refused)?;
+                let shared = secret.diffie_hellman(&PublicKey::from(ephemeral));
                 if !shared.was_contributory() {
                     return Err(refused());
                 }
-                let keys = SealKeys::derive(shared.as_bytes(), &ephemeral, &self.public)
+                let keys = SealKeys::derive(shared.as_bytes(), &ephemeral, public)
                     .map_err(|_| refused())?;
                 let frame = keys
                     .request
@@ -100,6 +82,34 @@ impl SealBox {
             }
         }
     }
+}
+
+/// Exactly `KEY_LEN` bytes from `path` (reads at most one byte more).
+fn read_key(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(KEY_LEN + 1);
+    std::fs::File::open(path)?
+        .take(KEY_LEN as u64 + 1)
+        .read_to_end(&mut buf)?;
+    <[u8; KEY_LEN]>::try_from(buf.as_slice()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a {KEY_LEN}-byte key"),
+        )
+    })
+}
+
+/// 32 fresh random bytes, written to `path` (a failed write is logged).
+fn new_key(path: &Path) -> Option<[u8; KEY_LEN]> {
+    let mut bytes = [0u8; KEY_LEN];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        tracing::error!("callhome: no randomness for a seal key: sealed commands refused");
+        return None;
+    }
+    if let Err(e) = crate::device::durable::write_private(path, &bytes) {
+        tracing::warn!("callhome: writing {}: {e}", path.display());
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -123,7 +133,7 @@ mod tests {
     fn a_sealed_request_opens_and_its_answer_key_is_the_clis() {
         let tmp = tempfile::tempdir().unwrap();
         let board = SealBox::load_or_create(&tmp.path().join(KEY_FILE), false);
-        let (ephemeral, cli) = agree_ephemeral(&board.public()).unwrap();
+        let (ephemeral, cli) = agree_ephemeral(&board.public().unwrap()).unwrap();
         let ciphertext = cli.request.seal(b"frame").unwrap();
         let (frame, answer) = board
             .open(&verified(Body::Sealed {
@@ -151,7 +161,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let board = SealBox::load_or_create(&tmp.path().join("a"), false);
         let other = SealBox::load_or_create(&tmp.path().join("b"), false);
-        let (ephemeral, cli) = agree_ephemeral(&other.public()).unwrap();
+        let (ephemeral, cli) = agree_ephemeral(&other.public().unwrap()).unwrap();
         let ciphertext = cli.request.seal(b"frame").unwrap();
         let sealed = |c: &[u8], e: [u8; 32]| {
             board
@@ -164,7 +174,7 @@ mod tests {
         let refused = Err(Refusal::DoesNotOpen { seq: 42 });
         // Sealed to another board's key.
         assert_eq!(sealed(&ciphertext, ephemeral), refused);
-        let (ephemeral, cli) = agree_ephemeral(&board.public()).unwrap();
+        let (ephemeral, cli) = agree_ephemeral(&board.public().unwrap()).unwrap();
         let good = cli.request.seal(b"frame").unwrap();
         assert_eq!(sealed(&good, ephemeral), Ok(()));
         let mut bad = good.clone();
@@ -181,6 +191,17 @@ mod tests {
         // Over the cap: refused before any work.
         let huge = vec![0u8; MAX_REQUEST_FRAME + 17];
         assert_eq!(sealed(&huge, ephemeral), refused);
+        // No key this boot (no randomness): sealed commands are refused.
+        let keyless = SealBox {
+            key: None,
+            require: false,
+        };
+        assert_eq!(keyless.public(), None);
+        let v = verified(Body::Sealed {
+            ephemeral,
+            ciphertext: &good,
+        });
+        assert_eq!(keyless.open(&v).map(|_| ()), refused);
     }
 
     #[test]
@@ -203,6 +224,10 @@ mod tests {
         // Unwritable place: still a key for this boot, no panic.
         std::fs::write(tmp.path().join("file"), b"x").unwrap();
         let lost = SealBox::load_or_create(&tmp.path().join("file/key"), false);
-        assert_ne!(lost.public(), [0; 32]);
+        assert_ne!(lost.public().unwrap(), [0; 32]);
+        // A huge file is not read whole, and is replaced.
+        std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+        assert_ne!(SealBox::load_or_create(&path, false).public(), again);
+        assert_eq!(std::fs::read(&path).unwrap().len(), KEY_LEN);
     }
 }
