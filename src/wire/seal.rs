@@ -29,8 +29,10 @@ pub enum SealError {
     Agreement,
 }
 
-/// One 32-byte ChaCha20-Poly1305 key, used for exactly one message.
-#[derive(Clone)]
+/// One 32-byte ChaCha20-Poly1305 key, used for exactly one message:
+/// `seal` takes it by value and it is not `Clone`, so a second message can
+/// never go out under the same key and nonce. (A stream of answers to one
+/// command would need keys of its own, not this one.)
 pub struct OneUseKey([u8; KEY_LEN]);
 
 impl std::fmt::Debug for OneUseKey {
@@ -40,7 +42,7 @@ impl std::fmt::Debug for OneUseKey {
 }
 
 /// The keys of one sealed command.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SealKeys {
     pub request: OneUseKey,
     pub answer: OneUseKey,
@@ -85,8 +87,9 @@ impl SealKeys {
 }
 
 impl OneUseKey {
-    /// Encrypt; the ciphertext is the plaintext and a 16-byte tag.
-    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Encrypt; the ciphertext is the plaintext and a 16-byte tag. Uses
+    /// the key up.
+    pub fn seal(self, plain: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut out = plain.to_vec();
         // Fails only past ChaCha20's 256 GiB limit: our caps are KiB.
         self.aead()?
@@ -160,13 +163,13 @@ mod tests {
     #[test]
     fn round_trip_and_every_kind_of_wrong_key_fails() {
         let k = keys(9);
-        let sealed = k.request.seal(b"status please").unwrap();
+        let sealed = keys(9).request.seal(b"status please").unwrap();
         assert_eq!(sealed.len(), 13 + TAG_LEN);
         assert!(!sealed.windows(6).any(|w| w == b"status"));
         assert_eq!(k.request.open(&sealed, 100).unwrap(), b"status please");
         // The answer key cannot open the request, nor the reverse.
         assert_eq!(k.answer.open(&sealed, 100), Err(SealError::Open));
-        let answer = k.answer.seal(b"ok").unwrap();
+        let answer = keys(9).answer.seal(b"ok").unwrap();
         assert_eq!(k.request.open(&answer, 100), Err(SealError::Open));
         assert_eq!(k.answer.open(&answer, 100).unwrap(), b"ok");
         // Another agreement (another device key) derives other keys.
@@ -204,7 +207,7 @@ mod tests {
         let (e2, k2) = agree_ephemeral(&device).unwrap();
         assert_ne!(e1, e2);
         let sealed = k1.request.seal(b"x").unwrap();
-        assert_ne!(sealed, k2.request.seal(b"x").unwrap());
         assert_eq!(k2.request.open(&sealed, 10), Err(SealError::Open));
+        assert_ne!(sealed, k2.request.seal(b"x").unwrap());
     }
 }
