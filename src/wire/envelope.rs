@@ -250,6 +250,20 @@ mod tests {
     }
 
     #[test]
+    fn bodies_over_their_caps_are_caught() {
+        let tag = crate::wire::seal::TAG_LEN;
+        let big = vec![0u8; MAX_REQUEST_FRAME + tag + 1];
+        assert!(Body::Plain(&big[..MAX_REQUEST_FRAME]).within_caps());
+        assert!(!Body::Plain(&big[..MAX_REQUEST_FRAME + 1]).within_caps());
+        let sealed = |n: usize| Body::Sealed {
+            ephemeral: [0; 32],
+            ciphertext: &big[..n],
+        };
+        assert!(sealed(MAX_REQUEST_FRAME + tag).within_caps());
+        assert!(!sealed(MAX_REQUEST_FRAME + tag + 1).within_caps());
+    }
+
+    #[test]
     fn sizes_fit_the_caps() {
         let sealed = [0u8; MAX_REQUEST_FRAME + crate::wire::seal::TAG_LEN];
         let topic = format!("outpost/{}/req", "h".repeat(253));
