@@ -823,6 +823,34 @@ fn bytes_on_the_board_link() {
     std::thread::sleep(Duration::from_millis(300));
     let known = relay.snapshot();
     let (cli_tx, cli_rx) = l.counted();
+    // The same two round trips sealed (docs/benchmarks.md "Sealed commands").
+    let mut sealed = link(&dev, &broker, "admin");
+    sealed.set_seal(true);
+    let mut trips = Vec::new();
+    for id in [3, 4] {
+        let before = relay.snapshot();
+        sealed
+            .send_request(
+                &RequestFrame {
+                    id,
+                    body: Request::Status,
+                }
+                .encode(),
+            )
+            .unwrap();
+        assert!(matches!(
+            sealed.receive().unwrap().body,
+            Ok(Response::Status(_))
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+        let after = relay.snapshot();
+        trips.push((after[1] - before[1], after[0] - before[0]));
+    }
+    println!(
+        "callhome sealed status round trip on the board link: {} B in + {} B out (TLS+MQTT), \
+         later ones {} B in + {} B out",
+        trips[0].0, trips[0].1, trips[1].0, trips[1].1
+    );
     println!(
         "callhome bytes: connect {} up / {} down (TLS+MQTT, incl. cert and online event); \
          idle {:.0} B per ping exchange incl. TCP/IP ({} pings in {} s); \
@@ -1009,4 +1037,227 @@ fn fleet_fan_out_group_list_missing_and_late() {
         group_wall.as_secs_f64() * 1000.0,
         list_wall.as_secs_f64() * 1000.0
     );
+}
+
+/// (topic, payload) of each message seen.
+type Seen = Vec<(String, Vec<u8>)>;
+
+/// Everything published on `outpost/edge-1/#` while it runs, as another
+/// admin client of the broker sees it (the broker operator's view).
+struct Observer {
+    seen: Arc<std::sync::Mutex<Seen>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Observer {
+    fn start(dev: &HostDevice, broker: &Mosquitto) -> Self {
+        let (crt, key) = dev.site.client_paths("admin");
+        let mut s = session(
+            &dev.site,
+            broker,
+            (&crt, &key),
+            &["outpost/edge-1/#".into()],
+        )
+        .unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let deadline = Instant::now() + Duration::from_millis(200);
+                if let Some(m) = s.next_message(deadline).unwrap() {
+                    seen2.lock().unwrap().push(m);
+                }
+            }
+        });
+        Self {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Request and answer payloads seen so far, then forget them.
+    fn take(&self) -> Seen {
+        std::thread::sleep(Duration::from_millis(500));
+        std::mem::take(&mut *self.seen.lock().unwrap())
+            .into_iter()
+            .filter(|(t, _)| t.ends_with("/req") || t.ends_with("/resp"))
+            .collect()
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every request carries a sealed body, every answer is a `SealedAnswer`.
+fn all_sealed(seen: &[(String, Vec<u8>)]) -> bool {
+    use outpost::wire::envelope::{
+        decode, Body, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
+    };
+    seen.iter().all(|(t, p)| {
+        if t.ends_with("/req") {
+            let signed: SignedCommand = decode(p).unwrap();
+            let c: Command = decode(signed.command).unwrap();
+            matches!(c.request, Body::Sealed { .. })
+        } else {
+            let signed: SignedByDevice = decode(p).unwrap();
+            let says: DeviceSays = decode(signed.says).unwrap();
+            matches!(says.message, DeviceMessage::SealedAnswer { .. })
+        }
+    })
+}
+
+fn contains(seen: &[(String, Vec<u8>)], needle: &[u8]) -> bool {
+    seen.iter()
+        .any(|(_, p)| p.windows(needle.len()).any(|w| w == needle))
+}
+
+#[test]
+fn sealed_commands_hide_requests_and_answers_from_the_broker() {
+    let (mut dev, broker) = start(200);
+    let cli = &dev.cli;
+    let url = broker.url();
+    let watch = Observer::start(&dev, &broker);
+    let via = |extra: &[&str]| {
+        let mut a = vec!["--broker", url.as_str(), "-n", "edge-1"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let json = |args: Vec<String>| cli.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // In the clear, the broker's operator reads the answer (the boot id).
+    let plain = json(via(&["status"]));
+    let boot_id = plain["Status"]["boot_id"].as_str().unwrap().to_owned();
+    let seen = watch.take();
+    assert!(
+        seen.iter().any(|(t, _)| t.ends_with("/req")),
+        "observer saw no request"
+    );
+    assert!(
+        contains(&seen, boot_id.as_bytes()),
+        "observer sees plain answers"
+    );
+
+    // Sealed: the same answer reaches the CLI, the broker sees neither.
+    let sealed = json(via(&["--seal", "status"]));
+    assert_eq!(sealed["Status"]["boot_id"], boot_id, "{sealed}");
+    assert_eq!(sealed["Status"]["hostname"], plain["Status"]["hostname"]);
+    let seen = watch.take();
+    // `status` asks three things (status, slots, metrics): all sealed.
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(all_sealed(&seen));
+    assert!(
+        !contains(&seen, boot_id.as_bytes()),
+        "sealed answer readable"
+    );
+
+    // A small upload, sealed chunk by chunk: its bytes never show.
+    let marker = b"SEAL-MARKER-7c1e";
+    let file = cli.path("secret.bin");
+    let body: Vec<u8> = marker.iter().copied().cycle().take(20_000).collect();
+    std::fs::write(&file, &body).unwrap();
+    let up = json(via(&["--seal", "upload", file.to_str().unwrap()]));
+    assert_eq!(up["size"], 20_000, "{up}");
+    let seen = watch.take();
+    assert!(seen.len() >= 4, "{}", seen.len());
+    assert!(all_sealed(&seen));
+    assert!(!contains(&seen, marker), "sealed upload readable");
+    // The control: the same kind of upload in the clear is readable.
+    let plain_file = cli.path("plain.bin");
+    std::fs::write(&plain_file, b"PLAIN-MARKER-".repeat(100)).unwrap();
+    json(via(&["upload", plain_file.to_str().unwrap()]));
+    assert!(contains(&watch.take(), b"PLAIN-MARKER-"));
+
+    // Fan-out: a sealed device list works; a sealed group publish is refused.
+    let fan = cli.json(&[
+        "--broker",
+        &url,
+        "--seal",
+        "fleet",
+        "status",
+        "--devices",
+        "edge-1",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(
+        fan["answers"]["edge-1"]["answer"]["Status"]["boot_id"], boot_id,
+        "{fan}"
+    );
+    assert!(!contains(&watch.take(), boot_id.as_bytes()));
+    let out = cli.outpost(&[
+        "--broker", &url, "--seal", "fleet", "status", "--group", "north",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--seal cannot go to a --group"));
+
+    // No seal key published for a device: a clear error, nothing sent.
+    let mut l = {
+        let (crt, key) = dev.site.client_paths("admin");
+        let tls = client_config(&dev.site.ca_cert(), &crt, &key).unwrap();
+        DeviceLink::connect(
+            &url_of(&url),
+            tls,
+            &dev.site.ca_cert(),
+            operator(&dev.site, "admin"),
+            "edge-9",
+            broker::DEFAULT_EXPIRY,
+        )
+        .unwrap()
+    };
+    l.set_timeout(Duration::from_secs(2));
+    l.set_seal(true);
+    let err = l
+        .send_request(
+            &RequestFrame {
+                id: 1,
+                body: Request::Ping,
+            }
+            .encode(),
+        )
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("no seal key"), "{err:#}");
+
+    // A board that requires sealing refuses plain commands and says why;
+    // its seal key survives the restart (same file on DATA).
+    let key_file = dev.data.join("state/callhome-x25519.key");
+    let key = std::fs::read(&key_file).unwrap();
+    assert_eq!(key.len(), 32);
+    dev.kill();
+    let machine = dev.data.join("config/machine.toml");
+    let mut text = std::fs::read_to_string(&machine).unwrap();
+    text.push_str("require_sealed = true\n"); // [callhome] is the last table
+    std::fs::write(&machine, text).unwrap();
+    dev.spawn();
+    assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
+    let out = dev.cli.outpost(
+        &via(&["status"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sealed commands only"), "{stderr}");
+    assert!(log(&dev).contains("sealed commands only"), "{}", log(&dev));
+    let again = dev.cli.json(
+        &via(&["--seal", "status"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(again["Status"]["hostname"], plain["Status"]["hostname"]);
+    assert_eq!(std::fs::read(&key_file).unwrap(), key);
+}
+
+fn url_of(url: &str) -> BrokerUrl {
+    BrokerUrl::parse(url).unwrap()
 }

@@ -64,6 +64,9 @@ fn a_board_in_qemu_calls_home_and_is_managed_through_the_broker() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Sealed (the board's aarch64 X25519 and its seal key on the real DATA).
+    let sealed = env.json(&["--broker", &url, "-n", "edge-ch", "--seal", "status"]);
+    assert_eq!(sealed["Status"]["boot_id"], boot.as_str(), "{sealed}");
     let logs = via(&["logs", "--lines", "200"]);
     assert!(
         logs.contains("callhome: connected to 10.0.2.100:8883"),
@@ -86,4 +89,7 @@ fn a_board_in_qemu_calls_home_and_is_managed_through_the_broker() {
         broker.log(),
         env.consoles()
     );
+    // The seal key survived the reboot on DATA: a sealed command still opens.
+    let sealed = env.json(&["--broker", &url, "-n", "edge-ch", "--seal", "status"]);
+    assert_eq!(sealed["Status"]["boot_id"], after.as_str(), "{sealed}");
 }

@@ -274,19 +274,32 @@ fn links_bytes_are_pinned() {
 #[test]
 fn callhome_envelope_bytes_are_pinned() {
     use outpost::wire::envelope::{
-        decode, encode, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
-        Target,
+        decode, encode, Body, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice,
+        SignedCommand, Target,
     };
     let cmd = Command {
         target: Target::Device("d"),
         topic: "t",
         seq: 300,
         expires: 1,
-        request: &[5, 1],
+        request: Body::Plain(&[5, 1]),
     };
-    let bytes = [0, 1, b'd', 1, b't', 0xac, 0x02, 1, 2, 5, 1];
+    let bytes = [0, 1, b'd', 1, b't', 0xac, 0x02, 1, 0, 2, 5, 1];
     assert_eq!(encode(&cmd), bytes);
     assert_eq!(decode::<Command>(&bytes).unwrap(), cmd);
+    // Sealed body: tag 1, the 32-byte ephemeral key (no length), ciphertext.
+    let sealed = Command {
+        request: Body::Sealed {
+            ephemeral: [0xee; 32],
+            ciphertext: &[1, 2],
+        },
+        ..cmd.clone()
+    };
+    let mut bytes = vec![0, 1, b'd', 1, b't', 0xac, 0x02, 1, 1];
+    bytes.extend([0xee; 32]);
+    bytes.extend([2, 1, 2]);
+    assert_eq!(encode(&sealed), bytes);
+    assert_eq!(decode::<Command>(&bytes).unwrap(), sealed);
     let group = Command {
         target: Target::Group("g"),
         ..cmd.clone()
@@ -350,6 +363,24 @@ fn callhome_envelope_bytes_are_pinned() {
     let bytes = [1, b'd', 3, 0, 1, b'b', 1, b'v', 1, b'A', 0xac, 0x02];
     assert_eq!(encode(&presence), bytes);
     assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), presence);
+    let key = DeviceSays {
+        device: "d",
+        message: DeviceMessage::SealKey { public: [0xab; 32] },
+    };
+    let mut bytes = vec![1, b'd', 4];
+    bytes.extend([0xab; 32]);
+    assert_eq!(encode(&key), bytes);
+    assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), key);
+    let sealed_answer = DeviceSays {
+        device: "d",
+        message: DeviceMessage::SealedAnswer {
+            seq: 2,
+            ciphertext: &[9],
+        },
+    };
+    let bytes = [1, b'd', 5, 2, 1, 9];
+    assert_eq!(encode(&sealed_answer), bytes);
+    assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), sealed_answer);
     let by_device = SignedByDevice {
         says: &[1],
         sig: &[2],

@@ -728,7 +728,7 @@ fn mqtt() -> Seeds {
 }
 
 fn envelope() -> Seeds {
-    use outpost::wire::envelope::{encode, CertRef, Command, SignedCommand, Target};
+    use outpost::wire::envelope::{encode, Body, CertRef, Command, SignedCommand, Target};
     let request = RequestFrame {
         id: 1,
         body: Request::Status,
@@ -739,14 +739,24 @@ fn envelope() -> Seeds {
         topic: "outpost/edge-1/req",
         seq: 1_795_820_531_030_261,
         expires: 1_795_820_831,
-        request: &request,
+        request: Body::Plain(&request),
     });
     let group = encode(&Command {
         target: Target::Group("north"),
         topic: "outpost/group/north/req",
         seq: 2,
         expires: 3,
-        request: &request,
+        request: Body::Plain(&request),
+    });
+    let sealed = encode(&Command {
+        target: Target::Device("edge-1"),
+        topic: "outpost/edge-1/req",
+        seq: 4,
+        expires: 5,
+        request: Body::Sealed {
+            ephemeral: [0x9e; 32],
+            ciphertext: &[0xc1; 19],
+        },
     });
     let sign = |command: &[u8], cert: CertRef| {
         encode(&SignedCommand {
@@ -761,5 +771,6 @@ fn envelope() -> Seeds {
             sign(&command, CertRef::Full(&[0x30, 0x03, 0x02, 0x01, 0x00])),
         ),
         ("group", sign(&group, CertRef::Known([0x42; 16]))),
+        ("sealed", sign(&sealed, CertRef::Known([0x43; 16]))),
     ]
 }

@@ -40,6 +40,10 @@ pub struct CallHomeConfig {
     /// `outpost/group/<g>/req`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// Refuse plain commands: only sealed ones (encrypted to the board's
+    /// seal key) run, so the broker never sees a request or an answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_sealed: bool,
 }
 
 fn default_port() -> u16 {
@@ -128,6 +132,11 @@ mod tests {
         let ch = c.callhome.clone().unwrap();
         assert_eq!((ch.port, ch.keepalive_secs), (8883, 200));
         assert_eq!(ch.server_name(), "10.0.2.100");
+        assert!(!ch.require_sealed);
+        assert!(!c.to_toml().contains("require_sealed"));
+        let sealed = parse("[callhome]\nbroker = \"10.0.2.100\"\nrequire_sealed = true\n").unwrap();
+        assert!(sealed.callhome.clone().unwrap().require_sealed);
+        assert_eq!(MachineConfig::from_toml(&sealed.to_toml()).unwrap(), sealed);
         assert_eq!(MachineConfig::from_toml(&c.to_toml()).unwrap(), c);
         assert!(parse("").unwrap().callhome.is_none());
     }

@@ -13,13 +13,30 @@ use std::path::{Path, PathBuf};
 /// rename it over `path`, then fsync the directory (only that makes the
 /// rename itself durable). Creates the directory if it is missing.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, 0o666)
+}
+
+/// As [`write_durably`], readable by its owner only (0600 from creation:
+/// a secret never sits in a world-readable temporary).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, bytes, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
     let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
+    // A temporary left by a power cut may carry another mode: start afresh.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     drop(file);

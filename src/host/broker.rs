@@ -16,10 +16,11 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::mqtt::{self, Connect, Packet, Publish, QoS};
 use crate::wire::envelope::{
-    self, topic, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
+    self, topic, Body, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
     Target, COMMAND_CONTEXT, DEVICE_CONTEXT, MAX_DEVICE_PAYLOAD,
 };
-use crate::wire::{Response, ResponseFrame};
+use crate::wire::seal::{self, OneUseKey};
+use crate::wire::{Response, ResponseFrame, MAX_RESPONSE_FRAME};
 
 /// The CLI pings the broker after this much silence of its own.
 const KEEPALIVE_SECS: u16 = 60;
@@ -303,7 +304,7 @@ impl Operator {
         expires: u64,
         request: &[u8],
     ) -> (u64, Vec<u8>) {
-        self.sign_as(target, topic, expires, request, true)
+        self.sign_as(target, topic, expires, Body::Plain(request), true)
     }
 
     /// As `sign`; `whole`: carry the certificate itself, else only its id
@@ -313,7 +314,7 @@ impl Operator {
         target: Target<'_>,
         topic: &str,
         expires: u64,
-        request: &[u8],
+        request: Body<'_>,
         whole: bool,
     ) -> (u64, Vec<u8>) {
         let now = SystemTime::now()
@@ -419,6 +420,47 @@ struct Waiting {
     stream: bool,
 }
 
+/// How long a sealing CLI waits for the device's retained seal key (it
+/// comes right after the SUBACK when the device has ever published one).
+const SEAL_KEY_WAIT: Duration = Duration::from_secs(10);
+
+/// A seal key from `/seal`, once the device's certificate vouches for it.
+pub fn open_seal_key(payload: &[u8], cert: &[u8], device: &str) -> Result<[u8; seal::KEY_LEN]> {
+    match open_device_message(payload, cert)? {
+        DeviceSays {
+            device: d,
+            message: DeviceMessage::SealKey { public },
+        } if d == device => Ok(public),
+        _ => bail!("not {device}'s seal key"),
+    }
+}
+
+/// `request` sealed to `device_key`: the body to sign and the key that
+/// opens its answer.
+pub fn seal_request<'a>(
+    device_key: &[u8; seal::KEY_LEN],
+    request: &[u8],
+    ciphertext: &'a mut Vec<u8>,
+) -> Result<(Body<'a>, OneUseKey)> {
+    let (ephemeral, keys) = seal::agree_ephemeral(device_key)?;
+    *ciphertext = keys.request.seal(request)?;
+    Ok((
+        Body::Sealed {
+            ephemeral,
+            ciphertext,
+        },
+        keys.answer,
+    ))
+}
+
+/// A sealed answer's response frame.
+pub fn open_answer(key: &OneUseKey, ciphertext: &[u8]) -> Result<ResponseFrame> {
+    let frame = key
+        .open(ciphertext, MAX_RESPONSE_FRAME)
+        .context("sealed answer")?;
+    Ok(ResponseFrame::decode(&frame)?)
+}
+
 /// Requests to one device through the broker, answers back, signatures
 /// checked both ways.
 pub struct DeviceLink {
@@ -432,6 +474,14 @@ pub struct DeviceLink {
     waiting: Vec<Waiting>,
     /// The device has our certificate: later commands carry only its id.
     cert_sent: bool,
+    /// Seal every command to the device's seal key (`--seal`).
+    seal: bool,
+    /// The signed `SealKey` as last published (checked once the
+    /// certificate is in), and the key it carries.
+    seal_msg: Option<Vec<u8>>,
+    seal_key: Option<[u8; seal::KEY_LEN]>,
+    /// Answer keys of sealed commands in `waiting`, by seq.
+    answer_keys: Vec<(u64, OneUseKey)>,
     expiry: Duration,
     timeout: Duration,
 }
@@ -447,6 +497,7 @@ impl DeviceLink {
     ) -> Result<Self> {
         let filters = vec![
             topic::cert(device),
+            topic::seal(device),
             topic::resp(device),
             topic::events(device),
         ];
@@ -465,6 +516,10 @@ impl DeviceLink {
             device_cert: None,
             waiting: Vec::new(),
             cert_sent: false,
+            seal: false,
+            seal_msg: None,
+            seal_key: None,
+            answer_keys: Vec::new(),
             expiry,
             timeout: Duration::from_secs(30),
         })
@@ -490,15 +545,32 @@ impl DeviceLink {
         self.publish_request(request, whole, true)
     }
 
+    /// Seal every command from now on (the device's seal key is fetched
+    /// before the first one).
+    pub fn set_seal(&mut self, on: bool) {
+        self.seal = on;
+    }
+
     fn publish_request(&mut self, request: &[u8], whole: bool, stream: bool) -> Result<u64> {
         let req_topic = topic::req(&self.device);
+        let mut ciphertext = Vec::new();
+        let (body, answer_key) = if self.seal {
+            let key = self.device_seal_key()?;
+            let (body, k) = seal_request(&key, request, &mut ciphertext)?;
+            (body, Some(k))
+        } else {
+            (Body::Plain(request), None)
+        };
         let (seq, signed) = self.operator.sign_as(
             Target::Device(&self.device),
             &req_topic,
             expires_in(self.expiry),
-            request,
+            body,
             whole,
         );
+        if let Some(k) = answer_key {
+            self.answer_keys.push((seq, k));
+        }
         self.link.publish(&req_topic, &signed, false)?;
         self.waiting.push(Waiting {
             seq,
@@ -526,13 +598,9 @@ impl DeviceLink {
             let Some((on, payload)) = self.link.next_message(deadline)? else {
                 return Ok(None);
             };
-            if on == topic::cert(&self.device) {
-                match check_device_cert(&payload, &self.device, &self.roots) {
-                    Ok(()) => self.device_cert = Some(payload),
-                    Err(e) => eprintln!("warning: ignoring a certificate on {on}: {e:#}"),
-                }
+            let Some(payload) = self.key_message(&on, payload) else {
                 continue;
-            }
+            };
             let Some(cert) = &self.device_cert else {
                 continue; // nothing can be checked before the certificate
             };
@@ -545,23 +613,37 @@ impl DeviceLink {
             };
             let Some(at) = self.waiting.iter().position(|w| {
                 matches!(says.message, DeviceMessage::Answer { seq, .. }
+                    | DeviceMessage::SealedAnswer { seq, .. }
                     | DeviceMessage::Refused { seq, .. } if seq == w.seq)
             }) else {
                 continue; // answers to other CLIs, duplicates, events
             };
+            let seq = self.waiting[at].seq;
             match says.message {
                 DeviceMessage::Answer { response, .. } => {
-                    let frame = ResponseFrame::decode(response)?;
-                    let more = self.waiting[at].stream && !matches!(frame.body, Ok(Response::End));
-                    if !more {
-                        self.waiting.remove(at);
+                    if self.answer_keys.iter().any(|(s, _)| *s == seq) {
+                        eprintln!("warning: ignoring a plain answer to a sealed command");
+                        continue;
                     }
+                    let frame = ResponseFrame::decode(response)?;
+                    self.answered(at, &frame);
+                    return Ok(Some(frame));
+                }
+                DeviceMessage::SealedAnswer { ciphertext, .. } => {
+                    let Some(i) = self.answer_keys.iter().position(|(s, _)| *s == seq) else {
+                        continue;
+                    };
+                    let (_, key) = self.answer_keys.remove(i);
+                    let frame = open_answer(&key, ciphertext)
+                        .with_context(|| format!("{}: answer to seq {seq}", self.device))?;
+                    self.answered(at, &frame);
                     return Ok(Some(frame));
                 }
                 DeviceMessage::Refused { reason, .. } => {
                     if reason == envelope::UNKNOWN_CERT {
                         // The device rebooted (or never saw it): send whole.
                         let w = self.waiting.remove(at);
+                        self.answer_keys.retain(|(s, _)| *s != seq);
                         self.publish_request(&w.request, true, w.stream)?;
                         continue;
                     }
@@ -575,6 +657,58 @@ impl DeviceLink {
     /// MQTT bytes sent and received so far (inside TLS).
     pub fn counted(&self) -> (u64, u64) {
         self.link.counted
+    }
+
+    /// An answer to `waiting[at]` came: done, unless a stream goes on.
+    fn answered(&mut self, at: usize, frame: &ResponseFrame) {
+        let more = self.waiting[at].stream && !matches!(frame.body, Ok(Response::End));
+        if !more {
+            self.waiting.remove(at);
+        }
+    }
+
+    /// Take in a retained certificate or seal key; other messages come back.
+    fn key_message(&mut self, on: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
+        if on == topic::cert(&self.device) {
+            match check_device_cert(&payload, &self.device, &self.roots) {
+                Ok(()) => self.device_cert = Some(payload),
+                Err(e) => eprintln!("warning: ignoring a certificate on {on}: {e:#}"),
+            }
+        } else if on == topic::seal(&self.device) {
+            self.seal_msg = Some(payload);
+        } else {
+            return Some(payload);
+        }
+        // A seal key counts only once the checked certificate signs it
+        // (kept until then: the two retained messages come in either order).
+        if let Some(cert) = &self.device_cert {
+            if let Some(msg) = self.seal_msg.take() {
+                match open_seal_key(&msg, cert, &self.device) {
+                    Ok(key) => self.seal_key = Some(key),
+                    Err(e) => eprintln!("warning: ignoring a seal key: {e:#}"),
+                }
+            }
+        }
+        None
+    }
+
+    /// The device's seal key, waiting a little for the retained one.
+    fn device_seal_key(&mut self) -> Result<[u8; seal::KEY_LEN]> {
+        let deadline = Instant::now() + SEAL_KEY_WAIT.min(self.timeout);
+        while self.seal_key.is_none() {
+            let Some((on, payload)) = self.link.next_message(deadline)? else {
+                bail!(
+                    "{}: no seal key on {} within {} s: the device never published one \
+                     (not calling home yet, or too old to seal); cannot send --seal",
+                    self.device,
+                    topic::seal(&self.device),
+                    SEAL_KEY_WAIT.min(self.timeout).as_secs()
+                );
+            };
+            let _ = self.key_message(&on, payload);
+        }
+        self.seal_key
+            .ok_or_else(|| anyhow!("{}: no seal key", self.device))
     }
 }
 

@@ -43,6 +43,11 @@ pub struct Cli {
     /// longer does not run it when it calls back.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
     pub expires: u64,
+    /// Through a broker: encrypt every command and its answer to the
+    /// device's seal key, so the broker cannot read them (also `seal = true`
+    /// in the context). Not with `fleet --group`.
+    #[arg(long, global = true)]
+    pub seal: bool,
     /// Output format (also accepted after each device command).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<Format>,
@@ -292,7 +297,7 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let who = super::fleet::selection(args.group.clone(), devices)?;
             let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
-            let mut fan = super::fleet::FanOut::connect(&url, tls, &ctx.ca, operator)?;
+            let mut fan = fan_out(&url, tls, ctx, operator, cli.seal)?;
             let report = fan.run(
                 &who,
                 request,
@@ -321,6 +326,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let url = super::broker::BrokerUrl::parse(&url)?;
             let format = args.format.output.unwrap_or(top);
             let expiry = std::time::Duration::from_secs(cli.expires);
+            let mut ctx = ctx.clone();
+            ctx.seal |= cli.seal;
+            let ctx = &ctx;
             let names = rollout_devices(ctx, &url, &args, expiry)?;
             for (what, v) in [
                 ("--success-threshold", args.success_threshold),
@@ -369,9 +377,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 let url = super::broker::BrokerUrl::parse(&url)?;
                 let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
                 let expiry = std::time::Duration::from_secs(cli.expires);
+                let seal = cli.seal || ctx.seal;
                 let mut connect = || {
                     let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
-                    let link = super::broker::DeviceLink::connect(
+                    let mut link = super::broker::DeviceLink::connect(
                         &url,
                         tls.clone(),
                         &ctx.ca,
@@ -380,6 +389,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         expiry,
                     )
                     .with_context(|| format!("broker {}:{}", url.host, url.port))?;
+                    link.set_seal(seal);
                     Ok(Client::via_broker(link))
                 };
                 return remote::run(cmd, &mut connect, &device, top);
@@ -394,6 +404,21 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             remote::run(cmd, &mut connect, &node.server_name, top)
         }
+    }
+}
+
+/// A fan-out, sealed with `--seal` or the context's `seal = true`.
+fn fan_out(
+    url: &super::broker::BrokerUrl,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    ctx: &Context,
+    operator: super::broker::Operator,
+    seal: bool,
+) -> Result<super::fleet::FanOut> {
+    if seal || ctx.seal {
+        super::fleet::FanOut::connect_sealed(url, tls, &ctx.ca, operator)
+    } else {
+        super::fleet::FanOut::connect(url, tls, &ctx.ca, operator)
     }
 }
 
@@ -427,7 +452,7 @@ fn rollout_devices(
         who @ super::fleet::Selection::Group(_) => {
             let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
             let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
-            let mut fan = super::fleet::FanOut::connect(url, tls, &ctx.ca, operator)?;
+            let mut fan = fan_out(url, tls, ctx, operator, false)?;
             let report = fan.run(
                 &who,
                 Request::Status,
@@ -519,6 +544,7 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 nodes: Default::default(),
                 broker: None,
                 labels: Default::default(),
+                seal: false,
             };
             config.contexts.insert(name.clone(), ctx);
             config.current_context = name.clone();

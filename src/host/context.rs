@@ -36,6 +36,9 @@ pub struct Context {
     /// `fleet`/`rollout --label L` (the boards know nothing of it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, Vec<String>>,
+    /// Through the broker, seal every command (as `--seal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seal: bool,
 }
 
 impl Context {
@@ -149,6 +152,7 @@ mod tests {
             nodes: BTreeMap::new(),
             broker: None,
             labels: Default::default(),
+            seal: false,
         };
         ctx.nodes.insert(
             "edge".into(),

@@ -24,7 +24,7 @@ pub struct BrokerSpec<'a> {
 
 /// The ACL: each board (user = its certificate's CN = its hostname) reads
 /// its own requests and its groups' requests and writes its own answers,
-/// events, certificate and presence; operators read and write everything under
+/// events, certificate, presence and seal key; operators read and write everything under
 /// `outpost/`. Nobody else gets anything.
 pub fn acl(operators: &[String]) -> String {
     let mut text = String::from(
@@ -34,6 +34,7 @@ pub fn acl(operators: &[String]) -> String {
          pattern write outpost/%u/events\n\
          pattern write outpost/%u/cert\n\
          pattern write outpost/%u/presence\n\
+         pattern write outpost/%u/seal\n\
          pattern read outpost/group/+/req\n",
     );
     for op in operators {
@@ -97,6 +98,7 @@ mod tests {
         let text = acl(&["admin".into()]);
         assert!(text.contains("pattern read outpost/%u/req\n"));
         assert!(!text.contains("pattern write outpost/%u/req"));
+        assert!(text.contains("pattern write outpost/%u/seal\n"));
         assert!(text.contains("user admin\ntopic readwrite outpost/#\n"));
         let tmp = tempfile::tempdir().unwrap();
         let site = Site::create(&tmp.path().join("s"), "lab").unwrap();

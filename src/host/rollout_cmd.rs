@@ -145,7 +145,7 @@ struct Reach {
 impl Reach {
     fn connect(&self, device: &str) -> Result<Client> {
         let operator = Operator::load(&self.ctx.cert, &self.ctx.key)?;
-        let link = DeviceLink::connect(
+        let mut link = DeviceLink::connect(
             &self.url,
             self.tls.clone(),
             &self.ctx.ca,
@@ -154,6 +154,7 @@ impl Reach {
             self.expiry,
         )
         .with_context(|| format!("broker {}:{}", self.url.host, self.url.port))?;
+        link.set_seal(self.ctx.seal);
         Ok(Client::via_broker(link))
     }
 }

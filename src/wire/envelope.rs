@@ -46,9 +46,37 @@ pub struct Command<'a> {
     pub seq: u64,
     /// Unix seconds after which the device refuses it.
     pub expires: u64,
-    /// One `RequestFrame`, as on the direct API.
-    #[serde(with = "bytes")]
-    pub request: &'a [u8],
+    /// One `RequestFrame`, as on the direct API, in the clear or sealed.
+    #[serde(borrow)]
+    pub request: Body<'a>,
+}
+
+/// A command's request frame: readable by the broker, or sealed to the
+/// device's seal key (docs/callhome.md "Sealed commands").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body<'a> {
+    /// Tag 0: the `RequestFrame` bytes.
+    Plain(#[serde(borrow, with = "bytes")] &'a [u8]),
+    /// Tag 1: ChaCha20-Poly1305 of the `RequestFrame` bytes under the
+    /// request key agreed between `ephemeral` and the device's seal key.
+    Sealed {
+        ephemeral: [u8; 32],
+        #[serde(borrow, with = "bytes")]
+        ciphertext: &'a [u8],
+    },
+}
+
+impl Body<'_> {
+    /// Within the caps: a plain frame up to `MAX_REQUEST_FRAME`, a sealed
+    /// one up to that and its tag.
+    pub fn within_caps(&self) -> bool {
+        match self {
+            Body::Plain(b) => b.len() <= MAX_REQUEST_FRAME,
+            Body::Sealed { ciphertext, .. } => {
+                ciphertext.len() <= MAX_REQUEST_FRAME + super::seal::TAG_LEN
+            }
+        }
+    }
 }
 
 /// Which certificate signed a command.
@@ -75,6 +103,9 @@ pub fn cert_id(der: &[u8]) -> CertId {
 
 /// What a device answers (in `Refused`) to a `Known` certificate it does not have.
 pub const UNKNOWN_CERT: &str = "unknown certificate: send it whole";
+/// What a device with `[callhome] require_sealed` answers (in `Refused`) to a
+/// plain command.
+pub const SEALED_ONLY: &str = "this device takes sealed commands only (send with --seal)";
 
 /// A command as published on `outpost/<device>/req` or `outpost/group/<g>/req`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +148,15 @@ pub enum DeviceMessage<'a> {
         slot: &'a str,
         since: u64,
     },
+    /// Tag 4: the device's X25519 seal key (retained on `/seal`, each connect).
+    SealKey { public: [u8; 32] },
+    /// Tag 5: the answer to the sealed command with `seq`: one `ResponseFrame`
+    /// sealed with that command's answer key.
+    SealedAnswer {
+        seq: u64,
+        #[serde(borrow, with = "bytes")]
+        ciphertext: &'a [u8],
+    },
 }
 
 /// The signed part of a device message: who says it, and what.
@@ -156,7 +196,7 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError>
     super::error::decode_exact(bytes, "call-home envelope")
 }
 
-/// Topics: `outpost/<device>/{req,resp,events,cert,presence}`, `outpost/group/<g>/req`.
+/// Topics: `outpost/<device>/{req,resp,events,cert,presence,seal}`, `outpost/group/<g>/req`.
 pub mod topic {
     pub const PREFIX: &str = "outpost";
     pub fn req(device: &str) -> String {
@@ -175,6 +215,10 @@ pub mod topic {
     /// Retained: the device's last `Presence` (online, or its last will).
     pub fn presence(device: &str) -> String {
         format!("{PREFIX}/{device}/presence")
+    }
+    /// Retained: the device's signed `SealKey`, for sealed commands.
+    pub fn seal(device: &str) -> String {
+        format!("{PREFIX}/{device}/seal")
     }
     pub fn group_req(group: &str) -> String {
         format!("{PREFIX}/group/{group}/req")
@@ -205,6 +249,10 @@ mod tests {
         assert!(decode::<SignedCommand>(&[5, 1]).is_err());
         assert!(decode::<SignedCommand>(&[0, 0, 0, 0]).is_ok());
         assert!(
+            decode::<Command>(&[0, 0, 0, 0, 0, 2, 0]).is_err(),
+            "unknown body tag"
+        );
+        assert!(
             decode::<SignedCommand>(&[0, 0, 0, 0, 0]).is_err(),
             "trailing"
         );
@@ -217,15 +265,32 @@ mod tests {
     }
 
     #[test]
+    fn bodies_over_their_caps_are_caught() {
+        let tag = crate::wire::seal::TAG_LEN;
+        let big = vec![0u8; MAX_REQUEST_FRAME + tag + 1];
+        assert!(Body::Plain(&big[..MAX_REQUEST_FRAME]).within_caps());
+        assert!(!Body::Plain(&big[..MAX_REQUEST_FRAME + 1]).within_caps());
+        let sealed = |n: usize| Body::Sealed {
+            ephemeral: [0; 32],
+            ciphertext: &big[..n],
+        };
+        assert!(sealed(MAX_REQUEST_FRAME + tag).within_caps());
+        assert!(!sealed(MAX_REQUEST_FRAME + tag + 1).within_caps());
+    }
+
+    #[test]
     fn sizes_fit_the_caps() {
-        let req = [0u8; MAX_REQUEST_FRAME];
+        let sealed = [0u8; MAX_REQUEST_FRAME + crate::wire::seal::TAG_LEN];
         let topic = format!("outpost/{}/req", "h".repeat(253));
         let cmd = encode(&Command {
             target: Target::Device(&"h".repeat(253)),
             topic: &topic,
             seq: u64::MAX,
             expires: u64::MAX,
-            request: &req,
+            request: Body::Sealed {
+                ephemeral: [0xff; 32],
+                ciphertext: &sealed,
+            },
         });
         let signed = encode(&SignedCommand {
             cert: CertRef::Full(&[0; MAX_ENVELOPE_CERT]),
@@ -233,5 +298,17 @@ mod tests {
             sig: &[0; 64],
         });
         assert!(signed.len() <= MAX_COMMAND_PAYLOAD, "{}", signed.len());
+        let answer = encode(&DeviceSays {
+            device: &"h".repeat(253),
+            message: DeviceMessage::SealedAnswer {
+                seq: u64::MAX,
+                ciphertext: &[0; MAX_RESPONSE_FRAME + crate::wire::seal::TAG_LEN],
+            },
+        });
+        let by_device = encode(&SignedByDevice {
+            says: &answer,
+            sig: &[0; 64],
+        });
+        assert!(by_device.len() <= MAX_DEVICE_PAYLOAD, "{}", by_device.len());
     }
 }

@@ -6,6 +6,7 @@ mod error;
 mod frame;
 mod request;
 mod response;
+pub mod seal;
 pub mod serial;
 
 pub use error::{DecodeError, WireError};

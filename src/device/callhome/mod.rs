@@ -13,6 +13,7 @@ mod backoff;
 mod follow;
 mod inflight;
 pub mod replay;
+pub mod seal;
 pub mod verify;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -39,6 +40,7 @@ use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS, Will};
 use crate::wire::envelope::{
     self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
 };
+use crate::wire::seal::OneUseKey;
 use crate::wire::{
     Request, RequestFrame, Response, ResponseFrame, Role, WireError, MAX_RESPONSE_FRAME,
 };
@@ -123,6 +125,7 @@ pub fn start(
     };
     let authority = Authority::new(&machine.hostname, &cfg.groups, tls::certs(&id.ca)?);
     let replay = replay::ReplayGuard::load(&data.join(REPLAY_FILE));
+    let seal = seal::SealBox::load_or_create(&data.join(seal::KEY_FILE), cfg.require_sealed);
     let keepalive = Keepalive::new(cfg.keepalive_secs);
     let device = machine.hostname;
     tracing::info!(
@@ -139,6 +142,7 @@ pub fn start(
         cert,
         authority,
         replay,
+        seal,
         ctx,
         keepalive,
         next_pid: 0,
@@ -158,6 +162,7 @@ struct CallHome {
     cert: Vec<u8>,
     authority: Authority,
     replay: replay::ReplayGuard,
+    seal: seal::SealBox,
     ctx: Arc<ApiContext>,
     keepalive: Keepalive,
     next_pid: u16,
@@ -375,6 +380,10 @@ impl CallHome {
     fn announce(&mut self, out: &mut Vec<u8>, since: u64) -> Result<(), MqttError> {
         let cert = self.cert.clone();
         self.publish(out, &topic::cert(&self.device), &cert, true, None)?;
+        if let Some(public) = self.seal.public() {
+            let key = self.signed(DeviceMessage::SealKey { public });
+            self.publish(out, &topic::seal(&self.device), &key, true, None)?;
+        }
         let online = self.presence(true, since);
         self.publish(out, &topic::presence(&self.device), &online, true, None)?;
         let online = self.signed(DeviceMessage::Online {
@@ -404,14 +413,19 @@ impl CallHome {
         out: &mut Vec<u8>,
     ) -> Result<Option<(String, Vec<u8>, u64)>, MqttError> {
         let now = UnixTime::since_unix_epoch(self.ctx.time.now());
-        let checked = self.authority.verify(payload, on, now).and_then(|v| {
-            match self.replay.accept(v.key, v.seq) {
+        let checked = self
+            .authority
+            .verify(payload, on, now)
+            .and_then(|v| match self.replay.accept(v.key, v.seq) {
                 Ok(()) => Ok(v),
                 Err(e) => Err(Refusal::from(e)),
-            }
-        });
-        let v = match checked {
-            Ok(v) => v,
+            })
+            .and_then(|v| {
+                let (frame, answer_key) = self.seal.open(&v)?;
+                Ok((v, frame, answer_key))
+            });
+        let (v, frame, answer_key) = match checked {
+            Ok(checked) => checked,
             Err(Refusal::Replayed(r)) if self.inflight.answers(r.seq) => {
                 // The broker's copy of a command we ran and whose answer is
                 // still on its way (our PUBACK was lost with the link).
@@ -423,11 +437,7 @@ impl CallHome {
                 if !refusal.authentic() {
                     return Ok(None);
                 }
-                let seq = match &refusal {
-                    Refusal::Replayed(r) => r.seq,
-                    Refusal::UnknownCertificate { seq } => *seq,
-                    _ => 0,
-                };
+                let seq = refusal.seq();
                 let reason = refusal.to_string();
                 let says = self.signed(DeviceMessage::Refused {
                     seq,
@@ -437,7 +447,7 @@ impl CallHome {
             }
         };
         self.follows.renew(&v.key, Instant::now());
-        let (id, body) = match RequestFrame::decode(v.request) {
+        let (id, body) = match RequestFrame::decode(&frame) {
             Ok(req) => {
                 tracing::info!(
                     "callhome: {} (seq {}, role {})",
@@ -445,15 +455,19 @@ impl CallHome {
                     v.seq,
                     v.role.name()
                 );
-                (req.id, self.execute(v.key, v.seq, v.role, &req, out)?)
+                let sealed = answer_key.is_some();
+                (
+                    req.id,
+                    self.execute(v.key, v.seq, v.role, &req, sealed, out)?,
+                )
             }
             Err(_) => (0, Err(WireError::DecodeFailed)),
         };
-        Ok(Some((
-            topic::resp(&self.device),
-            self.answer(v.seq, id, body),
-            v.seq,
-        )))
+        let says = match answer_key {
+            Some(key) => self.sealed_answer(v.seq, id, body, key),
+            None => self.answer(v.seq, id, body),
+        };
+        Ok(Some((topic::resp(&self.device), says, v.seq)))
     }
 
     /// Run one request: log follows and their cancels are ours (there is
@@ -464,6 +478,7 @@ impl CallHome {
         seq: u64,
         role: Role,
         req: &RequestFrame<'_>,
+        sealed: bool,
         out: &mut Vec<u8>,
     ) -> Result<Result<Response, WireError>, MqttError> {
         match &req.body {
@@ -484,6 +499,11 @@ impl CallHome {
                 follow: true,
                 ..
             } if role >= req.body.required_role() => {
+                if sealed {
+                    return Ok(Err(WireError::Invalid(
+                        "a log follow cannot be sealed yet".into(),
+                    )));
+                }
                 if self.follows.full() {
                     return Ok(Err(WireError::Busy));
                 }
@@ -534,6 +554,27 @@ impl CallHome {
             seq,
             response: &response,
         })
+    }
+
+    /// A signed answer to a sealed command: sealed with its answer key.
+    fn sealed_answer(
+        &self,
+        seq: u64,
+        id: u32,
+        body: Result<Response, WireError>,
+        key: OneUseKey,
+    ) -> Vec<u8> {
+        let response = response_bytes(id, body);
+        match key.seal(&response) {
+            Ok(ciphertext) => self.signed(DeviceMessage::SealedAnswer {
+                seq,
+                ciphertext: &ciphertext,
+            }),
+            Err(e) => self.signed(DeviceMessage::Refused {
+                seq,
+                reason: &e.to_string(),
+            }),
+        }
     }
 
     /// A signed `Presence` for the session that began at `since`.

@@ -9,8 +9,8 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::replay::KeyId;
 use crate::device::api::auth;
-use crate::wire::envelope::{self, CertRef, Command, SignedCommand, Target, COMMAND_CONTEXT};
-use crate::wire::{Role, MAX_REQUEST_FRAME};
+use crate::wire::envelope::{self, Body, CertRef, Command, SignedCommand, Target, COMMAND_CONTEXT};
+use crate::wire::Role;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Refusal {
@@ -34,6 +34,12 @@ pub enum Refusal {
     /// (unverified) command's, so the CLI can send it again whole.
     #[error("{}", envelope::UNKNOWN_CERT)]
     UnknownCertificate { seq: u64 },
+    /// `[callhome] require_sealed` and a plain command.
+    #[error("{}", envelope::SEALED_ONLY)]
+    NotSealed { seq: u64 },
+    /// Sealed to another key (an old one, or another device's), or altered.
+    #[error("sealed request does not open (sealed to another seal key?)")]
+    DoesNotOpen { seq: u64 },
 }
 
 impl Refusal {
@@ -41,8 +47,23 @@ impl Refusal {
     pub fn authentic(&self) -> bool {
         matches!(
             self,
-            Refusal::Expired(_) | Refusal::Replayed(_) | Refusal::UnknownCertificate { .. }
+            Refusal::Expired(_)
+                | Refusal::Replayed(_)
+                | Refusal::UnknownCertificate { .. }
+                | Refusal::NotSealed { .. }
+                | Refusal::DoesNotOpen { .. }
         )
+    }
+
+    /// The refused command's `seq`, for the `Refused` event (0: unknown).
+    pub fn seq(&self) -> u64 {
+        match self {
+            Refusal::Replayed(r) => r.seq,
+            Refusal::UnknownCertificate { seq }
+            | Refusal::NotSealed { seq }
+            | Refusal::DoesNotOpen { seq } => *seq,
+            _ => 0,
+        }
     }
 }
 
@@ -52,8 +73,8 @@ pub struct Verified<'a> {
     pub role: Role,
     pub key: KeyId,
     pub seq: u64,
-    /// One `RequestFrame`.
-    pub request: &'a [u8],
+    /// One `RequestFrame`, plain or sealed (within the caps).
+    pub body: Body<'a>,
 }
 
 /// Operator certificates remembered for `CertRef::Known` (a site has a
@@ -126,7 +147,7 @@ impl Authority {
             .map_err(|_| Refusal::Signature)?;
         let role = auth::role_of(cert_der).map_err(|_| Refusal::NoRole)?;
         let command: Command = envelope::decode(signed.command).map_err(|_| Refusal::Malformed)?;
-        if command.request.len() > MAX_REQUEST_FRAME {
+        if !command.request.within_caps() {
             return Err(Refusal::Malformed);
         }
         let expected = match command.target {
@@ -152,7 +173,7 @@ impl Authority {
             role,
             key,
             seq: command.seq,
-            request: command.request,
+            body: command.request,
         })
     }
 }
@@ -200,7 +221,7 @@ mod tests {
             topic,
             seq: 7,
             expires,
-            request: &request,
+            request: Body::Plain(&request),
         });
         let sig = op
             .key
@@ -270,7 +291,7 @@ mod tests {
         let msg = sign(&op, Target::Device("edge-1"), "outpost/edge-1/req", later);
         let v = auth.verify(&msg, "outpost/edge-1/req", now()).unwrap();
         assert_eq!((v.role, v.seq), (Role::Operator, 7));
-        assert!(RequestFrame::decode(v.request).is_ok());
+        assert!(matches!(v.body, Body::Plain(r) if RequestFrame::decode(r).is_ok()));
         let group = sign(
             &op,
             Target::Group("north"),
