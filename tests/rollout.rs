@@ -276,6 +276,11 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
         seen.iter().any(|s| s == "soaking 1"),
         "status saw the soak between the waves: {seen:?}"
     );
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("soaking 2"),
+        "the last wave soaks (and is re-checked) too: {seen:?}"
+    );
     // `rollout status` after the end says the same.
     let status = dev.cli.json(&["rollout", "status"]);
     assert_eq!(status["phase"], "finished");
@@ -289,11 +294,19 @@ fn a_rollout_upgrades_every_board_wave_by_wave() {
         .values()
         .map(|d| d["secs"].as_f64().unwrap())
         .collect();
+    let sessions: Vec<f64> = v["devices"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|d| d["sessions"].as_f64().unwrap())
+        .collect();
     println!(
-        "rollout: {n} boards, {parallel} at a time, in 2 waves (20 %, 100 %; soak 2 s) finished in {:.1} s (incl. {discover} s group discovery); per board upload+install+reboot+commit {:.1} s median, {:.1} s max; status saw {seen:?}",
+        "rollout: {n} boards, {parallel} at a time, in 2 waves (20 %, 100 %; soak 2 s, each wave re-checked) finished in {:.1} s (incl. {discover} s group discovery); per board upload+install+reboot+commit {:.1} s median, {:.1} s max, {} broker sessions median, {} max; status saw {seen:?}",
         took.as_secs_f64(),
         median(&secs),
-        secs.iter().cloned().fold(0.0, f64::max)
+        secs.iter().cloned().fold(0.0, f64::max),
+        median(&sessions),
+        sessions.iter().cloned().fold(0.0, f64::max)
     );
 }
 
@@ -610,7 +623,9 @@ fn a_killed_rollout_shows_interrupted_and_resume_finishes_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("interrupted") && err.contains("rollout resume") && err.contains("rollout abort"),
+        err.contains("interrupted")
+            && err.contains("rollout resume")
+            && err.contains("rollout abort"),
         "{err}"
     );
     // The bundle changed: refused.

@@ -185,6 +185,15 @@ pub fn resume(url: BrokerUrl, ctx: &Context, path: &Path, format: Format) -> Res
         Some(("running", _)) => Restored::InFlight,
         _ => Restored::Pending,
     };
+    // An abort asked of a process that never took it (suspended, then
+    // killed): the operator resuming now decides otherwise.
+    if let Some(stale) = state_file::abort_requested(path) {
+        eprintln!(
+            "note: dropping an abort request that was never taken ({})",
+            stale.describe()
+        );
+        state_file::clear_abort_request(path);
+    }
     let waves: Vec<Vec<String>> = old.waves.iter().map(|w| w.devices.clone()).collect();
     let rollout = Rollout::restore(waves, plan.policy.clone(), restored, phase)?;
     let mut driver = Driver::new(

@@ -187,10 +187,17 @@ fn standing(s: &SlotsInfo, version: &str) -> Standing {
 pub fn upgrade(reach: &Reach, device: &str, target: &Target<'_>, recheck: bool) -> Finished {
     let deadline = Instant::now() + target.timeout;
     let mut session = Session::new(reach, device);
-    let before = match session.slots_until(deadline) {
+    let mut before = match session.slots_until(deadline) {
         Ok(s) => s,
         Err(e) => return Finished::failed(format!("{e:#}"), session.opened),
     };
+    if recheck && matches!(standing(&before, target.version), Standing::FellBack(_)) {
+        // Asked again: an install shows this for a moment before it switches.
+        std::thread::sleep(POLL);
+        if let Ok(s) = session.slots() {
+            before = s;
+        }
+    }
     let how = match standing(&before, target.version) {
         Standing::Committed(slot) => {
             return Finished {
@@ -255,37 +262,41 @@ fn wait_committed(
     version: &str,
     deadline: Instant,
 ) -> Result<String> {
-    // A fallback counts only once the switch was seen (the device may have
-    // fallen back from an earlier try before this one).
-    let mut switched = matches!(
-        standing(before, version),
-        Standing::OnTrial | Standing::Switching
-    );
+    // A fallback counts when it is new: the switch was seen since, or the
+    // device had nothing of the target before and shows it twice in a row
+    // (an install writes the slot's version a moment before it switches).
+    // One that fell back from an earlier try shows that until this install
+    // switches.
+    let was = standing(before, version);
+    let mut switched = matches!(was, Standing::OnTrial | Standing::Switching);
+    let old_fallback = matches!(was, Standing::FellBack(_));
+    let mut fell_before = false;
     let mut last = None;
     loop {
         std::thread::sleep(POLL);
-        match session.slots() {
-            Ok(s) => {
-                match standing(&s, version) {
-                    Standing::Committed(slot) => return Ok(slot),
-                    Standing::OnTrial | Standing::Switching => switched = true,
-                    Standing::FellBack(why) if switched => bail!("{why}"),
-                    Standing::FellBack(_) | Standing::Old => {}
+        // Away (rebooting): the session is dropped, the next poll opens one.
+        if let Ok(s) = session.slots() {
+            let now = standing(&s, version);
+            match now {
+                Standing::Committed(slot) => return Ok(slot),
+                Standing::OnTrial | Standing::Switching => switched = true,
+                Standing::FellBack(why) if switched || (fell_before && !old_fallback) => {
+                    bail!("{why}")
                 }
-                let failed = s.last_event != before.last_event
-                    && s.last_event
-                        .as_deref()
-                        .is_some_and(|e| e.contains("failed") || e.contains("fell back"));
-                if failed {
-                    bail!(
-                        "upgrade failed: {}",
-                        s.last_event.clone().unwrap_or_default()
-                    );
-                }
-                last = Some(s);
+                Standing::FellBack(_) | Standing::Old => {}
             }
-            // Away (rebooting): the session is dropped, the next poll opens one.
-            Err(_) => {}
+            fell_before = matches!(now, Standing::FellBack(_));
+            let failed = s.last_event != before.last_event
+                && s.last_event
+                    .as_deref()
+                    .is_some_and(|e| e.contains("failed"));
+            if failed {
+                bail!(
+                    "upgrade failed: {}",
+                    s.last_event.clone().unwrap_or_default()
+                );
+            }
+            last = Some(s);
         }
         if Instant::now() > deadline {
             bail!(
