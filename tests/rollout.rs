@@ -581,9 +581,10 @@ fn an_operator_abort_from_another_process_stops_the_rollout() {
 }
 
 /// A rollout process killed while b0001 upgrades: `status` says
-/// interrupted, a new `start` is refused (naming resume and abort), a
-/// changed bundle is refused, and `resume` finishes it: b0000 keeps its
-/// outcome (not upgraded again), b0001 is re-checked, wave 2 follows.
+/// interrupted, a new `start` is refused (naming resume and abort),
+/// `abort` would mark the file itself (tried on a copy), a changed bundle
+/// is refused, and `resume` finishes it: b0000 keeps its outcome (not
+/// upgraded again), b0001 is re-checked, wave 2 follows.
 #[test]
 fn a_killed_rollout_shows_interrupted_and_resume_finishes_it() {
     let (dev, broker, boards) = fleet("rk", 4, plain);
@@ -628,6 +629,21 @@ fn a_killed_rollout_shows_interrupted_and_resume_finishes_it() {
             && err.contains("rollout abort"),
         "{err}"
     );
+    // `abort` of a dead rollout marks its file itself (tried on a copy,
+    // then the file is put back to resume it).
+    let file = dev.cli.path("state/rollout/test.json");
+    let saved = std::fs::read(&file).unwrap();
+    let v = dev
+        .cli
+        .json(&["rollout", "abort", "--reason", "laptop gone"]);
+    assert_eq!(v["phase"], "aborted", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("laptop gone"), "{v}");
+    assert_eq!(v["devices"]["b0000"]["state"], "succeeded", "{v}");
+    assert_eq!(v["devices"]["b0001"]["state"], "unknown", "{v}");
+    assert_eq!(v["devices"]["b0002"]["state"], "skipped", "{v}");
+    let out = dev.cli.outpost(&["--broker", &url, "rollout", "resume"]);
+    assert!(!out.status.success(), "an aborted rollout is not resumed");
+    std::fs::write(&file, &saved).unwrap();
     // The bundle changed: refused.
     let original = std::fs::read(&b).unwrap();
     let mut changed = original.clone();

@@ -641,6 +641,11 @@ impl Driver {
                 DeviceState::Pending if aborted => ("skipped", None),
                 DeviceState::Pending => ("pending", None),
                 DeviceState::Running if self.began.contains(name) => ("running", None),
+                // In flight under a process that died, not re-checked since.
+                DeviceState::Running if aborted && self.recheck.contains(name) => (
+                    "unknown",
+                    Some("in flight when an earlier rollout process died; not re-checked".into()),
+                ),
                 DeviceState::Running if aborted => ("skipped", None),
                 DeviceState::Running => ("queued", None),
                 DeviceState::Checking => ("checking", self.notes.get(name).cloned()),
