@@ -76,7 +76,7 @@ fn refuse_active(path: &Path) -> Result<()> {
 /// when it aborted (the state file says why).
 pub fn start(
     names: Vec<String>,
-    plan: Plan,
+    mut plan: Plan,
     url: BrokerUrl,
     ctx: &Context,
     path: &Path,
@@ -87,6 +87,9 @@ pub fn start(
     if unique.len() != names.len() {
         bail!("a device is named twice");
     }
+    // Absolute: `resume` may run from another directory.
+    plan.bundle = std::fs::canonicalize(&plan.bundle)
+        .with_context(|| format!("bundle {}", plan.bundle.display()))?;
     let header = super::bundle::BundleFile::open(&plan.bundle)?.header;
     let sha = crate::bundle::hex(&super::bundle::file_sha256(&plan.bundle)?);
     let rollout = Rollout::new(names, plan.policy.clone())?;
