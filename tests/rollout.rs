@@ -524,8 +524,21 @@ fn an_operator_abort_from_another_process_stops_the_rollout() {
     wait_status(&dev, 60, "b0000 succeeded", |v| {
         v["devices"]["b0000"]["state"] == "succeeded"
     });
+    // A second rollout of the context is refused while this one runs.
+    let second = dev.cli.outpost(&[
+        "--broker",
+        &url,
+        "rollout",
+        "start",
+        b.to_str().unwrap(),
+        "--devices",
+        "b0007",
+    ]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(err.contains("is running"), "{err}");
     let asked = Instant::now();
-    let out = dev.cli.outpost(&[
+    let abort = dev.cli.command(&[
         "rollout",
         "abort",
         "--reason",
@@ -533,6 +546,7 @@ fn an_operator_abort_from_another_process_stops_the_rollout() {
         "-o",
         "json",
     ]);
+    let out = { abort }.output().unwrap();
     let taken = asked.elapsed();
     assert!(
         out.status.success(),

@@ -82,6 +82,7 @@ pub fn start(
     path: &Path,
     format: Format,
 ) -> Result<()> {
+    let _lock = lock(path)?;
     refuse_active(path)?;
     let unique: BTreeSet<&String> = names.iter().collect();
     if unique.len() != names.len() {
@@ -107,6 +108,16 @@ pub fn start(
     driver.run(reach(url, ctx, expiry)?, path)
 }
 
+/// This context's rollout lock, for the life of the rollout process.
+fn lock(path: &Path) -> Result<state_file::RunLock> {
+    state_file::try_lock(path)?.with_context(|| {
+        let who = state_file::load(path)
+            .map(|s| format!(" (pid {}, {})", s.pid, s.phase))
+            .unwrap_or_default();
+        format!("another rollout process of this context is running{who}: `outpost rollout status`")
+    })
+}
+
 fn reach(url: BrokerUrl, ctx: &Context, expiry: Duration) -> Result<Reach> {
     Ok(Reach {
         url,
@@ -121,6 +132,7 @@ fn reach(url: BrokerUrl, ctx: &Context, expiry: Duration) -> Result<Reach> {
 /// (and upgraded again if still on the old version); the wave that ran
 /// goes on, or the soak goes on for what was left of it.
 pub fn resume(url: BrokerUrl, ctx: &Context, path: &Path, format: Format) -> Result<()> {
+    let _lock = lock(path)?;
     let old = state_file::load(path)?;
     if !state_file::active(&old) {
         bail!(
@@ -241,11 +253,11 @@ pub fn resume(url: BrokerUrl, ctx: &Context, path: &Path, format: Format) -> Res
     driver.run(reach(url, ctx, expiry)?, path)
 }
 
-/// `rollout abort`: a live rollout is asked (through the request file) and
-/// this waits until it has taken the request; a dead one is marked aborted
-/// in its file here.
+/// `rollout abort`: a live rollout (its process holds the lock) is asked
+/// through the request file, and this waits until it has taken the
+/// request; a dead one is marked aborted in its file here.
 pub fn abort(path: &Path, reason: Option<String>, format: Format) -> Result<()> {
-    let mut st = state_file::load(path)?;
+    let st = state_file::load(path)?;
     if !state_file::active(&st) {
         bail!(
             "the last rollout ({}) {}: nothing to abort",
@@ -254,7 +266,17 @@ pub fn abort(path: &Path, reason: Option<String>, format: Format) -> Result<()> 
         );
     }
     let record = AbortRecord::now(reason);
-    if !state_file::writer_alive(&st) {
+    // No process holds the lock: nobody drives it (it was interrupted, or
+    // has just ended): mark the file here, holding the lock meanwhile.
+    if let Some(_lock) = state_file::try_lock(path)? {
+        let mut st = state_file::load(path)?;
+        if !state_file::active(&st) {
+            bail!(
+                "the last rollout ({}) {}: nothing to abort",
+                st.bundle,
+                st.phase
+            );
+        }
         state_file::abort_offline(&mut st, record);
         state_file::save(path, &st)?;
         state_file::clear_abort_request(path);
@@ -283,11 +305,13 @@ pub fn abort(path: &Path, reason: Option<String>, format: Format) -> Result<()> 
             }
             return state_file::print(&now, format);
         }
-        if !state_file::writer_alive(&now) {
+        if let Some(_lock) = state_file::try_lock(path)? {
             // It died meanwhile: abort it here.
-            let mut now = now;
-            state_file::abort_offline(&mut now, record);
-            state_file::save(path, &now)?;
+            let mut now = state_file::load(path)?;
+            if state_file::active(&now) {
+                state_file::abort_offline(&mut now, record);
+                state_file::save(path, &now)?;
+            }
             state_file::clear_abort_request(path);
             return state_file::print(&now, format);
         }

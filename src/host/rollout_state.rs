@@ -153,6 +153,34 @@ pub fn abort_request_path(state_file: &Path) -> PathBuf {
     state_file.with_extension("abort.json")
 }
 
+/// Held while a process drives (or marks) `context`'s rollout: an
+/// exclusive `flock` on `<context>.lock` beside the state file. The kernel
+/// drops it when the process ends, killed too, so nothing goes stale, and
+/// two `start`/`resume`/`abort` at the same instant cannot both write.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Take the lock of `state_file`'s rollout; `None` while another process
+/// holds it.
+pub fn try_lock(state_file: &Path) -> Result<Option<RunLock>> {
+    let path = state_file.with_extension("lock");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(RunLock { _file: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 /// A state or request file is a few KB per device; more than this is not ours.
 const MAX_STATE_FILE: u64 = 256 << 20;
 
@@ -509,6 +537,17 @@ mod tests {
         assert_eq!((s.waves[0].succeeded, s.waves[0].unknown), (1, 1));
         assert_eq!(s.waves[1].skipped, 1);
         assert!(!interrupted(&s), "an aborted rollout is not resumable");
+    }
+
+    #[test]
+    fn one_process_holds_a_rollouts_lock_until_it_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollout/ctx.json");
+        let held = try_lock(&path).unwrap().expect("free");
+        // flock locks belong to the open file: a second open is refused.
+        assert!(try_lock(&path).unwrap().is_none());
+        drop(held);
+        assert!(try_lock(&path).unwrap().is_some());
     }
 
     #[test]
