@@ -131,8 +131,22 @@ pub enum RolloutCommand {
     /// wave is done or the rollout aborts (exit status 1).
     Start(RolloutStart),
     /// Progress of the last rollout, per wave and per device (from the
-    /// state file; works from another shell while it runs).
+    /// state file; works from another shell while it runs). A rollout whose
+    /// process is gone shows as `interrupted`.
     Status(FormatArg),
+    /// Stop the running rollout: no further board starts, boards in flight
+    /// finish, later waves are skipped. Works on an interrupted one too.
+    Abort {
+        /// Why (recorded in the state file with who aborted).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Continue an interrupted rollout (its process died) with the same
+    /// bundle and parameters: outcomes stay, boards that were in flight
+    /// are re-checked, the remaining waves follow.
+    Resume(FormatArg),
 }
 
 #[derive(Args)]
@@ -155,7 +169,9 @@ pub struct RolloutStart {
     /// Each wave has at least this many boards (if there are that many).
     #[arg(long, default_value_t = 1)]
     pub min_per_wave: usize,
-    /// Seconds to wait after a good wave before the next.
+    /// Seconds a good wave soaks; then each of its boards that succeeded
+    /// is asked again (still committed on the new version, same slot) and
+    /// one that fell back counts as failed, before the next wave starts.
     #[arg(long, default_value_t = 300)]
     pub soak: u64,
     /// Percent of a wave that must succeed to go on.
@@ -168,7 +184,8 @@ pub struct RolloutStart {
     #[arg(long, default_value_t = 10)]
     pub min_sample: usize,
     /// Seconds a board has from the start of its upload to be back
-    /// committed on the new version; later is a failure.
+    /// committed on the new version (and to answer its soak re-check);
+    /// later is a failure.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
     /// Boards upgraded at once.
@@ -312,6 +329,30 @@ pub fn run(cli: Cli) -> Result<()> {
             let (name, _) = config.context(cli.context.as_deref())?;
             super::rollout_cmd::status(
                 &super::rollout_cmd::state_path(name),
+                f.output.unwrap_or(top),
+            )
+        }
+        Command::Rollout(RolloutCommand::Abort { reason, format }) => {
+            let config = CliConfig::load(&config_path)?;
+            let (name, _) = config.context(cli.context.as_deref())?;
+            super::rollout_cmd::abort(
+                &super::rollout_cmd::state_path(name),
+                reason,
+                format.output.unwrap_or(top),
+            )
+        }
+        Command::Rollout(RolloutCommand::Resume(f)) => {
+            let config = CliConfig::load(&config_path)?;
+            let (ctx_name, ctx) = config.context(cli.context.as_deref())?;
+            let url = cli
+                .broker
+                .clone()
+                .or_else(|| ctx.broker.clone())
+                .context("rollouts go through a broker: give --broker URL")?;
+            super::rollout_cmd::resume(
+                super::broker::BrokerUrl::parse(&url)?,
+                ctx,
+                &super::rollout_cmd::state_path(ctx_name),
                 f.output.unwrap_or(top),
             )
         }

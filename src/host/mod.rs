@@ -24,5 +24,7 @@ pub mod qemu;
 pub mod remote;
 pub mod rollout;
 pub mod rollout_cmd;
+pub mod rollout_device;
+pub mod rollout_state;
 pub mod serial;
 pub mod upload;

@@ -550,8 +550,7 @@ fn upgrade(
     output::print(node, &Response::Slots(slots), format)
 }
 
-/// `upgrade` without the final print (also what `rollout` runs on each
-/// device): the slots once the device is back committed (or, staged, once
+/// `upgrade` without the final print: the slots once the device is back committed (or, staged, once
 /// the install finished). Progress goes to stderr only for `Format::Text`.
 pub(crate) fn install(
     connect: &mut dyn FnMut() -> Result<Client>,
@@ -561,45 +560,12 @@ pub(crate) fn install(
     timeout: u64,
     format: Format,
 ) -> Result<crate::wire::SlotsInfo> {
-    let Install { stage, force, full } = how;
+    let stage = how.stage;
     let before = match connect()?.call(Request::Slots)? {
         Response::Slots(s) => s,
         other => bail!("unexpected answer to slots: {other:?}"),
     };
-    let delta = if full {
-        None
-    } else {
-        delta_upload(connect, node, bundle, force, format)?
-    };
-    if let Some(d) = delta {
-        connect()?.call(Request::DeltaInstall {
-            manifest: d.manifest,
-            payload: d.payload,
-            stage,
-            force,
-        })?;
-        if format == Format::Text {
-            eprintln!(
-                "{node}: delta uploaded ({} bytes sent); assembling the inactive slot",
-                d.sent
-            );
-        }
-    } else {
-        let report = upload_with_bar(connect, bundle, format)
-            .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
-        let sha256 = super::bundle::file_sha256(bundle)?;
-        connect()?.call(Request::Upgrade {
-            sha256,
-            stage,
-            force,
-        })?;
-        if format == Format::Text {
-            eprintln!(
-                "{node}: bundle uploaded ({} bytes sent); installing into the inactive slot",
-                report.payload_bytes
-            );
-        }
-    }
+    send_install(connect, node, bundle, &how, format)?;
     if stage {
         // Wait for the install to finish: the other slot then carries the
         // new version, on trial, for the next reboot.
@@ -656,6 +622,54 @@ pub(crate) fn install(
             bail!("{node} did not come back committed on the new slot within {timeout} s (last answer: {now:?})");
         }
     }
+}
+
+/// The sending half of `install`: upload the bundle (a delta when the
+/// device takes one) and ask for the install. (`rollout` runs it, then
+/// waits on its own held broker session.)
+pub(crate) fn send_install(
+    connect: &mut dyn FnMut() -> Result<Client>,
+    node: &str,
+    bundle: &Path,
+    how: &Install,
+    format: Format,
+) -> Result<()> {
+    let &Install { stage, force, full } = how;
+    let delta = if full {
+        None
+    } else {
+        delta_upload(connect, node, bundle, force, format)?
+    };
+    if let Some(d) = delta {
+        connect()?.call(Request::DeltaInstall {
+            manifest: d.manifest,
+            payload: d.payload,
+            stage,
+            force,
+        })?;
+        if format == Format::Text {
+            eprintln!(
+                "{node}: delta uploaded ({} bytes sent); assembling the inactive slot",
+                d.sent
+            );
+        }
+    } else {
+        let report = upload_with_bar(connect, bundle, format)
+            .with_context(|| format!("uploading {} to {node}", bundle.display()))?;
+        let sha256 = super::bundle::file_sha256(bundle)?;
+        connect()?.call(Request::Upgrade {
+            sha256,
+            stage,
+            force,
+        })?;
+        if format == Format::Text {
+            eprintln!(
+                "{node}: bundle uploaded ({} bytes sent); installing into the inactive slot",
+                report.payload_bytes
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A delta uploaded: what `DeltaInstall` names, and the bytes it took.
