@@ -430,101 +430,139 @@ fn presence_is_retained_and_the_last_will_says_offline() {
     );
 }
 
-/// `logs --follow` through the broker: the tail, then new lines as the board
-/// logs them, until the operator cancels (the stream ends with `End`).
+/// `logs --follow` through the broker, plain and sealed: the tail, then new
+/// lines as the board logs them, until the operator cancels (the stream
+/// ends with `End`). Sealed, an observer on the broker reads none of it.
 #[test]
 fn logs_follow_through_the_broker_until_cancelled() {
     let (dev, broker) = start(200);
     let url = broker.url();
+    // What the broker's operator would see of the board's answers.
+    let (crt, key) = dev.site.client_paths("admin");
+    let mut observer = session(&dev.site, &broker, (&crt, &key), &[topic::resp("edge-1")]).unwrap();
 
-    // The CLI, as an operator runs it: lines appear while it runs.
-    let mut follower = dev
-        .cli
-        .command(&[
-            "--broker", &url, "-n", "edge-1", "logs", "--follow", "--lines", "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = follower.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
+    // Sealed first: a killed CLI leaves its follow running on the board
+    // until the lease ends, and a plain one would then show on the broker.
+    for seal in [true, false] {
+        // The CLI, as an operator runs it: lines appear while it runs.
+        let mut args = vec!["--broker", &url, "-n", "edge-1"];
+        if seal {
+            args.push("--seal");
         }
-    });
-    let mut seen = Vec::new();
-    let mut wait_for = |needle: &str, rx: &std::sync::mpsc::Receiver<String>| {
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                seen.push(line);
-                if seen.last().unwrap().contains(needle) {
-                    return true;
+        args.extend(["logs", "--follow", "--lines", "1"]);
+        let mut follower = dev
+            .cli
+            .command(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = follower.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let mut wait_for = |needle: &str| {
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                    seen.push(line);
+                    if seen.last().unwrap().contains(needle) {
+                        return true;
+                    }
                 }
             }
-        }
-        false
-    };
-    // Its own command is logged on the board after the tail was taken.
-    assert!(
-        wait_for("callhome: logs (seq", &rx),
-        "{seen:?}\n{}",
-        log(&dev)
-    );
-    let v = dev.cli.json(&["--broker", &url, "-n", "edge-1", "status"]);
-    assert!(v["Status"]["boot_id"].is_string());
-    assert!(
-        wait_for("callhome: status (seq", &rx),
-        "{seen:?}\n{}",
-        log(&dev)
-    );
-    let _ = follower.kill();
-    let _ = follower.wait();
+            false
+        };
+        // Its own command is logged on the board before the tail is taken.
+        assert!(wait_for("callhome: logs (seq"), "{seen:?}\n{}", log(&dev));
+        // A line logged afterwards comes through the stream.
+        let mut poke = link(&dev, &broker, "admin");
+        poke.set_seal(seal);
+        let status = RequestFrame {
+            id: 1,
+            body: Request::Status,
+        };
+        let seq = poke.send_request(&status.encode()).unwrap();
+        poke.receive().unwrap();
+        let marker = format!("callhome: status (seq {seq},");
+        assert!(wait_for(&marker), "{seen:?}\n{}", log(&dev));
+        let _ = follower.kill();
+        let _ = follower.wait();
 
-    // Through the library: Cancel ends the stream with End, and Accepted.
-    let mut cli = link(&dev, &broker, "admin");
-    let logs = RequestFrame {
-        id: 5,
-        body: Request::Logs {
-            service: None,
-            lines: 0,
-            follow: true,
-        },
-    };
-    cli.send_stream_request(&logs.encode()).unwrap();
-    let first = cli.receive().unwrap();
-    assert_eq!(first.id, 5);
-    assert!(matches!(first.body, Ok(Response::Logs(_))), "{first:?}");
-    let cancel = RequestFrame {
-        id: 6,
-        body: Request::Cancel { id: 5 },
-    };
-    cli.send_request(&cancel.encode()).unwrap();
-    let mut ended = false;
-    let mut accepted = false;
-    while !(ended && accepted) {
-        let f = cli.receive().unwrap();
-        match (f.id, f.body) {
-            (5, Ok(Response::End)) => ended = true,
-            (5, Ok(Response::Logs(_))) => {} // the cancel's own log line
-            (6, Ok(Response::Accepted)) => accepted = true,
-            other => panic!("{other:?}"),
+        // What crossed the broker: sealed, no log text in the clear.
+        let mut bodies = Vec::new();
+        while let Some((_, payload)) = observer
+            .next_message(Instant::now() + Duration::from_millis(300))
+            .unwrap()
+        {
+            bodies.push(payload);
         }
+        let clear = bodies
+            .iter()
+            .any(|b| b.windows(marker.len()).any(|w| w == marker.as_bytes()));
+        assert_eq!(clear, !seal, "marker readable on the broker: {clear}");
+        if seal {
+            let streamed = bodies.iter().any(|b| {
+                let signed: outpost::wire::envelope::SignedByDevice =
+                    outpost::wire::envelope::decode(b).unwrap();
+                let says: outpost::wire::envelope::DeviceSays =
+                    outpost::wire::envelope::decode(signed.says).unwrap();
+                matches!(
+                    says.message,
+                    outpost::wire::envelope::DeviceMessage::SealedStream { .. }
+                )
+            });
+            assert!(streamed, "no SealedStream among {} messages", bodies.len());
+        }
+
+        // Through the library: Cancel ends the stream with End, and Accepted.
+        let mut cli = link(&dev, &broker, "admin");
+        cli.set_seal(seal);
+        let logs = RequestFrame {
+            id: 5,
+            body: Request::Logs {
+                service: None,
+                lines: 0,
+                follow: true,
+            },
+        };
+        cli.send_stream_request(&logs.encode()).unwrap();
+        let first = cli.receive().unwrap();
+        assert_eq!(first.id, 5);
+        assert!(matches!(first.body, Ok(Response::Logs(_))), "{first:?}");
+        let cancel = RequestFrame {
+            id: 6,
+            body: Request::Cancel { id: 5 },
+        };
+        cli.send_request(&cancel.encode()).unwrap();
+        let mut ended = false;
+        let mut accepted = false;
+        while !(ended && accepted) {
+            let f = cli.receive().unwrap();
+            match (f.id, f.body) {
+                (5, Ok(Response::End)) => ended = true,
+                (5, Ok(Response::Logs(_))) => {} // the cancel's own log line
+                (6, Ok(Response::Accepted)) => accepted = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        // A second cancel finds nothing: the stream is gone.
+        let again = RequestFrame {
+            id: 7,
+            body: Request::Cancel { id: 5 },
+        };
+        cli.send_request(&again.encode()).unwrap();
+        let f = cli.receive().unwrap();
+        assert!(matches!(f.body, Err(WireError::Invalid(_))), "{f:?}");
     }
-    // A second cancel finds nothing: the stream is gone.
-    let again = RequestFrame {
-        id: 7,
-        body: Request::Cancel { id: 5 },
-    };
-    cli.send_request(&again.encode()).unwrap();
-    let f = cli.receive().unwrap();
-    assert!(matches!(f.body, Err(WireError::Invalid(_))), "{f:?}");
 }
 
 #[test]

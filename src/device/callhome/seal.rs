@@ -11,8 +11,12 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::verify::{Refusal, Verified};
 use crate::wire::envelope::Body;
-use crate::wire::seal::{OneUseKey, SealKeys, KEY_LEN};
+use crate::wire::seal::{OneUseKey, SealKeys, StreamKey, KEY_LEN};
 use crate::wire::MAX_REQUEST_FRAME;
+
+/// What a sealed command's answers are sealed with: its one answer, and the
+/// messages of a stream (`logs --follow`).
+pub type AnswerKeys = (OneUseKey, StreamKey);
 
 /// The seal key on DATA: 32 random bytes, mode 0600.
 pub const KEY_FILE: &str = "state/callhome-x25519.key";
@@ -53,12 +57,13 @@ impl SealBox {
         self.key.as_ref().map(|(_, p)| *p)
     }
 
-    /// The request frame of a verified command, and the key its answer is
-    /// sealed with (sealed commands only).
+    /// The request frame of a verified command, and the keys its answers
+    /// are sealed with: the first answer's, and a stream's (sealed commands
+    /// only).
     pub fn open<'a>(
         &self,
         v: &Verified<'a>,
-    ) -> Result<(Cow<'a, [u8]>, Option<OneUseKey>), Refusal> {
+    ) -> Result<(Cow<'a, [u8]>, Option<AnswerKeys>), Refusal> {
         match v.body {
             Body::Plain(_) if self.require => Err(Refusal::NotSealed { seq: v.seq }),
             Body::Plain(frame) => Ok((Cow::Borrowed(frame), None)),
@@ -78,7 +83,7 @@ impl SealBox {
                     .request
                     .open(ciphertext, MAX_REQUEST_FRAME)
                     .map_err(|_| refused())?;
-                Ok((Cow::Owned(frame), Some(keys.answer)))
+                Ok((Cow::Owned(frame), Some((keys.answer, keys.stream))))
             }
         }
     }
@@ -142,8 +147,11 @@ mod tests {
             }))
             .unwrap();
         assert_eq!(&*frame, b"frame");
-        let sealed_answer = answer.unwrap().seal(b"answer").unwrap();
+        let (answer, stream) = answer.unwrap();
+        let sealed_answer = answer.seal(b"answer").unwrap();
         assert_eq!(cli.answer.open(&sealed_answer, 64).unwrap(), b"answer");
+        let line = stream.seal(1, b"line").unwrap();
+        assert_eq!(cli.stream.open(1, &line, 64).unwrap(), b"line");
         // Plain commands pass without an answer key, unless sealing is required.
         let (frame, key) = board.open(&verified(Body::Plain(b"p"))).unwrap();
         assert_eq!((&*frame, key.is_none()), (&b"p"[..], true));
