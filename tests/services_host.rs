@@ -15,20 +15,26 @@ use outpost::host::context::Node;
 use outpost::host::pki::Site;
 use outpost::wire::{LogLevel, LogLine, Request, Response, ServiceAction, ServiceInfo};
 
-/// The test workload, compiled once per test run (std only: plain rustc,
-/// no cargo lock taken while cargo runs these tests).
+/// The test workload, compiled once per test process (std only: plain
+/// rustc, no cargo lock taken while cargo runs these tests). scripts/test-pool
+/// runs each test in its own process, several at once: each compiles under
+/// its own name (rustc's intermediate files are named after the output) and
+/// renames the result into place, so no two builds share a file.
 fn testsvc() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testsvc-host");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let out = dir.join("testsvc-host");
+        let own = dir.join(format!("testsvc-host-{}", std::process::id()));
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/testsvc.rs");
         let status = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
             .args(["--edition", "2021", "-O", "-o"])
-            .arg(&out)
+            .arg(&own)
             .arg(&src)
             .status()
             .unwrap();
         assert!(status.success(), "building testsvc");
+        std::fs::rename(&own, &out).unwrap();
         out
     })
 }

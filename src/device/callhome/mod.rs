@@ -261,6 +261,13 @@ impl CallHome {
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
+            // Here, not only when the link is quiet: a busy link (an upload)
+            // must not hold back a follow's lines.
+            let following = phase == Phase::Running && !self.follows.is_empty();
+            if following && last_tick.elapsed() >= follow::TICK {
+                self.follow_tick(&mut out)?;
+                last_tick = Instant::now();
+            }
             if !out.is_empty() {
                 io.write_all(&out).await?;
                 io.flush().await?;
@@ -272,7 +279,6 @@ impl CallHome {
                 (Phase::Running, Some(at)) => ANSWER_TIMEOUT.saturating_sub(at.elapsed()),
                 _ => ANSWER_TIMEOUT.saturating_sub(phase_since.elapsed()),
             };
-            let following = phase == Phase::Running && !self.follows.is_empty();
             if following {
                 wait = wait.min(follow::TICK.saturating_sub(last_tick.elapsed()));
             }
@@ -293,10 +299,6 @@ impl CallHome {
                     };
                     if overdue {
                         return Err(CallHomeError::Timeout(ANSWER_TIMEOUT));
-                    }
-                    if following && last_tick.elapsed() >= follow::TICK {
-                        self.follow_tick(&mut out)?;
-                        last_tick = Instant::now();
                     }
                     if phase == Phase::Running
                         && ping_sent.is_none()
