@@ -275,12 +275,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fleet(args) => {
             let config = CliConfig::load(&config_path)?;
             let (_, ctx) = config.context(cli.context.as_deref())?;
-            let url = cli
-                .broker
-                .clone()
-                .or_else(|| ctx.broker.clone())
-                .context("fleet commands go through a broker: give --broker URL")?;
-            let url = super::broker::BrokerUrl::parse(&url)?;
+            let url = broker_url(&cli.broker, ctx, "fleet commands")?;
             let devices = match &args.label {
                 Some(l) => Some(labelled(ctx, l, args.devices.is_some())?),
                 None => args.devices.clone(),
@@ -344,13 +339,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollout(RolloutCommand::Resume(f)) => {
             let config = CliConfig::load(&config_path)?;
             let (ctx_name, ctx) = config.context(cli.context.as_deref())?;
-            let url = cli
-                .broker
-                .clone()
-                .or_else(|| ctx.broker.clone())
-                .context("rollouts go through a broker: give --broker URL")?;
             super::rollout_cmd::resume(
-                super::broker::BrokerUrl::parse(&url)?,
+                broker_url(&cli.broker, ctx, "rollouts")?,
                 ctx,
                 &super::rollout_cmd::state_path(ctx_name),
                 f.output.unwrap_or(top),
@@ -359,12 +349,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollout(RolloutCommand::Start(args)) => {
             let config = CliConfig::load(&config_path)?;
             let (ctx_name, ctx) = config.context(cli.context.as_deref())?;
-            let url = cli
-                .broker
-                .clone()
-                .or_else(|| ctx.broker.clone())
-                .context("rollouts go through a broker: give --broker URL")?;
-            let url = super::broker::BrokerUrl::parse(&url)?;
+            let url = broker_url(&cli.broker, ctx, "rollouts")?;
             let format = args.format.output.unwrap_or(top);
             let expiry = std::time::Duration::from_secs(cli.expires);
             let mut ctx = ctx.clone();
@@ -461,6 +446,19 @@ fn fan_out(
     } else {
         super::fleet::FanOut::connect(url, tls, &ctx.ca, operator)
     }
+}
+
+/// The broker `what` goes through: `--broker`, else the context's `broker`.
+fn broker_url(
+    flag: &Option<String>,
+    ctx: &Context,
+    what: &str,
+) -> Result<super::broker::BrokerUrl> {
+    let url = flag
+        .clone()
+        .or_else(|| ctx.broker.clone())
+        .with_context(|| format!("{what} go through a broker: give --broker URL"))?;
+    super::broker::BrokerUrl::parse(&url)
 }
 
 /// `--label L`: the context's inventory names the devices (never together
