@@ -4,12 +4,15 @@
 //! operator; answers, signed by the device key, go to `/resp`. The direct
 //! TCP API and the serial line keep working beside it. docs/callhome.md.
 //!
-//! One task owns the connection: it reads packets, runs each command through
-//! the same handlers as the direct API, and pings when the link is quiet.
-//! When the link drops it waits (back-off with jitter) and dials again,
-//! forever; PID 1 never gives up on it.
+//! One task owns the connection (this module): it reads packets, hands each
+//! command to `commands` (checked, run through the same handlers as the
+//! direct API, answered), keeps answers until the broker has them
+//! (`inflight`), feeds log follows (`follow`) and pings when the link is
+//! quiet. When the link drops it waits (back-off with jitter) and dials
+//! again, forever; PID 1 never gives up on it.
 
 mod backoff;
+mod commands;
 mod follow;
 mod inflight;
 pub mod replay;
@@ -23,16 +26,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_rustls::TlsConnector;
-use rustls::pki_types::{ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use smol::future::FutureExt as _;
 use smol::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use smol::{Async, Executor, Timer};
 
 pub use backoff::{Backoff, Keepalive};
-use follow::{Emit, Follows};
+use follow::Follows;
 use inflight::Inflight;
 
-use super::api::handlers::{handle, log_ring};
 use super::api::tls::{self, Identity, TlsError};
 use super::api::ApiContext;
 use crate::config::CallHomeConfig;
@@ -40,11 +42,7 @@ use crate::mqtt::{self, Connect, MqttError, Packet, Publish, QoS, Will};
 use crate::wire::envelope::{
     self, topic, DeviceMessage, DeviceSays, SignedByDevice, DEVICE_CONTEXT, MAX_COMMAND_PAYLOAD,
 };
-use crate::wire::seal::{OneUseKey, StreamKey};
-use crate::wire::{
-    Request, RequestFrame, Response, ResponseFrame, Role, WireError, MAX_RESPONSE_FRAME,
-};
-use verify::{Authority, Refusal};
+use verify::Authority;
 
 /// The replay record on DATA.
 pub const REPLAY_FILE: &str = "state/callhome-seq";
@@ -396,210 +394,6 @@ impl CallHome {
         self.publish(out, &topic::events(&self.device), &online, false, None)
     }
 
-    fn on_publish(&mut self, p: &Publish<'_>, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out)? {
-            self.publish(out, &to, &reply, false, Some(seq))?;
-        }
-        if p.qos == QoS::AtLeastOnce {
-            mqtt::encode(&Packet::Puback { pid: p.pid }, out)?;
-        }
-        Ok(())
-    }
-
-    /// Check a command and run it; the signed answer, where it goes, and
-    /// the command's sequence number.
-    fn command(
-        &mut self,
-        on: &str,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<Option<(String, Vec<u8>, u64)>, MqttError> {
-        let now = UnixTime::since_unix_epoch(self.ctx.time.now());
-        let checked = self
-            .authority
-            .verify(payload, on, now)
-            .and_then(|v| match self.replay.accept(v.key, v.seq) {
-                Ok(()) => Ok(v),
-                Err(e) => Err(Refusal::from(e)),
-            })
-            .and_then(|v| {
-                let (frame, answer_key) = self.seal.open(&v)?;
-                Ok((v, frame, answer_key))
-            });
-        let (v, frame, answer_key) = match checked {
-            Ok(checked) => checked,
-            Err(Refusal::Replayed(r)) if self.inflight.answers(r.seq) => {
-                // The broker's copy of a command we ran and whose answer is
-                // still on its way (our PUBACK was lost with the link).
-                tracing::info!("callhome: seq {} delivered again; answer in flight", r.seq);
-                return Ok(None);
-            }
-            Err(refusal) => {
-                tracing::warn!("callhome: refused a command on {on}: {refusal}");
-                if !refusal.authentic() {
-                    return Ok(None);
-                }
-                let seq = refusal.seq();
-                let reason = refusal.to_string();
-                let says = self.signed(DeviceMessage::Refused {
-                    seq,
-                    reason: &reason,
-                });
-                return Ok(Some((topic::events(&self.device), says, seq)));
-            }
-        };
-        self.follows.renew(&v.key, Instant::now());
-        let (first_key, stream_key) = match answer_key {
-            Some((first, stream)) => (Some(first), Some(stream)),
-            None => (None, None),
-        };
-        let (id, body) = match RequestFrame::decode(&frame) {
-            Ok(req) => {
-                tracing::info!(
-                    "callhome: {} (seq {}, role {})",
-                    req.body.name(),
-                    v.seq,
-                    v.role.name()
-                );
-                (
-                    req.id,
-                    self.execute(v.key, v.seq, v.role, &req, stream_key, out)?,
-                )
-            }
-            Err(_) => (0, Err(WireError::DecodeFailed)),
-        };
-        let says = match first_key {
-            Some(key) => self.sealed_answer(v.seq, id, body, key),
-            None => self.answer(v.seq, id, body),
-        };
-        Ok(Some((topic::resp(&self.device), says, v.seq)))
-    }
-
-    /// Run one request: log follows and their cancels are ours (there is
-    /// no connection to hang them on), the rest goes to the API's handlers.
-    fn execute(
-        &mut self,
-        operator: replay::KeyId,
-        seq: u64,
-        role: Role,
-        req: &RequestFrame<'_>,
-        stream: Option<StreamKey>,
-        out: &mut Vec<u8>,
-    ) -> Result<Result<Response, WireError>, MqttError> {
-        match &req.body {
-            Request::Cancel { id } if role >= req.body.required_role() => {
-                let found = self.with_follows(out, |f, say| f.cancel(&operator, *id, say))?;
-                Ok(match found {
-                    true => Ok(Response::Accepted),
-                    false => Err(WireError::Invalid(format!(
-                        "no log follow {id} of yours on this board"
-                    ))),
-                })
-            }
-            Request::Logs {
-                service,
-                follow: true,
-                ..
-            } if role >= req.body.required_role() => {
-                if self.follows.full() {
-                    return Ok(Err(WireError::Busy));
-                }
-                let ring = match log_ring(&self.ctx, *service) {
-                    Ok(ring) => ring,
-                    Err(e) => return Ok(Err(e)),
-                };
-                // The position before the tail: no line falls in between.
-                let (_, next) = ring.tail_with_seq(0);
-                let first = self.handle(role, &req.body);
-                if first.is_ok() {
-                    self.follows
-                        .start(seq, req.id, operator, ring, next, stream, Instant::now());
-                }
-                Ok(first)
-            }
-            body => Ok(self.handle(role, body)),
-        }
-    }
-
-    fn handle(&self, role: Role, body: &Request<'_>) -> Result<Response, WireError> {
-        let ctx = &self.ctx;
-        std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, role, body)))
-            .unwrap_or_else(|_| Err(WireError::Device("internal error".into())))
-    }
-
-    /// New lines for each log follow; `End` for those whose lease ran out.
-    fn follow_tick(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        self.with_follows(out, |f, say| f.tick(Instant::now(), say))
-    }
-
-    /// Run `act` on the follows, then publish what they said.
-    fn with_follows<R>(
-        &mut self,
-        out: &mut Vec<u8>,
-        act: impl FnOnce(&mut Follows, &mut dyn FnMut(Emit<'_>)) -> R,
-    ) -> Result<R, MqttError> {
-        let mut follows = std::mem::take(&mut self.follows);
-        let mut said = Vec::new();
-        let result = act(&mut follows, &mut |e| {
-            said.push((e.seq, self.follow_message(e)))
-        });
-        self.follows = follows;
-        for (seq, payload) in said {
-            self.publish(out, &topic::resp(&self.device), &payload, false, Some(seq))?;
-        }
-        Ok(result)
-    }
-
-    /// One message of a follow: a plain `Answer`, or for a sealed follow a
-    /// `SealedStream` under its stream key and number.
-    fn follow_message(&self, e: Emit<'_>) -> Vec<u8> {
-        let Some((key, n)) = e.seal else {
-            return self.answer(e.seq, e.id, Ok(e.body));
-        };
-        let response = response_bytes(e.id, Ok(e.body));
-        match key.seal(n, &response) {
-            Ok(ciphertext) => self.signed(DeviceMessage::SealedStream {
-                seq: e.seq,
-                n,
-                ciphertext: &ciphertext,
-            }),
-            Err(err) => self.signed(DeviceMessage::Refused {
-                seq: e.seq,
-                reason: &err.to_string(),
-            }),
-        }
-    }
-
-    /// A signed answer to command `seq` (request id `id`).
-    fn answer(&self, seq: u64, id: u32, body: Result<Response, WireError>) -> Vec<u8> {
-        let response = response_bytes(id, body);
-        self.signed(DeviceMessage::Answer {
-            seq,
-            response: &response,
-        })
-    }
-
-    /// A signed answer to a sealed command: sealed with its answer key.
-    fn sealed_answer(
-        &self,
-        seq: u64,
-        id: u32,
-        body: Result<Response, WireError>,
-        key: OneUseKey,
-    ) -> Vec<u8> {
-        let response = response_bytes(id, body);
-        match key.seal(&response) {
-            Ok(ciphertext) => self.signed(DeviceMessage::SealedAnswer {
-                seq,
-                ciphertext: &ciphertext,
-            }),
-            Err(e) => self.signed(DeviceMessage::Refused {
-                seq,
-                reason: &e.to_string(),
-            }),
-        }
-    }
-
     /// A signed `Presence` for the session that began at `since`.
     fn presence(&self, online: bool, since: u64) -> Vec<u8> {
         self.signed(DeviceMessage::Presence {
@@ -665,19 +459,6 @@ impl CallHome {
             }
         }
     }
-}
-
-/// A response frame's bytes; one too large for a frame becomes an error.
-fn response_bytes(id: u32, body: Result<Response, WireError>) -> Vec<u8> {
-    let bytes = ResponseFrame { id, body }.encode();
-    if bytes.len() <= MAX_RESPONSE_FRAME {
-        return bytes;
-    }
-    ResponseFrame {
-        id,
-        body: Err(WireError::Device("response too large".into())),
-    }
-    .encode()
 }
 
 async fn timeout<T>(after: Duration) -> Result<T, CallHomeError> {
