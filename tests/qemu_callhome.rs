@@ -18,10 +18,8 @@ fn a_board_in_qemu_calls_home_and_is_managed_through_the_broker() {
     }
     let env = Cli::new();
     let init = init_binary();
-    let site = env.path("site");
+    let site = env.site_with_device("calltest", "edge-ch");
     let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "calltest"]);
-    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-ch"]);
     let broker = Mosquitto::start(&Site::open(&site).unwrap(), &env.path("broker"));
     let machine = site.join("devices/edge-ch/machine.toml");
     let mut text = std::fs::read_to_string(&machine).unwrap();

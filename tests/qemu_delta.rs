@@ -27,27 +27,13 @@ fn delta_upgrade_to_a_rebuilt_init_commits_and_sends_little() {
     );
     let env = Cli::new();
     let _guard = QemuGuard::new(&env, "dl");
-    let site = env.path("site");
+    let site = env.site_with_device("deltatest", "edge-dl");
     let site = site.to_str().unwrap();
-    env.ok(&["gen", "site", site, "--name", "deltatest"]);
-    env.ok(&["gen", "device", "--site", site, "--hostname", "edge-dl"]);
     let img = env.path("edge.img");
     let mut build = image_build(site, "edge-dl", img.to_str().unwrap(), n.to_str().unwrap());
     build.extend(["--version", "0.1.0"]);
     env.ok(&build);
-    let bundle = env.path("v0.2.0.bundle");
-    env.ok(&[
-        "bundle",
-        "build",
-        "--site",
-        site,
-        "--version",
-        "0.2.0",
-        "-o",
-        bundle.to_str().unwrap(),
-        "--init",
-        n1.to_str().unwrap(),
-    ]);
+    let bundle = env.bundle(site, "0.2.0", n1.to_str().unwrap());
     let full = std::fs::metadata(&bundle).unwrap().len();
 
     env.ok(&[

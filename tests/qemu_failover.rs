@@ -112,16 +112,7 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
         return;
     }
     let env = Cli::new();
-    let site_dir = env.path("site");
-    env.ok(&["gen", "site", site_dir.to_str().unwrap(), "--name", "fo"]);
-    env.ok(&[
-        "gen",
-        "device",
-        "--site",
-        site_dir.to_str().unwrap(),
-        "--hostname",
-        HOST,
-    ]);
+    let site_dir = env.site_with_device("fo", HOST);
     let site = Site::open(&site_dir).unwrap();
     let machine = site.device_dir(HOST).join("machine.toml");
     let mut config = MachineConfig::from_toml(&std::fs::read_to_string(&machine).unwrap()).unwrap();

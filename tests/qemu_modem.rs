@@ -55,16 +55,7 @@ fn the_board_dials_its_modem_and_answers_over_it() {
     }
     let env = Cli::new();
     boards_with_usb(&env);
-    let site_dir = env.path("site");
-    env.ok(&["gen", "site", site_dir.to_str().unwrap(), "--name", "lte"]);
-    env.ok(&[
-        "gen",
-        "device",
-        "--site",
-        site_dir.to_str().unwrap(),
-        "--hostname",
-        HOST,
-    ]);
+    let site_dir = env.site_with_device("lte", HOST);
     let site = Site::open(&site_dir).unwrap();
     let machine = site.device_dir(HOST).join("machine.toml");
     let mut config = MachineConfig::from_toml(&std::fs::read_to_string(&machine).unwrap()).unwrap();

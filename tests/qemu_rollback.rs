@@ -121,15 +121,7 @@ impl Base {
         let cli = Cli::new();
         let p = |s: &str| cli.path(s).to_str().unwrap().to_owned();
         let init = init_binary();
-        cli.ok(&["gen", "site", &p("site"), "--name", "rbtest"]);
-        cli.ok(&[
-            "gen",
-            "device",
-            "--site",
-            &p("site"),
-            "--hostname",
-            "edge-rb",
-        ]);
+        cli.site_with_device("rbtest", "edge-rb");
         let (site, img) = (p("site"), p("edge.img"));
         let mut build = image_build(&site, "edge-rb", &img, init.to_str().unwrap());
         build.extend(["--version", "0.1.0"]);

@@ -114,10 +114,8 @@ fn services_on_the_board_memory_limit_and_api() {
     let init = init_binary();
     let env = Cli::new();
     let testsvc = testsvc_aarch64(&env.path(""));
-    let site = env.path("site");
+    let site = env.site_with_device("svctest", "edge-svc");
     let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "svctest"]);
-    env.ok(&["gen", "device", "--site", site_s, "--hostname", "edge-svc"]);
     let machine = site.join("devices/edge-svc/machine.toml");
     let mut text = std::fs::read_to_string(&machine).unwrap();
     text.push_str(&services_toml(8080));

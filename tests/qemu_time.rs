@@ -32,17 +32,8 @@ fn a_board_booted_at_1970_serves_valid_clients_and_restores_its_clock() {
     }
     let env = Cli::new();
     let init = init_binary();
-    let site = env.path("site");
+    let site = env.site_with_device("clocktest", "edge-clock");
     let site_s = site.to_str().unwrap();
-    env.ok(&["gen", "site", site_s, "--name", "clocktest"]);
-    env.ok(&[
-        "gen",
-        "device",
-        "--site",
-        site_s,
-        "--hostname",
-        "edge-clock",
-    ]);
     // A pinned build time (reproducible builds set it the same way).
     let build_time = SystemTime::now()
         .duration_since(UNIX_EPOCH)

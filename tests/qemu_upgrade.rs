@@ -25,27 +25,13 @@ fn upgrade_to_slot_b_commits_and_rollback_returns_to_a() {
     let init = init.to_str().unwrap();
     let env = Cli::new();
     let _guard = QemuGuard::new(&env, "up");
-    let site = env.path("site");
+    let site = env.site_with_device("uptest", "edge-up");
     let site = site.to_str().unwrap();
-    env.ok(&["gen", "site", site, "--name", "uptest"]);
-    env.ok(&["gen", "device", "--site", site, "--hostname", "edge-up"]);
     let img = env.path("edge.img");
     let mut build = image_build(site, "edge-up", img.to_str().unwrap(), init);
     build.extend(["--version", "0.1.0"]);
     env.ok(&build);
-    let bundle = env.path("v0.2.0.bundle");
-    env.ok(&[
-        "bundle",
-        "build",
-        "--site",
-        site,
-        "--version",
-        "0.2.0",
-        "-o",
-        bundle.to_str().unwrap(),
-        "--init",
-        init,
-    ]);
+    let bundle = env.bundle(site, "0.2.0", init);
 
     env.ok(&[
         "qemu",

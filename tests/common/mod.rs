@@ -88,6 +88,35 @@ impl Cli {
         self.tmp.path().join(p)
     }
 
+    /// `gen site` (at `site` here, named `name`) and `gen device HOSTNAME`
+    /// in it: the site's directory.
+    pub(crate) fn site_with_device(&self, name: &str, hostname: &str) -> PathBuf {
+        let site = self.path("site");
+        let s = site.to_str().unwrap();
+        self.ok(&["gen", "site", s, "--name", name]);
+        self.ok(&["gen", "device", "--site", s, "--hostname", hostname]);
+        site
+    }
+
+    /// `bundle build` of `version` with `init`, signed by `site`: its path
+    /// (`v<version>.bundle` here).
+    pub(crate) fn bundle(&self, site: &str, version: &str, init: &str) -> PathBuf {
+        let out = self.path(&format!("v{version}.bundle"));
+        self.ok(&[
+            "bundle",
+            "build",
+            "--site",
+            site,
+            "--version",
+            version,
+            "-o",
+            out.to_str().unwrap(),
+            "--init",
+            init,
+        ]);
+        out
+    }
+
     /// `outpost ARGS` with this CLI's config and state; nothing from the
     /// caller's environment chooses the node or the boards.
     pub(crate) fn command(&self, args: &[&str]) -> Command {
