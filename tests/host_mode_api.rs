@@ -524,3 +524,20 @@ fn config_apply_modes_no_reboot_try_staged_reboot() {
     let s = status_after_reboot(&dev, &s.boot_id);
     assert_eq!(s.hostname, "edge-rebooted");
 }
+
+/// The test harness itself: a device restarted after its port was taken
+/// (another test process may grab a port a killed device gave back) moves to
+/// a new port, and the CLI's config follows it.
+#[test]
+fn a_device_restarted_on_a_taken_port_moves_and_the_cli_follows() {
+    let mut dev = start_device();
+    dev.write_cli_config();
+    let old = dev.node.address.clone();
+    dev.kill();
+    let squatter = std::net::TcpListener::bind(&old).unwrap();
+    dev.spawn();
+    assert_ne!(dev.node.address, old);
+    let v = dev.cli.json(&["status"]);
+    assert_eq!(v["Status"]["hostname"], "edge-1", "{v}");
+    drop(squatter);
+}

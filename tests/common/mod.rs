@@ -352,8 +352,28 @@ impl HostDevice {
         self
     }
 
-    /// Start the process and wait until it listens.
+    /// Start the process and wait until it listens. Its port was free when
+    /// chosen, but a port a killed device gave back can be taken by another
+    /// test process (scripts/test-pool runs several) before the restart:
+    /// then the device exits at once (the API cannot bind), and it gets a
+    /// new port (and the CLI's config, if written, the new address).
     pub(crate) fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.spawn_once() {
+                return;
+            }
+            eprintln!("{} was taken; moving the device", self.node.address);
+            self.port = outpost::host::qemu::free_port().unwrap();
+            self.node.address = format!("127.0.0.1:{}", self.port);
+            if self.cli.path("cli.toml").exists() {
+                self.write_cli_config();
+            }
+        }
+        panic!("device did not listen on any of 5 ports");
+    }
+
+    /// One start; false if the process exited (its port was taken).
+    fn spawn_once(&mut self) -> bool {
         let stderr = if self.log {
             Stdio::from(File::create(self.cli.path("device.log")).unwrap())
         } else {
@@ -369,13 +389,28 @@ impl HostDevice {
             .unwrap();
         self.child = Some(child);
         let start = Instant::now();
-        while TcpStream::connect(&self.node.address).is_err() {
+        loop {
+            if self.try_wait().is_some() {
+                self.child = None;
+                return false;
+            }
+            if TcpStream::connect(&self.node.address).is_ok() {
+                break;
+            }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "device did not listen"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // What answered may be another process on a taken port, with ours
+        // about to fail its bind: still running a moment later means ours.
+        std::thread::sleep(Duration::from_millis(200));
+        if self.try_wait().is_some() {
+            self.child = None;
+            return false;
+        }
+        true
     }
 
     pub(crate) fn kill(&mut self) {
