@@ -65,6 +65,21 @@ pub struct ApiContext {
     pub led: std::sync::OnceLock<std::sync::Arc<crate::device::led::Led>>,
 }
 
+/// `handle`, with a panic in a handler caught and logged and answered as an
+/// internal error: one bad request never takes PID 1 down (STYLE 9). Every
+/// way in (TCP, call home) goes through here.
+pub fn handle_guarded(
+    ctx: &ApiContext,
+    role: Role,
+    request: &Request,
+) -> Result<Response, WireError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(ctx, role, request)))
+        .unwrap_or_else(|_| {
+            tracing::error!("api: handler for {} panicked", request.name());
+            Err(WireError::Device("internal error".into()))
+        })
+}
+
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
 /// `Cancel` are the connection's business (see `server`); here they get
 /// their first answer only.

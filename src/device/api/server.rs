@@ -19,7 +19,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, Executor, Task, Timer};
 
 use super::auth;
-use super::handlers::{handle, log_ring, log_tail, service_log_tail, ApiContext};
+use super::handlers::{handle_guarded, log_ring, log_tail, service_log_tail, ApiContext};
 use crate::device::log::LogRing;
 use crate::wire::{
     encode_frame, FeedResult, FrameDecoder, Request, RequestFrame, Response, ResponseFrame, Role,
@@ -276,14 +276,7 @@ impl Session {
                 }
             },
             body => {
-                let ctx = &self.ctx;
-                let role = self.role;
-                let answer =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, role, &body)))
-                        .unwrap_or_else(|_| {
-                            tracing::error!("api: handler for {} panicked", body.name());
-                            Err(WireError::Device("internal error".into()))
-                        });
+                let answer = handle_guarded(&self.ctx, self.role, &body);
                 self.send(id, answer).await;
             }
         }

@@ -3,7 +3,6 @@
 //! here, since there is no connection to hang them on — and answered,
 //! signed (and sealed if the command was).
 
-use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use rustls::pki_types::UnixTime;
@@ -11,7 +10,7 @@ use rustls::pki_types::UnixTime;
 use super::follow::{Emit, Follows};
 use super::verify::Refusal;
 use super::{replay, CallHome};
-use crate::device::api::handlers::{handle, log_ring};
+use crate::device::api::handlers::{handle_guarded, log_ring};
 use crate::mqtt::{self, MqttError, Packet, Publish, QoS};
 use crate::wire::envelope::{topic, DeviceMessage};
 use crate::wire::seal::{OneUseKey, StreamKey};
@@ -138,21 +137,15 @@ impl CallHome {
                 };
                 // The position before the tail: no line falls in between.
                 let (_, next) = ring.tail_with_seq(0);
-                let first = self.handle(role, &req.body);
+                let first = handle_guarded(&self.ctx, role, &req.body);
                 if first.is_ok() {
                     self.follows
                         .start(seq, req.id, operator, ring, next, stream, Instant::now());
                 }
                 Ok(first)
             }
-            body => Ok(self.handle(role, body)),
+            body => Ok(handle_guarded(&self.ctx, role, body)),
         }
-    }
-
-    fn handle(&self, role: Role, body: &Request<'_>) -> Result<Response, WireError> {
-        let ctx = &self.ctx;
-        std::panic::catch_unwind(AssertUnwindSafe(|| handle(ctx, role, body)))
-            .unwrap_or_else(|_| Err(WireError::Device("internal error".into())))
     }
 
     /// New lines for each log follow; `End` for those whose lease ran out.
