@@ -362,18 +362,11 @@ pub fn check_device_cert(der: &[u8], device: &str, roots: &[CertificateDer<'_>])
     let der = CertificateDer::from(der);
     let cert = webpki::EndEntityCert::try_from(&der)
         .map_err(|e| anyhow!("{device}: certificate does not parse: {e:?}"))?;
-    let anchors: Vec<_> = roots
-        .iter()
-        .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
-        .collect();
-    cert.verify_for_usage(
-        &[webpki::ring::ED25519],
-        &anchors,
-        &[],
+    envelope::verify_chain(
+        &cert,
+        roots,
         UnixTime::now(),
         webpki::KeyUsage::server_auth(),
-        None,
-        None,
     )
     .map_err(|e| anyhow!("{device}: certificate not from the site CA: {e:?}"))?;
     let name = ServerName::try_from(device.to_owned())

@@ -101,6 +101,32 @@ pub fn cert_id(der: &[u8]) -> CertId {
     id
 }
 
+/// Check that an Ed25519 end-entity certificate chains to one of `roots`
+/// and is valid at `now` for `usage`: the operator's (client auth) on the
+/// board, the board's (server auth) on the CLI.
+#[cfg(any(feature = "device", feature = "host"))]
+pub fn verify_chain(
+    cert: &webpki::EndEntityCert<'_>,
+    roots: &[rustls::pki_types::CertificateDer<'_>],
+    now: rustls::pki_types::UnixTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), webpki::Error> {
+    let anchors: Vec<_> = roots
+        .iter()
+        .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+        .collect();
+    cert.verify_for_usage(
+        &[webpki::ring::ED25519],
+        &anchors,
+        &[],
+        now,
+        usage,
+        None,
+        None,
+    )
+    .map(|_| ())
+}
+
 /// What a device answers (in `Refused`) to a `Known` certificate it does not have.
 pub const UNKNOWN_CERT: &str = "unknown certificate: send it whole";
 /// What a device with `[callhome] require_sealed` answers (in `Refused`) to a

@@ -127,21 +127,8 @@ impl Authority {
         }
         let der = CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).map_err(Refusal::Certificate)?;
-        let anchors: Vec<_> = self
-            .roots
-            .iter()
-            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
-            .collect();
-        cert.verify_for_usage(
-            &[webpki::ring::ED25519],
-            &anchors,
-            &[],
-            now,
-            webpki::KeyUsage::client_auth(),
-            None,
-            None,
-        )
-        .map_err(Refusal::Certificate)?;
+        envelope::verify_chain(&cert, &self.roots, now, webpki::KeyUsage::client_auth())
+            .map_err(Refusal::Certificate)?;
         let input = envelope::signing_input(COMMAND_CONTEXT, signed.command);
         cert.verify_signature(webpki::ring::ED25519, &input, signed.sig)
             .map_err(|_| Refusal::Signature)?;
