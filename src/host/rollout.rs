@@ -492,6 +492,21 @@ mod tests {
         }
     }
 
+    /// `n` boards in two waves of half each, no soak, no early abort.
+    fn halves_without_soak(n: usize) -> Rollout {
+        Rollout::new(
+            names(n),
+            Policy {
+                waves: vec![50, 100],
+                min_per_wave: 1,
+                min_sample: 100,
+                soak: Duration::ZERO,
+                ..policy()
+            },
+        )
+        .unwrap()
+    }
+
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("b{i:04}")).collect()
     }
@@ -676,17 +691,7 @@ mod tests {
 
     #[test]
     fn a_re_check_nobody_answers_fails_by_timeout() {
-        let mut r = Rollout::new(
-            names(2),
-            Policy {
-                waves: vec![50, 100],
-                min_per_wave: 1,
-                min_sample: 100,
-                soak: Duration::ZERO,
-                ..policy()
-            },
-        )
-        .unwrap();
+        let mut r = halves_without_soak(2);
         r.next(Duration::ZERO);
         r.report("b0000", Outcome::Succeeded);
         assert_eq!(
@@ -705,17 +710,7 @@ mod tests {
 
     #[test]
     fn an_operator_abort_starts_nothing_more_and_keeps_in_flight_outcomes() {
-        let mut r = Rollout::new(
-            names(4),
-            Policy {
-                waves: vec![50, 100],
-                min_per_wave: 1,
-                min_sample: 100,
-                soak: Duration::ZERO,
-                ..policy()
-            },
-        )
-        .unwrap();
+        let mut r = halves_without_soak(4);
         r.next(Duration::ZERO);
         r.report("b0000", Outcome::Succeeded);
         r.abort("aborted by ops: metrics".into());

@@ -723,12 +723,7 @@ impl Driver {
                 .iter()
                 .map(|ds| WaveView {
                     devices: ds.clone(),
-                    pending: 0,
-                    running: 0,
-                    succeeded: 0,
-                    failed: 0,
-                    skipped: 0,
-                    unknown: 0,
+                    ..WaveView::default()
                 })
                 .collect(),
             devices,

@@ -69,7 +69,7 @@ pub struct PolicyView {
     pub timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WaveView {
     pub devices: Vec<String>,
     pub pending: usize,
@@ -460,21 +460,11 @@ mod tests {
             waves: vec![
                 WaveView {
                     devices: vec!["a".into(), "b".into()],
-                    pending: 0,
-                    running: 0,
-                    succeeded: 0,
-                    failed: 0,
-                    skipped: 0,
-                    unknown: 0,
+                    ..WaveView::default()
                 },
                 WaveView {
                     devices: vec!["c".into()],
-                    pending: 0,
-                    running: 0,
-                    succeeded: 0,
-                    failed: 0,
-                    skipped: 0,
-                    unknown: 0,
+                    ..WaveView::default()
                 },
             ],
             devices: [
