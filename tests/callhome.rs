@@ -24,10 +24,7 @@ fn start(keepalive: u16) -> (HostDevice, Mosquitto) {
     let mut dev = HostDevice::new("test").log_to_file();
     dev.site.issue_client("reader", "reader").unwrap();
     let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
-    let machine = dev.data.join("config/machine.toml");
-    let mut text = std::fs::read_to_string(&machine).unwrap();
-    text.push_str(&broker.callhome_toml(keepalive, &["north"]));
-    std::fs::write(&machine, text).unwrap();
+    common::add_to_machine_config(&dev.data, &broker.callhome_toml(keepalive, &["north"]));
     dev.spawn();
     dev.write_cli_config();
     assert!(
@@ -274,13 +271,10 @@ fn link_cuts_between_board_and_broker_are_survived() {
     // ~1.3 KB; the answers to the status requests below cross the rest).
     link.cut_up = vec![300, 4000];
     let emu = outpost::host::linkemu::LinkEmu::start(link).unwrap();
-    let machine = dev.data.join("config/machine.toml");
-    let mut text = std::fs::read_to_string(&machine).unwrap();
-    text.push_str(&broker.callhome_toml(200, &[]).replace(
-        &format!("port = {}", broker.port),
-        &format!("port = {}", emu.addr().port()),
-    ));
-    std::fs::write(&machine, text).unwrap();
+    common::add_to_machine_config(
+        &dev.data,
+        &broker.callhome_toml_via(emu.addr().port(), 200, &[]),
+    );
     dev.spawn();
     dev.write_cli_config();
     assert!(
@@ -321,10 +315,7 @@ fn an_answer_cut_on_the_link_is_sent_again_after_the_reconnect() {
     let machine = dev.data.join("config/machine.toml");
     let base = std::fs::read_to_string(&machine).unwrap();
     let through = |emu: &LinkEmu| {
-        let block = broker.callhome_toml(200, &[]).replace(
-            &format!("port = {}", broker.port),
-            &format!("port = {}", emu.addr().port()),
-        );
+        let block = broker.callhome_toml_via(emu.addr().port(), 200, &[]);
         std::fs::write(&machine, format!("{base}{block}")).unwrap();
     };
 
@@ -804,13 +795,10 @@ fn bytes_on_the_board_link() {
     let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
     let relay = Counter::start(broker.port);
     let keepalive = 10u16;
-    let machine = dev.data.join("config/machine.toml");
-    let mut text = std::fs::read_to_string(&machine).unwrap();
-    text.push_str(&broker.callhome_toml(keepalive, &[]).replace(
-        &format!("port = {}", broker.port),
-        &format!("port = {}", relay.port),
-    ));
-    std::fs::write(&machine, text).unwrap();
+    common::add_to_machine_config(
+        &dev.data,
+        &broker.callhome_toml_via(relay.port, keepalive, &[]),
+    );
     let start = Instant::now();
     dev.spawn();
     assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
@@ -834,56 +822,31 @@ fn bytes_on_the_board_link() {
     let per_exchange = (pings.0 + pings.1 + (segments + exchanges) * 52) as f64 / exchanges as f64;
     let per_day = |ka: f64| per_exchange * 86_400.0 / ka;
 
-    // One status round trip through the broker, the board's side.
+    // Status round trips through the broker: bytes (in, out) on the board's side.
+    let trip = |l: &mut DeviceLink, id: u32| {
+        let before = relay.snapshot();
+        l.send_request(
+            &RequestFrame {
+                id,
+                body: Request::Status,
+            }
+            .encode(),
+        )
+        .unwrap();
+        assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
+        std::thread::sleep(Duration::from_millis(300));
+        let after = relay.snapshot();
+        (after[1] - before[1], after[0] - before[0])
+    };
     let mut l = link(&dev, &broker, "admin");
-    let before = relay.snapshot();
-    l.send_request(
-        &RequestFrame {
-            id: 1,
-            body: Request::Status,
-        }
-        .encode(),
-    )
-    .unwrap();
-    assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
-    std::thread::sleep(Duration::from_millis(300));
-    let after = relay.snapshot();
+    let first = trip(&mut l, 1);
     // The next command names the operator certificate by its id.
-    l.send_request(
-        &RequestFrame {
-            id: 2,
-            body: Request::Status,
-        }
-        .encode(),
-    )
-    .unwrap();
-    assert!(matches!(l.receive().unwrap().body, Ok(Response::Status(_))));
-    std::thread::sleep(Duration::from_millis(300));
-    let known = relay.snapshot();
+    let known = trip(&mut l, 2);
     let (cli_tx, cli_rx) = l.counted();
     // The same two round trips sealed (docs/benchmarks.md "Sealed commands").
     let mut sealed = link(&dev, &broker, "admin");
     sealed.set_seal(true);
-    let mut trips = Vec::new();
-    for id in [3, 4] {
-        let before = relay.snapshot();
-        sealed
-            .send_request(
-                &RequestFrame {
-                    id,
-                    body: Request::Status,
-                }
-                .encode(),
-            )
-            .unwrap();
-        assert!(matches!(
-            sealed.receive().unwrap().body,
-            Ok(Response::Status(_))
-        ));
-        std::thread::sleep(Duration::from_millis(300));
-        let after = relay.snapshot();
-        trips.push((after[1] - before[1], after[0] - before[0]));
-    }
+    let trips = [trip(&mut sealed, 3), trip(&mut sealed, 4)];
     println!(
         "callhome sealed status round trip on the board link: {} B in + {} B out (TLS+MQTT), \
          later ones {} B in + {} B out",
@@ -897,8 +860,7 @@ fn bytes_on_the_board_link() {
          CLI side MQTT: {cli_tx} B out (incl. CONNECT/SUBSCRIBE), {cli_rx} B in (incl. retained cert); setup {setup_ms} ms",
         connect[0], connect[1], per_exchange, exchanges, keepalive * 3 + 2,
         per_day(200.0) / 1000.0, per_day(220.0) / 1000.0, per_day(240.0) / 1000.0,
-        after[1] - before[1], after[0] - before[0],
-        known[1] - after[1], known[0] - after[0],
+        first.0, first.1, known.0, known.1,
     );
     assert!(
         per_day(200.0) <= 100_000.0,
@@ -930,10 +892,7 @@ impl Fleet {
             } else {
                 &[]
             };
-            let machine = data.join("config/machine.toml");
-            let mut text = std::fs::read_to_string(&machine).unwrap();
-            text.push_str(&broker.callhome_toml(200, groups));
-            std::fs::write(&machine, text).unwrap();
+            common::add_to_machine_config(&data, &broker.callhome_toml(200, groups));
             boards.push((name, data, None));
         }
         let mut fleet = Self { boards };
@@ -1270,10 +1229,8 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
     let key = std::fs::read(&key_file).unwrap();
     assert_eq!(key.len(), 32);
     dev.kill();
-    let machine = dev.data.join("config/machine.toml");
-    let mut text = std::fs::read_to_string(&machine).unwrap();
-    text.push_str("require_sealed = true\n"); // [callhome] is the last table
-    std::fs::write(&machine, text).unwrap();
+    // [callhome] is the last table: the line joins it.
+    common::add_to_machine_config(&dev.data, "require_sealed = true\n");
     dev.spawn();
     assert!(wait_until(20, || connected(&dev) >= 1), "{}", log(&dev));
     let out = dev.cli.outpost(

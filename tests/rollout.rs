@@ -48,10 +48,7 @@ impl Boards {
             site.issue_device(&name, 50000).unwrap();
             let data = root.join(&name);
             common::stage_data(site, &name, &data);
-            let machine = data.join("config/machine.toml");
-            let mut text = std::fs::read_to_string(&machine).unwrap();
-            text.push_str(&broker.callhome_toml(200, &["all"]));
-            std::fs::write(&machine, text).unwrap();
+            common::add_to_machine_config(&data, &broker.callhome_toml(200, &["all"]));
             let (board, version) = spec(i);
             let mut cmd: Vec<std::ffi::OsString> =
                 vec!["--host-mode".into(), "--no-led".into(), "--data".into()];

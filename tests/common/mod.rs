@@ -287,6 +287,14 @@ pub(crate) fn stage_data(site: &Site, hostname: &str, data: &Path) {
     std::fs::copy(dev.join("machine.toml"), data.join("config/machine.toml")).unwrap();
 }
 
+/// Append `text` (TOML) to the machine config staged in `data`.
+pub(crate) fn add_to_machine_config(data: &Path, text: &str) {
+    let machine = data.join("config/machine.toml");
+    let mut config = std::fs::read_to_string(&machine).unwrap();
+    config.push_str(text);
+    std::fs::write(&machine, config).unwrap();
+}
+
 /// The host-mode device's name.
 pub(crate) const HOSTNAME: &str = "edge-1";
 
@@ -560,10 +568,14 @@ impl Mosquitto {
 
     /// The `[callhome]` section that points a board here.
     pub(crate) fn callhome_toml(&self, keepalive: u16, groups: &[&str]) -> String {
+        self.callhome_toml_via(self.port, keepalive, groups)
+    }
+
+    /// The same through 127.0.0.1:`port` (a relay or link emulator in front).
+    pub(crate) fn callhome_toml_via(&self, port: u16, keepalive: u16, groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| format!("{g:?}")).collect();
         format!(
-            "\n[callhome]\nbroker = \"127.0.0.1\"\nport = {}\nkeepalive_secs = {keepalive}\ngroups = [{}]\n",
-            self.port,
+            "\n[callhome]\nbroker = \"127.0.0.1\"\nport = {port}\nkeepalive_secs = {keepalive}\ngroups = [{}]\n",
             groups.join(", ")
         )
     }
