@@ -98,7 +98,9 @@ impl Machine {
                     ))
                     .args(["-device", "virtio-blk-pci,drive=disk0"])
                     .args(["-netdev", &netdev])
-                    .args(["-device", "virtio-net-pci,netdev=net0"])
+                    // No option ROM: U-Boot drives virtio itself, and Debian's
+                    // qemu-system-arm only recommends ipxe-qemu, which has it.
+                    .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
                     .args(["-device", "i6300esb", "-watchdog-action", "reset"]);
                 if let Some(m) = &mgmt {
                     cmd.args(["-chardev", m, "-device", "pci-serial,chardev=mgmt"]);
