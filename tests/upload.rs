@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::HostDevice;
 use outpost::bundle::hex;
@@ -498,4 +498,62 @@ fn bench_upload_over_emulated_lte() {
     );
     assert!(cost.resent_on_link <= chunk_on_link, "{cost:?}");
     assert_eq!(cut.resumed, 1);
+}
+
+/// Resuming an upload re-hashes the part the device holds (up to 512 MiB:
+/// seconds on an SD card). Meanwhile the device keeps answering other
+/// connections: that work runs on a blocking thread, not on PID 1's
+/// executor, which also serves every other client and pets the watchdog.
+#[test]
+fn other_clients_are_answered_while_a_large_part_is_rehashed() {
+    const SIZE: u64 = 512 << 20; // the device's largest artifact
+    let dev = HostDevice::new("test").start();
+    let sum = [7u8; 32];
+    std::fs::create_dir_all(dev.data.join("staging")).unwrap();
+    let part = dev.data.join("staging").join(format!("{}.part", hex(&sum)));
+    std::fs::File::create(&part)
+        .unwrap()
+        .set_len(SIZE - 1)
+        .unwrap();
+
+    // A second client pings in a loop; each pong's arrival time is kept.
+    let done = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (done, mut client) = (done.clone(), admin_client(&dev));
+        std::thread::spawn(move || {
+            let mut pongs = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                assert_eq!(client.call(Request::Ping).unwrap(), Response::Pong);
+                pongs.push(Instant::now());
+            }
+            pongs
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut client = admin_client(&dev);
+    let sent = Instant::now();
+    let answer = client.call(Request::UploadBegin {
+        sha256: sum,
+        size: SIZE,
+    });
+    let answered = Instant::now();
+    done.store(true, Ordering::Relaxed);
+    let pongs = pinger.join().unwrap();
+    match answer.unwrap() {
+        Response::Upload(st) => assert_eq!(st.offset, SIZE - 1, "{st:?}"),
+        other => panic!("{other:?}"),
+    }
+    let took = answered - sent;
+    let during = pongs
+        .iter()
+        .filter(|t| **t > sent && **t < answered)
+        .count();
+    println!("re-hash of {SIZE} B took {took:?}; {during} pongs meanwhile");
+    assert!(
+        took >= Duration::from_millis(100),
+        "the re-hash took {took:?}: too quick to tell anything"
+    );
+    // On the executor, at most the pings already in the device's hands
+    // before it began would be answered.
+    assert!(during >= 20, "{during} pongs in {took:?}");
 }

@@ -3,6 +3,7 @@
 use smol::channel::Sender;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::Release;
 use crate::device::config_apply::{self, After, Apply, Board, ConfigManager};
@@ -43,7 +44,7 @@ pub trait Platform: Send + Sync {
 /// Everything a handler may read or trigger.
 pub struct ApiContext {
     /// The machine config in force and how new ones are applied.
-    pub config: std::sync::Arc<ConfigManager>,
+    pub config: Arc<ConfigManager>,
     pub slot: String,
     pub release: Release,
     pub boot_id: String,
@@ -51,18 +52,18 @@ pub struct ApiContext {
     pub power: Sender<PowerRequest>,
     pub platform: Box<dyn Platform>,
     /// The clock (restored, SNTP-synced); TLS certificate checks read it too.
-    pub time: std::sync::Arc<crate::device::clock::TimeKeeper>,
+    pub time: Arc<crate::device::clock::TimeKeeper>,
     /// Where DATA is (machine config, staging for uploads).
     pub data_dir: PathBuf,
     /// Uploads in progress, shared by every connection.
     pub uploads: Uploads,
     /// The A/B slot manager, once boot has opened the boot state (unset in
     /// host mode without slots, or when BOOT is unreadable).
-    pub ab: std::sync::OnceLock<std::sync::Arc<crate::device::upgrade::Ab>>,
+    pub ab: std::sync::OnceLock<Arc<crate::device::upgrade::Ab>>,
     /// The service supervisor, once services have been started (after the API).
-    pub services: std::sync::OnceLock<std::sync::Arc<crate::device::services::Supervisor>>,
+    pub services: std::sync::OnceLock<Arc<crate::device::services::Supervisor>>,
     /// The status LED (unset on a board without one).
-    pub led: std::sync::OnceLock<std::sync::Arc<crate::device::led::Led>>,
+    pub led: std::sync::OnceLock<Arc<crate::device::led::Led>>,
 }
 
 /// `handle`, with a panic in a handler caught and logged and answered as an
@@ -78,6 +79,41 @@ pub fn handle_guarded(
             tracing::error!("api: handler for {} panicked", request.name());
             Err(WireError::Device("internal error".into()))
         })
+}
+
+/// Whether `request`'s handler may read, write or hash megabytes on DATA or
+/// a slot: re-hashing a resumed upload's part (up to 512 MiB), a delta plan
+/// hashing the slot's chunks, an fsync every few chunks, a config write.
+/// On an SD card that is seconds, and on the executor it would hold up
+/// every connection, call home and the watchdog's pet (its default 15 s
+/// without one resets the board). Such requests run on a blocking thread.
+pub fn runs_blocking(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::UploadBegin { .. }
+            | Request::UploadChunk { .. }
+            | Request::Upgrade { .. }
+            | Request::DeltaPlan { .. }
+            | Request::DeltaInstall { .. }
+            | Request::ConfigApply { .. }
+            | Request::ConfigApplyOpts { .. }
+            | Request::BootLogs { .. }
+    )
+}
+
+/// `handle_guarded` on a blocking thread, for a request `runs_blocking`
+/// names. It takes the encoded frame (the decoded request borrows from it)
+/// and decodes it again there.
+pub async fn handle_blocking(
+    ctx: Arc<ApiContext>,
+    role: Role,
+    frame: Vec<u8>,
+) -> Result<Response, WireError> {
+    smol::unblock(move || match wire::RequestFrame::decode(&frame) {
+        Ok(req) => handle_guarded(&ctx, role, &req.body),
+        Err(_) => Err(WireError::DecodeFailed),
+    })
+    .await
 }
 
 /// Check the caller's role, then act. Streams (`Logs { follow }`) and
@@ -237,7 +273,7 @@ fn boot_logs(
         })
 }
 
-fn ab(ctx: &ApiContext) -> Result<&std::sync::Arc<crate::device::upgrade::Ab>, WireError> {
+fn ab(ctx: &ApiContext) -> Result<&Arc<crate::device::upgrade::Ab>, WireError> {
     ctx.ab.get().ok_or_else(crate::device::upgrade::unavailable)
 }
 
@@ -485,7 +521,7 @@ mod tests {
     fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
         let (tx, rx) = smol::channel::bounded(1);
         let ctx = ApiContext {
-            config: std::sync::Arc::new(ConfigManager::new(
+            config: Arc::new(ConfigManager::new(
                 Path::new("/nonexistent"),
                 MachineConfig::new("edge-1"),
                 Box::new(crate::device::config_apply::NoLive),
@@ -500,8 +536,8 @@ mod tests {
             log: LogRing::new(),
             power: tx,
             platform: Box::new(FakePlatform),
-            time: std::sync::Arc::new(crate::device::clock::TimeKeeper::boot(
-                std::sync::Arc::new(crate::device::clock::FakeClock::at(
+            time: Arc::new(crate::device::clock::TimeKeeper::boot(
+                Arc::new(crate::device::clock::FakeClock::at(
                     std::time::Duration::from_secs(1_700_000_000),
                 )),
                 None,

@@ -19,7 +19,10 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, Executor, Task, Timer};
 
 use super::auth;
-use super::handlers::{handle_guarded, log_ring, log_tail, service_log_tail, ApiContext};
+use super::handlers::{
+    handle_blocking, handle_guarded, log_ring, log_tail, runs_blocking, service_log_tail,
+    ApiContext,
+};
 use crate::device::log::LogRing;
 use crate::wire::{
     encode_frame, FeedResult, FrameDecoder, Request, RequestFrame, Response, ResponseFrame, Role,
@@ -275,6 +278,10 @@ impl Session {
                     .await
                 }
             },
+            body if runs_blocking(&body) => {
+                let answer = handle_blocking(self.ctx.clone(), self.role, payload.to_vec()).await;
+                self.send(id, answer).await;
+            }
             body => {
                 let answer = handle_guarded(&self.ctx, self.role, &body);
                 self.send(id, answer).await;

@@ -10,7 +10,7 @@ use rustls::pki_types::UnixTime;
 use super::follow::{Emit, Follows};
 use super::verify::Refusal;
 use super::{replay, CallHome};
-use crate::device::api::handlers::{handle_guarded, log_ring};
+use crate::device::api::handlers::{handle_blocking, handle_guarded, log_ring, runs_blocking};
 use crate::mqtt::{self, MqttError, Packet, Publish, QoS};
 use crate::wire::envelope::{topic, DeviceMessage};
 use crate::wire::seal::{OneUseKey, StreamKey};
@@ -19,12 +19,12 @@ use crate::wire::{
 };
 
 impl CallHome {
-    pub(super) fn on_publish(
+    pub(super) async fn on_publish(
         &mut self,
         p: &Publish<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), MqttError> {
-        if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out)? {
+        if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out).await? {
             self.publish(out, &to, &reply, false, Some(seq))?;
         }
         if p.qos == QoS::AtLeastOnce {
@@ -35,7 +35,7 @@ impl CallHome {
 
     /// Check a command and run it; the signed answer, where it goes, and
     /// the command's sequence number.
-    fn command(
+    async fn command(
         &mut self,
         on: &str,
         payload: &[u8],
@@ -90,7 +90,8 @@ impl CallHome {
                 );
                 (
                     req.id,
-                    self.execute(v.key, v.seq, v.role, &req, stream_key, out)?,
+                    self.execute(v.key, v.seq, v.role, &req, &frame, stream_key, out)
+                        .await?,
                 )
             }
             Err(_) => (0, Err(WireError::DecodeFailed)),
@@ -104,12 +105,14 @@ impl CallHome {
 
     /// Run one request: log follows and their cancels are ours (there is
     /// no connection to hang them on), the rest goes to the API's handlers.
-    fn execute(
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
         &mut self,
         operator: replay::KeyId,
         seq: u64,
         role: Role,
         req: &RequestFrame<'_>,
+        frame: &[u8],
         stream: Option<StreamKey>,
         out: &mut Vec<u8>,
     ) -> Result<Result<Response, WireError>, MqttError> {
@@ -143,6 +146,9 @@ impl CallHome {
                         .start(seq, req.id, operator, ring, next, stream, Instant::now());
                 }
                 Ok(first)
+            }
+            body if runs_blocking(body) => {
+                Ok(handle_blocking(self.ctx.clone(), role, frame.to_vec()).await)
             }
             body => Ok(handle_guarded(&self.ctx, role, body)),
         }

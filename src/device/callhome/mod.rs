@@ -346,7 +346,7 @@ impl CallHome {
                     // A resumed session delivers what was queued for us
                     // right after CONNACK, before our SUBACK.
                     (Phase::Suback | Phase::Running, Packet::Publish(p)) => {
-                        self.on_publish(&p, &mut out)?
+                        self.on_publish(&p, &mut out).await?
                     }
                     (_, Packet::Pingresp) => ping_sent = None,
                     (_, Packet::Puback { pid }) => self.inflight.acked(pid),
