@@ -541,3 +541,62 @@ fn a_device_restarted_on_a_taken_port_moves_and_the_cli_follows() {
     assert_eq!(v["Status"]["hostname"], "edge-1", "{v}");
     drop(squatter);
 }
+
+/// `gen revoke` puts an operator on the site's list; once the board holds
+/// it (`revocations --install`), that operator is refused from the next
+/// handshake — a ticket from before does not get it back in — and its open
+/// connection ends at its next request, while everyone else goes on. The
+/// list survives a restart; an older one is refused.
+#[test]
+fn a_revoked_client_is_refused_and_its_open_connection_closed() {
+    let mut dev = start_device();
+    dev.write_cli_config();
+    dev.site.issue_client("alice", "operator").unwrap();
+    let alice = dev.tls("alice");
+    let mut open = Client::connect_with(alice.clone(), &dev.node).unwrap();
+    status(&mut open); // and alice now holds a ticket to resume with
+    let site = dev.site.dir.to_str().unwrap().to_owned();
+    let crl = dev.site.dir.join("crl.pem");
+    let install = |dev: &HostDevice, file: &Path| {
+        dev.cli
+            .outpost(&["revocations", "--install", file.to_str().unwrap()])
+    };
+
+    dev.cli
+        .ok(&["gen", "revoke", "--site", &site, "--client", "alice"]);
+    let first = std::fs::read(&crl).unwrap();
+    let out = install(&dev, &crl);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("(1 certificate revoked)"), "{shown}");
+
+    assert!(open.call(Request::Status).is_err(), "open connection kept");
+    let resumed =
+        Client::connect_with(alice.clone(), &dev.node).and_then(|mut c| c.call(Request::Status));
+    assert!(resumed.is_err(), "resumed with a ticket: {resumed:?}");
+    let fresh =
+        Client::connect_with(dev.tls("alice"), &dev.node).and_then(|mut c| c.call(Request::Status));
+    assert!(fresh.is_err(), "{fresh:?}");
+    status(&mut admin(&dev));
+
+    // A newer list (bob too) replaces it; the first is now older: refused.
+    dev.site.issue_client("bob", "reader").unwrap();
+    dev.cli
+        .ok(&["gen", "revoke", "--site", &site, "--client", "bob"]);
+    assert!(install(&dev, &crl).status.success());
+    let old = dev.cli.path("old-crl.pem");
+    std::fs::write(&old, first).unwrap();
+    let out = install(&dev, &old);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("older than the one this board holds"),
+        "{err}"
+    );
+
+    dev.kill();
+    dev.spawn();
+    let held = dev.cli.json(&["revocations"]);
+    assert_eq!(held["Revocations"]["revoked"], 2, "{held}");
+    let after =
+        Client::connect_with(dev.tls("alice"), &dev.node).and_then(|mut c| c.call(Request::Status));
+    assert!(after.is_err(), "{after:?}");
+}

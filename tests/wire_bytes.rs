@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use outpost::device::api::tls::{server_config, Identity};
+use outpost::device::revocation::Revocations;
 use outpost::host::client::client_config;
 use outpost::host::pki::Site;
 use outpost::wire::{encode_frame, Request, RequestFrame, MAX_REQUEST_FRAME};
@@ -89,11 +90,9 @@ fn bytes_on_the_wire_meet_the_design_targets() {
     std::fs::copy(dev.join("device.crt"), data.join("identity/device.crt")).unwrap();
     std::fs::copy(dev.join("device.key"), data.join("identity/device.key")).unwrap();
     std::fs::copy(site.ca_cert(), data.join("identity/ca.crt")).unwrap();
-    let server_cfg = server_config(
-        &Identity::in_data_dir(&data),
-        std::sync::Arc::new(rustls::time_provider::DefaultTimeProvider),
-    )
-    .unwrap();
+    let clock = std::sync::Arc::new(rustls::time_provider::DefaultTimeProvider);
+    let revocations = std::sync::Arc::new(Revocations::load(&data, clock.clone()));
+    let server_cfg = server_config(&Identity::in_data_dir(&data), clock, revocations).unwrap();
     let (crt, key) = site.client_paths("admin");
     let client_cfg = client_config(&site.ca_cert(), &crt, &key).unwrap();
 

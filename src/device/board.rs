@@ -15,6 +15,7 @@ use super::config_apply::{ConfigManager, LiveApply};
 use super::led::{self, Led};
 use super::mounts::DATA_MOUNT;
 use super::persistlog::{self, PersistHandle};
+use super::revocation::Revocations;
 use super::services::cgroup::{Cgroups, CGROUP_ROOT};
 use super::services::Supervisor;
 use super::slots::commit::{self, Committed, Health};
@@ -244,6 +245,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         time: time.clone(),
         data_dir: Path::new(DATA_MOUNT).to_path_buf(),
         uploads: Uploads::new(Path::new(DATA_MOUNT)),
+        revocations: Arc::new(Revocations::load(Path::new(DATA_MOUNT), time.clone())),
         ab: std::sync::OnceLock::new(),
         services: std::sync::OnceLock::new(),
         led: std::sync::OnceLock::new(),

@@ -12,6 +12,7 @@ use smol::Executor;
 use super::api::{ApiContext, Platform, PowerRequest};
 use super::config_apply::{self, ConfigManager};
 use super::install;
+use super::revocation::Revocations;
 use super::runtime;
 use super::slots::{FileBackend, Slots};
 use super::upgrade::Ab;
@@ -192,6 +193,7 @@ pub fn run(opts: HostOptions) -> std::process::ExitCode {
         data_dir: opts.data_dir.clone(),
         time: time.clone(),
         uploads: Uploads::new(&opts.data_dir),
+        revocations: Arc::new(Revocations::load(&opts.data_dir, time.clone())),
         ab: std::sync::OnceLock::new(),
         services: std::sync::OnceLock::new(),
         led: std::sync::OnceLock::new(),

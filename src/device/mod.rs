@@ -25,6 +25,7 @@ pub mod netinfo;
 pub mod persistlog;
 pub mod power;
 pub mod reaper;
+pub mod revocation;
 pub mod runtime;
 pub mod serial;
 pub mod services;

@@ -32,8 +32,8 @@ pub fn start_api(
     ctx: Arc<ApiContext>,
 ) -> Result<SocketAddr, String> {
     let identity = tls::Identity::in_data_dir(data);
-    let config =
-        tls::server_config(&identity, ctx.time.clone()).map_err(|e| format!("API TLS: {e}"))?;
+    let config = tls::server_config(&identity, ctx.time.clone(), ctx.revocations.clone())
+        .map_err(|e| format!("API TLS: {e}"))?;
     let listener = TcpListener::bind(listen).map_err(|e| format!("API: binding {listen}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| format!("API: {e}"))?;
     let listener = Async::new(listener).map_err(|e| format!("API: {e}"))?;

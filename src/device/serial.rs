@@ -83,7 +83,7 @@ pub fn start(
     ctx: Arc<ApiContext>,
 ) -> Result<(), String> {
     let identity = tls::Identity::in_data_dir(data);
-    let config = tls::server_config(&identity, ctx.time.clone())
+    let config = tls::server_config(&identity, ctx.time.clone(), ctx.revocations.clone())
         .map_err(|e| format!("serial API TLS: {e}"))?;
     let acceptor = TlsAcceptor::from(config);
     ex.spawn(serve(ex.clone(), path, acceptor, ctx)).detach();

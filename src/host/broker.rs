@@ -367,6 +367,7 @@ pub fn check_device_cert(der: &[u8], device: &str, roots: &[CertificateDer<'_>])
         roots,
         UnixTime::now(),
         webpki::KeyUsage::server_auth(),
+        &[],
     )
     .map_err(|e| anyhow!("{device}: certificate not from the site CA: {e:?}"))?;
     let name = ServerName::try_from(device.to_owned())

@@ -259,6 +259,20 @@ pub enum GenCommand {
         #[arg(long, default_value = "reader")]
         role: String,
     },
+    /// Revoke a certificate: put it on the site's revocation list, which the
+    /// CA signs into SITE/crl.pem. Boards refuse it once they hold the list
+    /// (`outpost revocations --install SITE/crl.pem`; images built afterwards
+    /// carry it); a broker refuses it with `crlfile` (docs/callhome.md).
+    Revoke {
+        #[arg(long)]
+        site: PathBuf,
+        /// An operator certificate of the site, by name (SITE/clients/NAME.crt).
+        #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+        client: Option<String>,
+        /// Any certificate the site CA issued, as a PEM file.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -634,6 +648,36 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
                 "client `{name}` ({role}): {} {}",
                 crt.display(),
                 key.display()
+            );
+            Ok(())
+        }
+        GenCommand::Revoke { site, client, cert } => {
+            let site = pki::Site::open(&site)?;
+            let (path, what) = match (client, cert) {
+                (Some(name), _) => (site.client_paths(&name).0, format!("client {name}")),
+                (None, Some(path)) => {
+                    let what = path.display().to_string();
+                    (path, what)
+                }
+                (None, None) => anyhow::bail!("give --client NAME or --cert FILE"),
+            };
+            let pem =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let done = super::revoke::revoke(&site, &pem, &what)?;
+            println!(
+                "{} (serial {}) {} the revocation list: {} ({} certificate{}); \
+                 give it to the boards with `outpost revocations --install {}`",
+                done.entry.what,
+                done.entry.serial,
+                if done.added {
+                    "put on"
+                } else {
+                    "was already on"
+                },
+                done.crl.display(),
+                done.count,
+                if done.count == 1 { "" } else { "s" },
+                done.crl.display()
             );
             Ok(())
         }

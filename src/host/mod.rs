@@ -22,6 +22,7 @@ pub mod pki;
 pub mod presence;
 pub mod qemu;
 pub mod remote;
+pub mod revoke;
 pub mod rollout;
 pub mod rollout_cmd;
 pub mod rollout_device;

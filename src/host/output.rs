@@ -69,6 +69,13 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
         Response::Dmesg(text) | Response::BootLog(text) => print!("{text}"),
         Response::Accepted => println!("{node}: accepted"),
+        Response::Revocations(None) => println!("{node}: no revocation list"),
+        Response::Revocations(Some(r)) => println!(
+            "{node}: revocation list issued {} ({} certificate{} revoked)",
+            r.issued,
+            r.revoked,
+            if r.revoked == 1 { "" } else { "s" }
+        ),
         Response::DeltaPlan { have } => {
             let n: u32 = have.iter().map(|b| b.count_ones()).sum();
             println!("{node}: holds {n} chunks of the new image");

@@ -6,6 +6,7 @@
 //! SITE/ca.crt, SITE/ca.key       the site CA (ca.key never leaves this directory)
 //! SITE/release.key, release.pub  the bundle signing key (Ed25519); images trust release.pub
 //! SITE/clients/NAME.{crt,key}    operator certificates (role in the subject's O)
+//! SITE/revoked.toml, crl.pem     what the site revoked, and the CA-signed list (`revoke`)
 //! SITE/devices/HOST/device.{crt,key}, machine.toml
 //! ```
 
@@ -172,7 +173,7 @@ impl Site {
         params
     }
 
-    fn ca(&self) -> Result<(Certificate, KeyPair)> {
+    pub(crate) fn ca(&self) -> Result<(Certificate, KeyPair)> {
         let pem = fs::read_to_string(self.ca_key())
             .with_context(|| format!("reading {}", self.ca_key().display()))?;
         let key = KeyPair::from_pem(&pem)

@@ -106,6 +106,14 @@ pub enum DeviceCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// The site revocation list the device holds; with --install, give it a
+    /// newer one (SITE/crl.pem, from `outpost gen revoke`).
+    Revocations {
+        #[arg(long, value_name = "CRL_PEM")]
+        install: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Upload a file (e.g. an OS bundle) to the device's staging area. A cut
     /// connection is resumed where it stopped; running it again after a
     /// failure continues too.
@@ -385,6 +393,20 @@ pub fn run(
                 .with_context(|| format!("{node}: identify"))?,
             pick(&format),
         ),
+        DeviceCommand::Revocations {
+            install: None,
+            format,
+        } => (client.call(Request::Revocations)?, pick(&format)),
+        DeviceCommand::Revocations {
+            install: Some(path),
+            format,
+        } => {
+            let crl = super::revoke::read_crl(&path)?;
+            let answer = client
+                .call(Request::InstallRevocations { crl: &crl })
+                .with_context(|| format!("{node}: installing {}", path.display()))?;
+            (answer, pick(&format))
+        }
         // Handled above, before connecting: an upload makes its own connections.
         DeviceCommand::Upload { .. } | DeviceCommand::Upgrade { .. } => return Ok(()),
     };

@@ -6,6 +6,7 @@ mod error;
 mod frame;
 mod request;
 mod response;
+pub mod revocation;
 pub mod seal;
 pub mod serial;
 

@@ -120,6 +120,16 @@ pub enum Request<'a> {
         stage: bool,
         force: bool,
     },
+    /// Tag 27: The site revocation list the device holds; answered
+    /// `Revocations`.
+    Revocations,
+    /// Tag 28: Install the site's revocation list (a DER X.509 CRL signed by
+    /// the site CA, ≤ `revocation::MAX_CRL_BYTES`, not older than the one
+    /// held); answered `Revocations` with the list now in force.
+    InstallRevocations {
+        #[serde(borrow, with = "serde_bytes_compat")]
+        crl: &'a [u8],
+    },
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -213,7 +223,8 @@ impl Request<'_> {
             | Time
             | Metrics
             | Network
-            | Links => Role::Reader,
+            | Links
+            | Revocations => Role::Reader,
             Reboot | Poweroff | Service { .. } | Identify { .. } => Role::Operator,
             ConfigApply { .. }
             | ConfigApplyOpts { .. }
@@ -223,6 +234,7 @@ impl Request<'_> {
             | Upgrade { .. }
             | DeltaPlan { .. }
             | DeltaInstall { .. }
+            | InstallRevocations { .. }
             | Rollback => Role::Admin,
         }
     }
@@ -258,6 +270,8 @@ impl Request<'_> {
             Links => "links",
             DeltaPlan { .. } => "delta plan",
             DeltaInstall { .. } => "delta install",
+            Revocations => "revocations",
+            InstallRevocations { .. } => "install revocations",
         }
     }
 }
@@ -348,6 +362,11 @@ mod tests {
             ),
             (Request::ConfigConfirm, &[5, 21]),
             (Request::Identify { seconds: 300 }, &[5, 23, 0xac, 0x02]),
+            (Request::Revocations, &[5, 27]),
+            (
+                Request::InstallRevocations { crl: &[0x30, 0] },
+                &[5, 28, 2, 0x30, 0],
+            ),
         ];
         for (req, bytes) in cases {
             let frame = RequestFrame {

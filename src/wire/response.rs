@@ -52,6 +52,18 @@ pub enum Response {
     /// Tag 17: Answer to `DeltaPlan`: bit i (LSB first) set = the device
     /// holds chunk i of the new image; only the others need to be sent.
     DeltaPlan { have: Vec<u8> },
+    /// Tag 18: The site revocation list in force on the device, if any
+    /// (answer to `Revocations` and `InstallRevocations`).
+    Revocations(Option<RevocationInfo>),
+}
+
+/// A site revocation list a device holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationInfo {
+    /// When the site issued it (`thisUpdate`, `YYYYMMDDHHMMSSZ`).
+    pub issued: String,
+    /// Certificates on it.
+    pub revoked: u32,
 }
 
 /// One configured link (docs/network.md).
@@ -295,6 +307,14 @@ mod tests {
                     complete: false,
                 })),
                 &[1, 0, 13, 2, 0x80, 0x04, 0x80, 0x08, 0],
+            ),
+            (Ok(Response::Revocations(None)), &[1, 0, 18, 0]),
+            (
+                Ok(Response::Revocations(Some(RevocationInfo {
+                    issued: "20261207120000Z".into(),
+                    revoked: 3,
+                }))),
+                b"\x01\x00\x12\x01\x0f20261207120000Z\x03",
             ),
         ];
         for (body, bytes) in cases {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::Release;
 use crate::device::config_apply::{self, After, Apply, Board, ConfigManager};
 use crate::device::log::LogRing;
+use crate::device::revocation::{RevocationError, Revocations};
 use crate::device::upload::Uploads;
 use crate::device::{metrics, status};
 use crate::wire::{
@@ -57,6 +58,8 @@ pub struct ApiContext {
     pub data_dir: PathBuf,
     /// Uploads in progress, shared by every connection.
     pub uploads: Uploads,
+    /// The site's revocation list: clients and operators on it are refused.
+    pub revocations: Arc<Revocations>,
     /// The A/B slot manager, once boot has opened the boot state (unset in
     /// host mode without slots, or when BOOT is unreadable).
     pub ab: std::sync::OnceLock<Arc<crate::device::upgrade::Ab>>,
@@ -98,6 +101,7 @@ pub fn runs_blocking(request: &Request) -> bool {
             | Request::ConfigApply { .. }
             | Request::ConfigApplyOpts { .. }
             | Request::BootLogs { .. }
+            | Request::InstallRevocations { .. }
     )
 }
 
@@ -230,6 +234,14 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
         } => boot_logs(ctx, *source, *boot, *max_bytes),
         Request::Identify { seconds } => identify(ctx, *seconds),
         Request::Links => Ok(Response::Links(ctx.platform.links())),
+        Request::Revocations => Ok(Response::Revocations(
+            ctx.revocations.current().map(|l| l.info()),
+        )),
+        Request::InstallRevocations { crl } => match ctx.revocations.install(crl) {
+            Ok(list) => Ok(Response::Revocations(Some(list.info()))),
+            Err(e @ RevocationError::Io(_)) => Err(WireError::Device(e.to_string())),
+            Err(e) => Err(WireError::Invalid(e.to_string())),
+        },
     }
 }
 
@@ -520,6 +532,14 @@ mod tests {
 
     fn ctx() -> (ApiContext, smol::channel::Receiver<PowerRequest>) {
         let (tx, rx) = smol::channel::bounded(1);
+        let nowhere = std::env::temp_dir().join("outpost-handlers-test-nonexistent");
+        let time = Arc::new(crate::device::clock::TimeKeeper::boot(
+            Arc::new(crate::device::clock::FakeClock::at(
+                std::time::Duration::from_secs(1_700_000_000),
+            )),
+            None,
+            std::time::Duration::ZERO,
+        ));
         let ctx = ApiContext {
             config: Arc::new(ConfigManager::new(
                 Path::new("/nonexistent"),
@@ -536,15 +556,10 @@ mod tests {
             log: LogRing::new(),
             power: tx,
             platform: Box::new(FakePlatform),
-            time: Arc::new(crate::device::clock::TimeKeeper::boot(
-                Arc::new(crate::device::clock::FakeClock::at(
-                    std::time::Duration::from_secs(1_700_000_000),
-                )),
-                None,
-                std::time::Duration::ZERO,
-            )),
-            data_dir: std::env::temp_dir().join("outpost-handlers-test-nonexistent"),
-            uploads: Uploads::new(&std::env::temp_dir().join("outpost-handlers-test-nonexistent")),
+            time: time.clone(),
+            data_dir: nowhere.clone(),
+            uploads: Uploads::new(&nowhere),
+            revocations: Arc::new(Revocations::load(&nowhere, time)),
             ab: std::sync::OnceLock::new(),
             services: std::sync::OnceLock::new(),
             led: std::sync::OnceLock::new(),

@@ -66,6 +66,8 @@ pub enum ConnError {
     Frame(#[from] crate::wire::FrameError),
     #[error("{0}")]
     Auth(#[from] auth::AuthError),
+    #[error("client certificate revoked; connection closed")]
+    Revoked,
 }
 
 /// Serve TCP forever. Accept errors (e.g. EMFILE) are logged and retried.
@@ -166,6 +168,10 @@ where
         streams: HashMap::new(),
     };
 
+    // A list installed while this connection is open: checked again at its
+    // next request (a quiet `logs --follow` pings every 60 s).
+    let mut list_seen = session.ctx.revocations.generation();
+
     let mut decoder: Box<FrameDecoder<MAX_REQUEST_FRAME>> = Box::default();
     let mut buf = [0u8; 4096];
     let result = loop {
@@ -181,6 +187,17 @@ where
             Ok(0) => break Ok(()),
             Ok(n) => n,
         };
+        let list_now = session.ctx.revocations.generation();
+        if list_now != list_seen {
+            list_seen = list_now;
+            if session
+                .ctx
+                .revocations
+                .revokes(cert.as_deref().unwrap_or_default())
+            {
+                break Err(ConnError::Revoked);
+            }
+        }
         let mut input = &buf[..n];
         let mut failed = None;
         loop {

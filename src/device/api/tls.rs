@@ -6,7 +6,9 @@ use std::sync::Arc;
 use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+
+use super::site_clients::{Sessions, SiteClients};
+use crate::device::revocation::Revocations;
 use rustls::{RootCertStore, ServerConfig};
 
 /// Resumable sessions kept (each a few hundred bytes: the peer's chain).
@@ -141,20 +143,21 @@ impl rustls::crypto::SecureRandom for Ed25519Random {
     }
 }
 
-/// TLS 1.3 server config that requires a client certificate from the site CA.
-/// Certificate validity and ticket ages are judged by `time`: the device's
-/// own clock (restored and SNTP-synced), not whatever the kernel booted with.
+/// TLS 1.3 server config that requires a client certificate from the site CA
+/// and not on its revocation list (`site_clients`). Certificate validity and
+/// ticket ages are judged by `time`: the device's own clock (restored and
+/// SNTP-synced), not whatever the kernel booted with.
 pub fn server_config(
     id: &Identity,
     time: Arc<dyn rustls::time_provider::TimeProvider>,
+    revocations: Arc<Revocations>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
     let mut roots = RootCertStore::empty();
     for ca in certs(&id.ca)? {
         roots.add(ca)?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
+    let verifier = SiteClients::new(roots, provider.clone(), revocations.clone())
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let key_bytes = read_bounded(&id.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| TlsError::Pem {
@@ -163,13 +166,13 @@ pub fn server_config(
     })?;
     let mut config = ServerConfig::builder_with_details(provider, time)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(certs(&id.cert)?, key)?;
     // Stateful resumption: the ticket is a 32-byte key into a small cache on
     // the device, not the whole encrypted session (which carries the client's
     // certificate chain): ~400 bytes less per handshake on a metered link.
     // One ticket per handshake is enough to resume after a dropped link.
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.session_storage = Arc::new(Sessions::new(SESSION_CACHE, revocations));
     config.send_tls13_tickets = 1;
     // A client with several endpoints (links) asks for two (RFC 9149): an
     // attempt on a dead path burns the ticket it offers, the second resumes.

@@ -121,7 +121,8 @@ pub fn start(
         ring::signature::Ed25519KeyPair::from_pkcs8(der.secret_pkcs8_der())
             .map_err(|_| CallHomeError::Key("not an Ed25519 key"))?
     };
-    let authority = Authority::new(&machine.hostname, &cfg.groups, tls::certs(&id.ca)?);
+    let authority = Authority::new(&machine.hostname, &cfg.groups, tls::certs(&id.ca)?)
+        .with_revocations(ctx.revocations.clone());
     let replay = replay::ReplayGuard::load(&data.join(REPLAY_FILE));
     let seal = seal::SealBox::load_or_create(&data.join(seal::KEY_FILE), cfg.require_sealed);
     let keepalive = Keepalive::new(cfg.keepalive_secs);

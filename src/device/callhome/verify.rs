@@ -1,14 +1,17 @@
 //! Is a command from the broker really an operator's, for us, and still
 //! valid? The broker's ACLs are the outer wall; this is the authority: the
 //! operator's certificate chains to the site CA (client-auth usage, valid
-//! now), its key signed the command, its subject names a role, and the
+//! now, not on the site's revocation list), its key signed the command, its subject names a role, and the
 //! command names this device (or one of its groups), the topic it came on
 //! and an expiry not yet passed. Replays are the caller's next check.
+
+use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, UnixTime};
 
 use super::replay::KeyId;
 use crate::device::api::auth;
+use crate::device::revocation::Revocations;
 use crate::wire::envelope::{self, Body, CertRef, Command, SignedCommand, Target, COMMAND_CONTEXT};
 use crate::wire::Role;
 
@@ -87,6 +90,8 @@ pub struct Authority {
     roots: Vec<CertificateDer<'static>>,
     /// Certificates that passed, newest last; checked again on each use.
     known: Vec<(KeyId, Vec<u8>)>,
+    /// The site's revocation list, when the board has one.
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl Authority {
@@ -96,7 +101,14 @@ impl Authority {
             groups: groups.to_vec(),
             roots,
             known: Vec::new(),
+            revocations: None,
         }
+    }
+
+    /// Refuse operators whose certificate is on the site's list.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     pub fn verify<'a>(
@@ -127,8 +139,20 @@ impl Authority {
         }
         let der = CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).map_err(Refusal::Certificate)?;
-        envelope::verify_chain(&cert, &self.roots, now, webpki::KeyUsage::client_auth())
-            .map_err(Refusal::Certificate)?;
+        let list = self.revocations.as_ref().and_then(|r| r.current());
+        let crl = list
+            .as_ref()
+            .and_then(|l| webpki::BorrowedCertRevocationList::from_der(l.der.as_ref()).ok())
+            .map(webpki::CertRevocationList::from);
+        let crls: Vec<_> = crl.iter().collect();
+        envelope::verify_chain(
+            &cert,
+            &self.roots,
+            now,
+            webpki::KeyUsage::client_auth(),
+            &crls,
+        )
+        .map_err(Refusal::Certificate)?;
         let input = envelope::signing_input(COMMAND_CONTEXT, signed.command);
         cert.verify_signature(webpki::ring::ED25519, &input, signed.sig)
             .map_err(|_| Refusal::Signature)?;
@@ -268,6 +292,33 @@ mod tests {
 
     fn now() -> UnixTime {
         UnixTime::now()
+    }
+
+    #[test]
+    fn an_operator_on_the_site_revocation_list_is_refused() {
+        use crate::device::revocation::testing::{board_data, revoke};
+        let (tmp, site, auth) = setup();
+        let (alice, bob) = (operator(&site, "admin"), operator(&site, "admin"));
+        let data = board_data(&site, &tmp.path().join("data"));
+        let list = revoke(&site, &alice.cert);
+        let clock = Arc::new(rustls::time_provider::DefaultTimeProvider);
+        let revocations = Arc::new(Revocations::load(&data, clock));
+        let topic = "outpost/edge-1/req";
+        let later = now().as_secs() + 60;
+        let mut auth = auth.with_revocations(revocations.clone());
+        // Accepted (and its certificate cached) before the list arrives.
+        let from_alice = sign(&alice, Target::Device("edge-1"), topic, later);
+        auth.verify(&from_alice, topic, now()).unwrap();
+        revocations.install(&list).unwrap();
+        assert_eq!(
+            auth.verify(&from_alice, topic, now()).unwrap_err(),
+            Refusal::Certificate(webpki::Error::CertRevoked)
+        );
+        let from_bob = sign(&bob, Target::Device("edge-1"), topic, later);
+        assert_eq!(
+            auth.verify(&from_bob, topic, now()).unwrap().role,
+            Role::Admin
+        );
     }
 
     #[test]

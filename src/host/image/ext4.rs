@@ -17,6 +17,8 @@ const MAX_SITE_FILE: u64 = 64 * 1024;
 pub(crate) const IDENTITY_CERT: &str = "identity/device.crt";
 pub(crate) const IDENTITY_KEY: &str = "identity/device.key";
 pub(crate) const IDENTITY_CA: &str = "identity/ca.crt";
+/// The site's revocation list, DER (the board's `device::revocation::CRL_FILE`).
+pub(crate) const IDENTITY_CRL: &str = "identity/revoked.crl";
 pub(crate) const MACHINE_CONFIG: &str = "config/machine.toml";
 
 /// Copy the device's files from the site directory into `staging`:
@@ -61,6 +63,15 @@ pub(crate) fn stage(site: &Path, hostname: &str, staging: &Path) -> Result<Machi
         let dest = staging.join(to);
         std::fs::write(&dest, text.as_bytes()).with_context(|| format!("staging {to}"))?;
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+    }
+    // The site's revocation list, when it has one: a card flashed today
+    // refuses what was revoked before it ever calls in.
+    let crl = crate::host::revoke::crl_path_in(site);
+    if crl.is_file() {
+        let dest = staging.join(IDENTITY_CRL);
+        std::fs::write(&dest, crate::host::revoke::read_crl(&crl)?)
+            .with_context(|| format!("staging {IDENTITY_CRL}"))?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644))?;
     }
     Ok(config)
 }

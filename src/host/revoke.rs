@@ -1,0 +1,180 @@
+//! The site's revocation list: `SITE/revoked.toml` records what was revoked,
+//! `SITE/crl.pem` is the X.509 CRL the site CA signs from it. Boards take the
+//! CRL (`outpost revocations SITE/crl.pem`, and every image built afterwards
+//! carries it); mosquitto can take the same file as its `crlfile`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use super::pki::Site;
+use crate::bundle::hex;
+use crate::wire::revocation::{cert_serial, MAX_CRL_BYTES};
+
+/// SITE/revoked.toml.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokedFile {
+    /// When the list was last issued (Unix seconds). Each issue is at least
+    /// a second later: boards take no list older than the one they hold.
+    #[serde(default)]
+    issued: i64,
+    #[serde(default)]
+    revoked: Vec<Revoked>,
+}
+
+/// One revoked certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    /// The certificate's serial number, hex.
+    pub serial: String,
+    /// What it was (`client alice`, or the file it came from).
+    pub what: String,
+    /// When it was revoked (Unix seconds).
+    pub at: i64,
+}
+
+/// What `revoke` did.
+pub struct Outcome {
+    pub entry: Revoked,
+    /// False when the certificate was already on the list.
+    pub added: bool,
+    pub crl: PathBuf,
+    /// Certificates on the list now.
+    pub count: usize,
+}
+
+fn list_path(site: &Site) -> PathBuf {
+    site.dir.join("revoked.toml")
+}
+
+/// Where the signed list is.
+pub fn crl_path(site: &Site) -> PathBuf {
+    crl_path_in(&site.dir)
+}
+
+/// Where the signed list of the site in `dir` is.
+pub fn crl_path_in(dir: &Path) -> PathBuf {
+    dir.join("crl.pem")
+}
+
+/// Put the certificate `cert_pem` on the site's list and sign the list again.
+pub fn revoke(site: &Site, cert_pem: &[u8], what: &str) -> Result<Outcome> {
+    let cert = CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| anyhow::anyhow!("{what} is not a PEM certificate: {e:?}"))?;
+    let serial = hex(cert_serial(&cert).with_context(|| format!("reading {what}"))?);
+    let path = list_path(site);
+    let mut list: RevokedFile = match fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => RevokedFile::default(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let (entry, added) = match list.revoked.iter().find(|r| r.serial == serial) {
+        Some(known) => (known.clone(), false),
+        None => {
+            let entry = Revoked {
+                serial,
+                what: what.to_owned(),
+                at: now,
+            };
+            list.revoked.push(entry.clone());
+            (entry, true)
+        }
+    };
+    list.issued = now.max(list.issued + 1);
+    let pem = sign(site, &list)?;
+    if pem.len() > MAX_CRL_BYTES {
+        bail!(
+            "the revocation list would be {} bytes, over the {MAX_CRL_BYTES} a board takes",
+            pem.len()
+        );
+    }
+    // The record first: a list signed from it can always be made again.
+    fs::write(&path, toml::to_string(&list)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let crl = crl_path(site);
+    fs::write(&crl, pem).with_context(|| format!("writing {}", crl.display()))?;
+    Ok(Outcome {
+        entry,
+        added,
+        crl,
+        count: list.revoked.len(),
+    })
+}
+
+/// The CRL for `list`, signed by the site CA, as PEM.
+fn sign(site: &Site, list: &RevokedFile) -> Result<String> {
+    let (ca, ca_key) = site.ca()?;
+    let time = |secs: i64| {
+        OffsetDateTime::from_unix_timestamp(secs).context("a time on the revocation list")
+    };
+    let this_update = time(list.issued)?;
+    let mut revoked = Vec::with_capacity(list.revoked.len());
+    for r in &list.revoked {
+        let serial = crate::bundle::unhex(&r.serial)
+            .with_context(|| format!("serial `{}` in revoked.toml is not hex", r.serial))?;
+        revoked.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&serial),
+            revocation_time: time(r.at)?,
+            reason_code: None,
+            invalidity_date: None,
+        });
+    }
+    let params = CertificateRevocationListParams {
+        this_update,
+        // Boards do not hold a list's age against it (one that has been
+        // offline for a year still refuses what was revoked), but webpki
+        // wants the field.
+        next_update: this_update + Duration::days(365 * 10),
+        crl_number: SerialNumber::from(u64::try_from(list.issued).unwrap_or_default()),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(&ca, &ca_key)?.pem()?)
+}
+
+/// The CRL in `path` (PEM, as `revoke` writes it), as DER for a board.
+pub fn read_crl(path: &Path) -> Result<Vec<u8>> {
+    let text = super::debian::read_small(path, MAX_CRL_BYTES as u64 * 2)?;
+    let der = CertificateRevocationListDer::from_pem_slice(text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{} is not a PEM revocation list: {e:?}", path.display()))?;
+    Ok(der.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::revocation::crl_issued;
+
+    #[test]
+    fn a_revoked_client_is_on_a_list_signed_by_the_site_ca_and_later_each_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = Site::create(&tmp.path().join("s"), "s").unwrap();
+        site.issue_client("alice", "operator").unwrap();
+        let pem = |name| fs::read(site.client_paths(name).0).unwrap();
+        let first = revoke(&site, &pem("alice"), "client alice").unwrap();
+        assert!(first.added && first.count == 1);
+        let der1 = read_crl(&first.crl).unwrap();
+        let again = revoke(&site, &pem("alice"), "client alice").unwrap();
+        assert!(!again.added && again.count == 1);
+        let der2 = read_crl(&again.crl).unwrap();
+        assert!(crl_issued(&der1).unwrap() < crl_issued(&der2).unwrap());
+        let alice = CertificateDer::from_pem_slice(&pem("alice")).unwrap();
+        let admin = CertificateDer::from_pem_slice(&pem("admin")).unwrap();
+        let crl = webpki::BorrowedCertRevocationList::from_der(&der2).unwrap();
+        let crl = webpki::CertRevocationList::from(crl);
+        let serial = |c: &CertificateDer| cert_serial(c).unwrap().to_vec();
+        assert!(crl.find_serial(&serial(&alice)).unwrap().is_some());
+        assert!(crl.find_serial(&serial(&admin)).unwrap().is_none());
+        assert!(revoke(&site, b"not a certificate", "junk").is_err());
+    }
+}
