@@ -62,7 +62,7 @@ fn nic(id: &str, mac: &str, api_port: u16, guest_port: u16, probe_port: u16) -> 
              guestfwd=tcp:10.0.2.100:{guest_port}-tcp:127.0.0.1:{probe_port}"
         ),
         "-device".into(),
-        format!("virtio-net-pci,netdev={id},mac={mac}"),
+        format!("virtio-net-pci,netdev={id},mac={mac},romfile="),
     ]
 }
 
@@ -156,7 +156,7 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
         "-netdev".into(),
         "user,id=dead,restrict=on".into(),
         "-device".into(),
-        format!("virtio-net-pci,netdev=dead,mac={DEAD_MAC}"),
+        format!("virtio-net-pci,netdev=dead,mac={DEAD_MAC},romfile="),
     ]);
     extra.extend([
         "-monitor".into(),
