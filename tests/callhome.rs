@@ -1258,3 +1258,49 @@ fn sealed_commands_hide_requests_and_answers_from_the_broker() {
 fn url_of(url: &str) -> BrokerUrl {
     BrokerUrl::parse(url).unwrap()
 }
+
+/// The site's revocation list as the broker's `crlfile` (`gen broker` adds
+/// it when the site has one): a revoked operator cannot even open a session
+/// with the broker, and mosquitto (OpenSSL) takes our Ed25519-signed list —
+/// the other operators and the board still connect.
+#[test]
+fn a_broker_with_the_site_list_refuses_a_revoked_operator() {
+    let mut dev = HostDevice::new("test").log_to_file();
+    dev.site.issue_client("reader", "reader").unwrap();
+    let (crt, key) = dev.site.client_paths("reader");
+    let pem = std::fs::read(&crt).unwrap();
+    outpost::host::revoke::revoke(&dev.site, &pem, "client reader").unwrap();
+    let broker = Mosquitto::start(&dev.site, &dev.cli.path("broker"));
+    let conf = std::fs::read_to_string(dev.cli.path("broker/mosquitto.conf")).unwrap();
+    assert!(conf.contains("crlfile "), "{conf}");
+    assert!(session(&dev.site, &broker, (&crt, &key), &[]).is_err());
+    admin_session(&dev, &broker);
+    common::add_to_machine_config(&dev.data, &broker.callhome_toml(200, &[]));
+    dev.spawn();
+    assert!(
+        wait_until(20, || connected(&dev) >= 1),
+        "the board did not get through:\n{}\n{}",
+        log(&dev),
+        broker.log()
+    );
+    // And the board takes the same list through the broker, fleet-wide.
+    dev.write_cli_config();
+    let crl = dev.site.dir.join("crl.pem");
+    let url = broker.url();
+    let fleet = |extra: &[&str]| {
+        let mut args = vec![
+            "--broker",
+            &url,
+            "fleet",
+            "--devices",
+            "edge-1",
+            "revocations",
+        ];
+        args.extend_from_slice(extra);
+        dev.cli.json(&args)["answers"]["edge-1"]["answer"].clone()
+    };
+    assert_eq!(fleet(&[])["Revocations"], serde_json::Value::Null);
+    let installed = fleet(&["--install", crl.to_str().unwrap()]);
+    assert_eq!(installed["Revocations"]["revoked"], 1, "{installed}");
+    assert!(dev.data.join("identity/revoked.crl").exists());
+}

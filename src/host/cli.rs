@@ -201,7 +201,7 @@ pub struct RolloutStart {
     pub format: FormatArg,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub enum FleetCommand {
     /// Identity, slot, version, uptime of each board.
     Status,
@@ -210,6 +210,12 @@ pub enum FleetCommand {
     /// Who is online, from what the boards left retained on the broker
     /// (no traffic to any board): every board, or --devices / --label.
     List,
+    /// The site revocation list each board holds; with --install, give
+    /// them all a newer one (SITE/crl.pem, from `outpost gen revoke`).
+    Revocations {
+        #[arg(long, value_name = "CRL_PEM")]
+        install: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -295,9 +301,19 @@ pub fn run(cli: Cli) -> Result<()> {
                 None => args.devices.clone(),
             };
             let tls = super::client::client_config(&ctx.ca, &ctx.cert, &ctx.key)?;
-            let request = match args.what {
+            let crl = match &args.what {
+                FleetCommand::Revocations {
+                    install: Some(path),
+                } => super::revoke::read_crl(path)?,
+                _ => Vec::new(),
+            };
+            let request = match &args.what {
                 FleetCommand::Status => Request::Status,
                 FleetCommand::Ping => Request::Ping,
+                FleetCommand::Revocations { install: None } => Request::Revocations,
+                FleetCommand::Revocations { install: Some(_) } => {
+                    Request::InstallRevocations { crl: &crl }
+                }
                 FleetCommand::List => {
                     if args.group.is_some() {
                         anyhow::bail!(

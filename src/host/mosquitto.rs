@@ -43,6 +43,18 @@ pub fn acl(operators: &[String]) -> String {
     text
 }
 
+/// The site's revocation list as the broker's `crlfile`, when the site has
+/// one: revoked boards and operators are refused at the TLS handshake, the
+/// outer wall (boards check operators' commands themselves). mosquitto
+/// reads it at start: restart the broker after `outpost gen revoke`.
+fn crlfile_line(site: &Site) -> String {
+    let crl = crate::host::revoke::crl_path(site);
+    match crl.is_file() {
+        true => format!("crlfile {}\n", crl.display()),
+        false => String::new(),
+    }
+}
+
 /// Write `mosquitto.conf`, the ACL and the broker's certificate into `dir`;
 /// returns the config's path (`mosquitto -c PATH`).
 pub fn write_config(site: &Site, dir: &Path, spec: &BrokerSpec<'_>) -> Result<PathBuf> {
@@ -75,7 +87,7 @@ pub fn write_config(site: &Site, dir: &Path, spec: &BrokerSpec<'_>) -> Result<Pa
          keyfile {key}\n\
          require_certificate true\n\
          use_identity_as_username true\n\
-         tls_version tlsv1.3\n",
+         tls_version tlsv1.3\n{crlfile}",
         log = dir.join("mosquitto.log").display(),
         acl = acl_path.display(),
         port = spec.port,
@@ -83,6 +95,7 @@ pub fn write_config(site: &Site, dir: &Path, spec: &BrokerSpec<'_>) -> Result<Pa
         ca = site.ca_cert().display(),
         crt = crt.display(),
         key = key.display(),
+        crlfile = crlfile_line(site),
     );
     let path = dir.join("mosquitto.conf");
     std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;

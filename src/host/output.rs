@@ -302,6 +302,10 @@ pub fn fleet(report: &super::fleet::Report, format: Format) -> Result<()> {
                 s.uptime_ms / 1000,
                 if a.late { " (late)" } else { "" }
             ),
+            Ok(Response::Revocations(Some(r))) => {
+                format!("revocation list issued {}, {} revoked", r.issued, r.revoked)
+            }
+            Ok(Response::Revocations(None)) => "no revocation list".to_owned(),
             Ok(other) => format!("{other:?}"),
             Err(e) => format!("error: {e}"),
         };
