@@ -11,11 +11,10 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::time_provider::TimeProvider;
 
 use super::api::tls::{self, Identity};
+pub use crate::wire::revocation::CRL_FILE;
 use crate::wire::revocation::{crl_issued, MAX_CRL_BYTES};
 use crate::wire::RevocationInfo;
 
-/// Where the list is, under DATA.
-pub const CRL_FILE: &str = "identity/revoked.crl";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {

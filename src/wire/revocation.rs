@@ -6,8 +6,11 @@
 //! than the one it holds) and a certificate's serial number (what the CLI
 //! puts on the list).
 
-/// Largest list a board takes: ~40 bytes per revoked certificate, so room
-/// for thousands, and far under a request frame.
+/// Where a board keeps the list, under DATA (DER); images are built with it.
+pub const CRL_FILE: &str = "identity/revoked.crl";
+
+/// Largest list a board takes: ~200 bytes and 40 per revoked certificate,
+/// so ~300 certificates, under a request frame (16 KiB).
 pub const MAX_CRL_BYTES: usize = 12 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

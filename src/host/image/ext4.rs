@@ -17,8 +17,7 @@ const MAX_SITE_FILE: u64 = 64 * 1024;
 pub(crate) const IDENTITY_CERT: &str = "identity/device.crt";
 pub(crate) const IDENTITY_KEY: &str = "identity/device.key";
 pub(crate) const IDENTITY_CA: &str = "identity/ca.crt";
-/// The site's revocation list, DER (the board's `device::revocation::CRL_FILE`).
-pub(crate) const IDENTITY_CRL: &str = "identity/revoked.crl";
+pub(crate) use crate::wire::revocation::CRL_FILE as IDENTITY_CRL;
 pub(crate) const MACHINE_CONFIG: &str = "config/machine.toml";
 
 /// Copy the device's files from the site directory into `staging`:
@@ -258,6 +257,20 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert!(stage(site.path(), "edge-1", tempfile::tempdir().unwrap().path()).is_err());
+    }
+
+    #[test]
+    fn a_site_with_a_revocation_list_stages_it_for_the_board() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = crate::host::pki::Site::create(&tmp.path().join("s"), "s").unwrap();
+        site.issue_device("edge-1", 50000).unwrap();
+        let (alice, _) = site.issue_client("alice", "reader").unwrap();
+        let pem = std::fs::read(alice).unwrap();
+        let done = crate::host::revoke::revoke(&site, &pem, "client alice").unwrap();
+        let staging = tmp.path().join("staging");
+        stage(&site.dir, "edge-1", &staging).unwrap();
+        let staged = std::fs::read(staging.join(IDENTITY_CRL)).unwrap();
+        assert_eq!(staged, crate::host::revoke::read_crl(&done.crl).unwrap());
     }
 
     #[test]
