@@ -600,3 +600,25 @@ fn a_revoked_client_is_refused_and_its_open_connection_closed() {
         Client::connect_with(dev.tls("alice"), &dev.node).and_then(|mut c| c.call(Request::Status));
     assert!(after.is_err(), "{after:?}");
 }
+
+/// A stolen board: once its certificate is on the site's list (beside the
+/// context's CA), the CLI refuses to talk to it.
+#[test]
+fn the_cli_refuses_a_board_whose_certificate_the_site_revoked() {
+    let dev = start_device();
+    dev.write_cli_config();
+    dev.cli.ok(&["status"]);
+    let site = dev.site.dir.to_str().unwrap().to_owned();
+    let own = dev.site.device_dir("edge-1").join("device.crt");
+    dev.cli.ok(&[
+        "gen",
+        "revoke",
+        "--site",
+        &site,
+        "--cert",
+        own.to_str().unwrap(),
+    ]);
+    let out = dev.cli.outpost(&["status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Revoked"), "{err}");
+}

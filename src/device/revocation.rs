@@ -15,7 +15,6 @@ pub use crate::wire::revocation::CRL_FILE;
 use crate::wire::revocation::{crl_issued, MAX_CRL_BYTES};
 use crate::wire::RevocationInfo;
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
     #[error("not a revocation list: {0}")]

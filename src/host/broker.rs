@@ -11,9 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use super::trust::SiteTrust;
 use crate::mqtt::{self, Connect, Packet, Publish, QoS};
 use crate::wire::envelope::{
     self, topic, Body, CertRef, Command, DeviceMessage, DeviceSays, SignedByDevice, SignedCommand,
@@ -356,26 +357,6 @@ pub fn expires_in(after: Duration) -> u64 {
         .as_secs()
 }
 
-/// A device's certificate (from its retained `/cert` topic) must chain to
-/// the site CA and name the device.
-pub fn check_device_cert(der: &[u8], device: &str, roots: &[CertificateDer<'_>]) -> Result<()> {
-    let der = CertificateDer::from(der);
-    let cert = webpki::EndEntityCert::try_from(&der)
-        .map_err(|e| anyhow!("{device}: certificate does not parse: {e:?}"))?;
-    envelope::verify_chain(
-        &cert,
-        roots,
-        UnixTime::now(),
-        webpki::KeyUsage::server_auth(),
-        &[],
-    )
-    .map_err(|e| anyhow!("{device}: certificate not from the site CA: {e:?}"))?;
-    let name = ServerName::try_from(device.to_owned())
-        .with_context(|| format!("bad device name {device}"))?;
-    cert.verify_is_valid_for_subject_name(&name)
-        .map_err(|e| anyhow!("certificate is not {device}'s: {e:?}"))
-}
-
 /// Open a device message signed by the key of `cert` (already checked).
 pub fn open_device_message<'a>(payload: &'a [u8], cert: &[u8]) -> Result<DeviceSays<'a>> {
     let signed: SignedByDevice = envelope::decode(payload)?;
@@ -388,14 +369,6 @@ pub fn open_device_message<'a>(payload: &'a [u8], cert: &[u8]) -> Result<DeviceS
     )
     .map_err(|_| anyhow!("device signature does not verify"))?;
     Ok(envelope::decode(signed.says)?)
-}
-
-/// Read the site CA certificates.
-pub fn load_roots(ca: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
-    CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading {}", ca.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", ca.display()))
 }
 
 /// A random client id: two CLIs of one operator must not take over each
@@ -462,7 +435,7 @@ pub struct DeviceLink {
     link: BrokerLink,
     device: String,
     operator: Operator,
-    roots: Vec<CertificateDer<'static>>,
+    trust: SiteTrust,
     device_cert: Option<Vec<u8>>,
     /// Commands sent and not yet answered (sent again whole if the device
     /// does not know our certificate).
@@ -510,7 +483,7 @@ impl DeviceLink {
             link,
             device: device.to_owned(),
             operator,
-            roots: load_roots(ca)?,
+            trust: SiteTrust::load(ca)?,
             device_cert: None,
             waiting: Vec::new(),
             cert_sent: false,
@@ -694,7 +667,7 @@ impl DeviceLink {
     /// Take in a retained certificate or seal key; other messages come back.
     fn key_message(&mut self, on: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
         if on == topic::cert(&self.device) {
-            match check_device_cert(&payload, &self.device, &self.roots) {
+            match self.trust.check_device_cert(&payload, &self.device) {
                 Ok(()) => self.device_cert = Some(payload),
                 Err(e) => eprintln!("warning: ignoring a certificate on {on}: {e:#}"),
             }

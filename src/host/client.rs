@@ -60,7 +60,8 @@ impl Transport for TcpStream {
 /// timeout and the ~4 min after which LTE carriers drop idle flows).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// TLS client config from PEM files: trust the site CA, present our certificate.
+/// TLS client config from PEM files: trust the site CA (and its revocation
+/// list beside it, `trust::SiteTrust`), present our certificate.
 pub fn client_config(
     ca: &std::path::Path,
     cert: &std::path::Path,
@@ -68,21 +69,34 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+    let provider = Arc::new(provider);
+    let trust = super::trust::SiteTrust::load(ca)?;
     let mut roots = RootCertStore::empty();
-    for ca in
-        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
-    {
-        roots.add(ca.with_context(|| "parsing CA certificate")?)?;
+    for ca in trust.roots {
+        roots.add(ca)?;
     }
+    // A board (or broker) whose certificate the site revoked is refused; a
+    // broker certificate of another CA in the file is not the list's business.
+    let mut verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    if let Some(crl) = trust.crl {
+        verifier = verifier
+            .with_crls([crl])
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let verifier = verifier.build()?;
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("reading {}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("reading key {}", key.display()))?;
-    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+    let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(chain, key)?;
     Ok(Arc::new(config))
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rustls::pki_types::CertificateDer;
 
 use super::broker::{self, BrokerLink, BrokerUrl, Operator};
 use crate::wire::envelope::{topic, DeviceMessage, Target};
@@ -49,7 +48,7 @@ pub struct Report {
 pub struct FanOut {
     link: BrokerLink,
     operator: Operator,
-    roots: Vec<CertificateDer<'static>>,
+    trust: super::trust::SiteTrust,
     certs: HashMap<String, Vec<u8>>,
     /// Sealing: signed seal keys as published, and those checked.
     seal: bool,
@@ -106,7 +105,7 @@ impl FanOut {
                 crate::mqtt::QoS::AtMostOnce,
             )?,
             operator,
-            roots: broker::load_roots(ca)?,
+            trust: super::trust::SiteTrust::load(ca)?,
             certs: HashMap::new(),
             seal,
             seal_msgs: HashMap::new(),
@@ -118,7 +117,7 @@ impl FanOut {
     fn key_message(&mut self, on: &str, payload: Vec<u8>) -> Option<Vec<u8>> {
         let device = device_of(on)?.to_owned();
         if on.ends_with("/cert") {
-            if broker::check_device_cert(&payload, &device, &self.roots).is_ok() {
+            if self.trust.check_device_cert(&payload, &device).is_ok() {
                 self.certs.insert(device.clone(), payload);
             }
         } else if on.ends_with("/seal") {

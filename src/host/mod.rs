@@ -28,4 +28,5 @@ pub mod rollout_cmd;
 pub mod rollout_device;
 pub mod rollout_state;
 pub mod serial;
+pub mod trust;
 pub mod upload;

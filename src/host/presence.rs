@@ -46,7 +46,7 @@ pub fn collect(
     only: Option<&[String]>,
     max: Duration,
 ) -> Result<Roster> {
-    let roots = broker::load_roots(ca)?;
+    let trust = super::trust::SiteTrust::load(ca)?;
     let filters = vec!["outpost/+/cert".to_owned(), "outpost/+/presence".to_owned()];
     let mut link = BrokerLink::connect(
         url,
@@ -78,7 +78,7 @@ pub fn collect(
     }
     let mut roster = Roster::default();
     for (device, payload) in presences {
-        match verify(&device, &payload, certs.get(&device), &roots) {
+        match verify(&device, &payload, certs.get(&device), &trust) {
             Ok(seen) => {
                 roster.seen.insert(device, seen);
             }
@@ -101,10 +101,10 @@ fn verify(
     device: &str,
     payload: &[u8],
     cert: Option<&Vec<u8>>,
-    roots: &[rustls::pki_types::CertificateDer<'static>],
+    trust: &super::trust::SiteTrust,
 ) -> Result<Seen> {
     let cert = cert.ok_or_else(|| anyhow::anyhow!("no certificate retained"))?;
-    broker::check_device_cert(cert, device, roots)?;
+    trust.check_device_cert(cert, device)?;
     let says = broker::open_device_message(payload, cert)?;
     if says.device != device {
         anyhow::bail!("signed for {}", says.device);
@@ -153,7 +153,11 @@ mod tests {
 
     #[test]
     fn a_presence_without_a_certificate_does_not_verify() {
-        let e = verify("d", &[0], None, &[]).unwrap_err();
+        let none = super::super::trust::SiteTrust {
+            roots: vec![],
+            crl: None,
+        };
+        let e = verify("d", &[0], None, &none).unwrap_err();
         assert!(e.to_string().contains("no certificate"), "{e}");
     }
 }
