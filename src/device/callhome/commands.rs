@@ -8,15 +8,13 @@ use std::time::Instant;
 use rustls::pki_types::UnixTime;
 
 use super::follow::{Emit, Follows};
-use super::verify::Refusal;
-use super::{replay, CallHome};
+use super::verify::{Refusal, Verified};
+use super::CallHome;
 use crate::device::api::handlers::{handle_blocking, handle_guarded, log_ring, runs_blocking};
 use crate::mqtt::{self, MqttError, Packet, Publish, QoS};
 use crate::wire::envelope::{topic, DeviceMessage};
 use crate::wire::seal::{OneUseKey, StreamKey};
-use crate::wire::{
-    Request, RequestFrame, Response, ResponseFrame, Role, WireError, MAX_RESPONSE_FRAME,
-};
+use crate::wire::{Request, RequestFrame, Response, ResponseFrame, WireError, MAX_RESPONSE_FRAME};
 
 impl CallHome {
     pub(super) async fn on_publish(
@@ -90,8 +88,7 @@ impl CallHome {
                 );
                 (
                     req.id,
-                    self.execute(v.key, v.seq, v.role, &req, &frame, stream_key, out)
-                        .await?,
+                    self.execute(&v, &req, &frame, stream_key, out).await?,
                 )
             }
             Err(_) => (0, Err(WireError::DecodeFailed)),
@@ -105,17 +102,15 @@ impl CallHome {
 
     /// Run one request: log follows and their cancels are ours (there is
     /// no connection to hang them on), the rest goes to the API's handlers.
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &mut self,
-        operator: replay::KeyId,
-        seq: u64,
-        role: Role,
+        v: &Verified<'_>,
         req: &RequestFrame<'_>,
         frame: &[u8],
         stream: Option<StreamKey>,
         out: &mut Vec<u8>,
     ) -> Result<Result<Response, WireError>, MqttError> {
+        let (operator, seq, role) = (v.key, v.seq, v.role);
         match &req.body {
             Request::Cancel { id } if role >= req.body.required_role() => {
                 let found = self.with_follows(out, |f, say| f.cancel(&operator, *id, say))?;
