@@ -69,8 +69,21 @@ fn image_boots_in_qemu_and_is_managed_over_mutual_tls() {
         .and_then(|mut c| c.call(Request::Status))
         .is_err());
 
-    // Garbage frames close that connection; the device keeps serving.
+    // A client of this site whose certificate the site revoked is refused
+    // once the board holds the list (webpki's CRL check on aarch64).
     let admin = Site::open(&site).unwrap();
+    let (crt, key) = admin.issue_client("alice", "reader").unwrap();
+    let alice = client_config(&site.join("ca.crt"), &crt, &key).unwrap();
+    let status = |c| Client::connect_with(c, &node).and_then(|mut c| c.call(Request::Status));
+    assert!(status(alice.clone()).is_ok());
+    let site_arg = site.to_str().unwrap();
+    env.ok(&["gen", "revoke", "--site", site_arg, "--client", "alice"]);
+    let crl = site.join("crl.pem");
+    let held = env.ok(&["revocations", "--install", crl.to_str().unwrap()]);
+    assert!(held.contains("(1 certificate revoked)"), "{held}");
+    assert!(status(alice).is_err(), "a revoked client was served");
+
+    // Garbage frames close that connection; the device keeps serving.
     let (crt, key) = admin.client_paths("admin");
     let config = client_config(&site.join("ca.crt"), &crt, &key).unwrap();
     {

@@ -296,11 +296,10 @@ pub fn fleet(report: &super::fleet::Report, format: Format) -> Result<()> {
     for (device, a) in &report.answers {
         let what = match &a.body {
             Ok(Response::Status(s)) => format!(
-                "slot {} os {} up {} s{}",
+                "slot {} os {} up {} s",
                 s.slot,
                 s.os_version,
-                s.uptime_ms / 1000,
-                if a.late { " (late)" } else { "" }
+                s.uptime_ms / 1000
             ),
             Ok(Response::Revocations(Some(r))) => {
                 format!("revocation list issued {}, {} revoked", r.issued, r.revoked)
@@ -310,8 +309,9 @@ pub fn fleet(report: &super::fleet::Report, format: Format) -> Result<()> {
             Err(e) => format!("error: {e}"),
         };
         println!(
-            "{device:<24} {:>8.1}  {what}",
-            a.after.as_secs_f64() * 1000.0
+            "{device:<24} {:>8.1}  {what}{}",
+            a.after.as_secs_f64() * 1000.0,
+            if a.late { " (late)" } else { "" }
         );
     }
     for (device, why) in &report.refused {
