@@ -19,12 +19,10 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{hmp, init_binary, skip_qemu, Cli, QemuGuard};
+use common::{hmp, skip_qemu, Cli, QemuGuard};
 use outpost::config::network::LinkConfig;
-use outpost::config::MachineConfig;
 use outpost::host::client::{client_config, Client, ENDPOINT_ATTEMPT};
 use outpost::host::context::{CliConfig, Node};
-use outpost::host::pki::Site;
 use outpost::host::qemu::free_port;
 use outpost::wire::{Request, Response};
 
@@ -112,24 +110,15 @@ fn the_api_stays_reachable_when_the_preferred_link_fails() {
         return;
     }
     let env = Cli::new();
-    let site_dir = env.site_with_device("fo", HOST);
-    let site = Site::open(&site_dir).unwrap();
-    let machine = site.device_dir(HOST).join("machine.toml");
-    let mut config = MachineConfig::from_toml(&std::fs::read_to_string(&machine).unwrap()).unwrap();
-    config.network.links = vec![
-        link("wan", WAN_MAC, 10, 7),
-        link("lte", LTE_MAC, 20, 8),
-        link("dead", DEAD_MAC, 5, 9),
-    ];
-    std::fs::write(&machine, config.to_toml()).unwrap();
-    let img = env.path("fo.img");
-    let init = init_binary();
-    env.ok(&common::image_build(
-        site_dir.to_str().unwrap(),
+    let img = env.image_with_links(
+        "fo",
         HOST,
-        img.to_str().unwrap(),
-        init.to_str().unwrap(),
-    ));
+        vec![
+            link("wan", WAN_MAC, 10, 7),
+            link("lte", LTE_MAC, 20, 8),
+            link("dead", DEAD_MAC, 5, 9),
+        ],
+    );
 
     // The probe target: QEMU connects each guestfwd here at start.
     let probe_target = TcpListener::bind("127.0.0.1:0").unwrap();

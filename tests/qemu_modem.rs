@@ -12,12 +12,10 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{init_binary, skip_qemu, Cli, QemuGuard};
+use common::{skip_qemu, Cli, QemuGuard};
 use outpost::config::network::{LinkConfig, ModemFamily};
-use outpost::config::MachineConfig;
 use outpost::host::context::CliConfig;
 use outpost::host::modemsim::{Scenario, Simulator};
-use outpost::host::pki::Site;
 use outpost::host::qemu::free_port;
 
 const HOST: &str = "edge-lte";
@@ -55,26 +53,13 @@ fn the_board_dials_its_modem_and_answers_over_it() {
     }
     let env = Cli::new();
     boards_with_usb(&env);
-    let site_dir = env.site_with_device("lte", HOST);
-    let site = Site::open(&site_dir).unwrap();
-    let machine = site.device_dir(HOST).join("machine.toml");
-    let mut config = MachineConfig::from_toml(&std::fs::read_to_string(&machine).unwrap()).unwrap();
     let mut lte = LinkConfig::new("lte", "");
     lte.mac = Some(MODEM_MAC.into());
     lte.modem = Some("/dev/ttyUSB0".into());
     lte.apn = "internet".into();
     lte.modem_family = ModemFamily::Generic;
     lte.register_secs = 30;
-    config.network.links = vec![lte];
-    std::fs::write(&machine, config.to_toml()).unwrap();
-    let img = env.path("lte.img");
-    let init = init_binary();
-    env.ok(&common::image_build(
-        site_dir.to_str().unwrap(),
-        HOST,
-        img.to_str().unwrap(),
-        init.to_str().unwrap(),
-    ));
+    let img = env.image_with_links("lte", HOST, vec![lte]);
 
     // The simulator: QEMU connects its chardev here at start.
     let modem = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -98,6 +98,35 @@ impl Cli {
         site
     }
 
+    /// An image (`NAME.img` here) of `hostname` of a new site `name`, whose
+    /// machine config has these network links.
+    pub(crate) fn image_with_links(
+        &self,
+        name: &str,
+        hostname: &str,
+        links: Vec<outpost::config::network::LinkConfig>,
+    ) -> PathBuf {
+        use outpost::config::MachineConfig;
+        let site_dir = self.site_with_device(name, hostname);
+        let machine = Site::open(&site_dir)
+            .unwrap()
+            .device_dir(hostname)
+            .join("machine.toml");
+        let text = std::fs::read_to_string(&machine).unwrap();
+        let mut config = MachineConfig::from_toml(&text).unwrap();
+        config.network.links = links;
+        std::fs::write(&machine, config.to_toml()).unwrap();
+        let img = self.path(&format!("{name}.img"));
+        let init = init_binary();
+        self.ok(&image_build(
+            site_dir.to_str().unwrap(),
+            hostname,
+            img.to_str().unwrap(),
+            init.to_str().unwrap(),
+        ));
+        img
+    }
+
     /// `bundle build` of `version` with `init`, signed by `site`: its path
     /// (`v<version>.bundle` here).
     pub(crate) fn bundle(&self, site: &str, version: &str, init: &str) -> PathBuf {
