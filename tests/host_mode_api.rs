@@ -545,8 +545,8 @@ fn a_device_restarted_on_a_taken_port_moves_and_the_cli_follows() {
 /// `gen revoke` puts an operator on the site's list; once the board holds
 /// it (`revocations --install`), that operator is refused from the next
 /// handshake — a ticket from before does not get it back in — and its open
-/// connection ends at its next request, while everyone else goes on. The
-/// list survives a restart; an older one is refused.
+/// connection (a log follow, sending nothing) ends at once, while everyone
+/// else goes on. The list survives a restart; an older one is refused.
 #[test]
 fn a_revoked_client_is_refused_and_its_open_connection_closed() {
     let mut dev = start_device();
@@ -555,6 +555,16 @@ fn a_revoked_client_is_refused_and_its_open_connection_closed() {
     let alice = dev.tls("alice");
     let mut open = Client::connect_with(alice.clone(), &dev.node).unwrap();
     status(&mut open); // and alice now holds a ticket to resume with
+    open.send(Request::Logs {
+        service: None,
+        lines: 1,
+        follow: true,
+    })
+    .unwrap();
+    assert!(matches!(
+        open.receive().unwrap().body,
+        Ok(Response::Logs(_))
+    ));
     let site = dev.site.dir.to_str().unwrap().to_owned();
     let crl = dev.site.dir.join("crl.pem");
     let install = |dev: &HostDevice, file: &Path| {
@@ -569,7 +579,23 @@ fn a_revoked_client_is_refused_and_its_open_connection_closed() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("(1 certificate revoked)"), "{shown}");
 
-    assert!(open.call(Request::Status).is_err(), "open connection kept");
+    // The follow's connection is closed: its frames stop at once (the
+    // board keeps logging; a follow would send them every 500 ms).
+    let installed = Instant::now();
+    let closed = loop {
+        match open.receive() {
+            Err(e) => break e,
+            Ok(_) => assert!(
+                installed.elapsed() < Duration::from_secs(10),
+                "still following"
+            ),
+        }
+    };
+    assert!(
+        installed.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}: {closed:#}",
+        installed.elapsed()
+    );
     let resumed =
         Client::connect_with(alice.clone(), &dev.node).and_then(|mut c| c.call(Request::Status));
     assert!(resumed.is_err(), "resumed with a ticket: {resumed:?}");

@@ -62,6 +62,8 @@ pub struct Revocations {
     identity: Identity,
     time: Arc<dyn TimeProvider>,
     current: RwLock<Option<Arc<List>>>,
+    /// Notified when a new list is in force.
+    changed: event_listener::Event,
 }
 
 impl Revocations {
@@ -73,6 +75,7 @@ impl Revocations {
             identity: Identity::in_data_dir(data),
             time,
             current: RwLock::new(None),
+            changed: event_listener::Event::new(),
         };
         match std::fs::read(&me.path) {
             Ok(der) => match me.check(&der, 1) {
@@ -118,8 +121,15 @@ impl Revocations {
             .is_ok_and(|crl| matches!(crl.find_serial(serial), Ok(Some(_))))
     }
 
+    /// Resolves once a newer list is in force (listen before checking the
+    /// generation: a list installed in between still wakes it).
+    pub fn changed(&self) -> event_listener::EventListener {
+        self.changed.listen()
+    }
+
     fn set(&self, list: List) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(list));
+        self.changed.notify(usize::MAX);
     }
 
     /// Take `der` if the site CA signed it and it is not older than the list

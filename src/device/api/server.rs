@@ -168,36 +168,40 @@ where
         streams: HashMap::new(),
     };
 
-    // A list installed while this connection is open: checked again at its
-    // next request (a quiet `logs --follow` pings every 60 s).
-    let mut list_seen = session.ctx.revocations.generation();
+    // A revocation list installed while this connection is open ends it at
+    // once if it names this client (a stream would otherwise go on).
+    let revocations = session.ctx.revocations.clone();
+    let mut list_seen = revocations.generation();
 
     let mut decoder: Box<FrameDecoder<MAX_REQUEST_FRAME>> = Box::default();
     let mut buf = [0u8; 4096];
     let result = loop {
-        let read = async { reader.read(&mut buf).await.map_err(ConnError::Io) };
+        let changed = revocations.changed();
+        let list_now = revocations.generation();
+        if list_now != list_seen {
+            list_seen = list_now;
+            if revocations.revokes(cert.as_deref().unwrap_or_default()) {
+                break Err(ConnError::Revoked);
+            }
+        }
+        let read = async { reader.read(&mut buf).await.map(Some).map_err(ConnError::Io) };
         let idle = async {
             Timer::after(IDLE_TIMEOUT).await;
             Err(ConnError::Idle(IDLE_TIMEOUT))
         };
-        let n = match read.or(idle).await {
+        let listed = async {
+            changed.await;
+            Ok(None)
+        };
+        let n = match read.or(idle).or(listed).await {
             // A peer that hangs up without close_notify is common (killed CLI, cut link).
             Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(e),
-            Ok(0) => break Ok(()),
-            Ok(n) => n,
+            // A new list: checked at the top.
+            Ok(None) => continue,
+            Ok(Some(0)) => break Ok(()),
+            Ok(Some(n)) => n,
         };
-        let list_now = session.ctx.revocations.generation();
-        if list_now != list_seen {
-            list_seen = list_now;
-            if session
-                .ctx
-                .revocations
-                .revokes(cert.as_deref().unwrap_or_default())
-            {
-                break Err(ConnError::Revoked);
-            }
-        }
         let mut input = &buf[..n];
         let mut failed = None;
         loop {
