@@ -1,11 +1,11 @@
 //! The site's revocation list on the board (`DATA/identity/revoked.crl`,
-//! DER): read at start, replaced by a `Revocations` request (admin) with a
-//! list the site CA signed that is not older than the one held. API clients
+//! DER): read at start, replaced by an `InstallRevocations` request (admin)
+//! with a list the site CA signed that is not older than the one held. API clients
 //! (TCP, serial) and operator commands through the broker whose certificate
 //! is on it are refused.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::time_provider::TimeProvider;
@@ -62,6 +62,9 @@ pub struct Revocations {
     identity: Identity,
     time: Arc<dyn TimeProvider>,
     current: RwLock<Option<Arc<List>>>,
+    /// Held for a whole install: two at once (they run on blocking
+    /// threads) must not both pass the age check and write in either order.
+    installing: Mutex<()>,
     /// Notified when a new list is in force.
     changed: event_listener::Event,
 }
@@ -75,6 +78,7 @@ impl Revocations {
             identity: Identity::in_data_dir(data),
             time,
             current: RwLock::new(None),
+            installing: Mutex::new(()),
             changed: event_listener::Event::new(),
         };
         match std::fs::read(&me.path) {
@@ -127,14 +131,17 @@ impl Revocations {
         self.changed.listen()
     }
 
-    fn set(&self, list: List) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(list));
+    fn set(&self, list: List) -> Arc<List> {
+        let list = Arc::new(list);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(list.clone());
         self.changed.notify(usize::MAX);
+        list
     }
 
     /// Take `der` if the site CA signed it and it is not older than the list
     /// held; written durably before it is used. The same list again is fine.
     pub fn install(&self, der: &[u8]) -> Result<Arc<List>, RevocationError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(PoisonError::into_inner);
         let held = self.current();
         let generation = held.as_ref().map_or(1, |h| h.generation + 1);
         let list = self.check(der, generation)?;
@@ -159,8 +166,7 @@ impl Revocations {
             list.issued,
             list.count
         );
-        self.set(list);
-        self.current().ok_or(RevocationError::Io("lost".into()))
+        Ok(self.set(list))
     }
 
     /// Parse `der` and check it is the site CA's: the board's own
