@@ -141,7 +141,10 @@ impl Revocations {
     /// Take `der` if the site CA signed it and it is not older than the list
     /// held; written durably before it is used. The same list again is fine.
     pub fn install(&self, der: &[u8]) -> Result<Arc<List>, RevocationError> {
-        let _one_at_a_time = self.installing.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self
+            .installing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let held = self.current();
         let generation = held.as_ref().map_or(1, |h| h.generation + 1);
         let list = self.check(der, generation)?;
