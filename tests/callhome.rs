@@ -1302,5 +1302,17 @@ fn a_broker_with_the_site_list_refuses_a_revoked_operator() {
     assert_eq!(fleet(&[])["Revocations"], serde_json::Value::Null);
     let installed = fleet(&["--install", crl.to_str().unwrap()]);
     assert_eq!(installed["Revocations"]["revoked"], 1, "{installed}");
-    assert!(dev.data.join("identity/revoked.crl").exists());
+    let held = dev.data.join("identity/revoked.crl");
+    assert!(held.exists());
+    // The list also stays retained on the broker: a board that did not
+    // get it (here: the same board without it) takes it when it connects.
+    dev.kill();
+    std::fs::remove_file(&held).unwrap();
+    dev.spawn();
+    assert!(
+        wait_until(20, || held.exists()),
+        "the retained list was not taken:\n{}",
+        log(&dev)
+    );
+    assert!(log(&dev).contains("took the site's revocation list"));
 }

@@ -340,6 +340,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let who = super::fleet::selection(args.group.clone(), devices)?;
             let operator = super::broker::Operator::load(&ctx.cert, &ctx.key)?;
             let mut fan = fan_out(&url, tls, ctx, operator, cli.seal)?;
+            if !crl.is_empty() {
+                fan.retain_site_crl(&crl)?;
+            }
             let report = fan.run(
                 &who,
                 request,

@@ -146,6 +146,12 @@ impl FanOut {
         Ok(())
     }
 
+    /// Leave the site's revocation list retained on the broker: every board
+    /// takes it at its next connect, those away now included.
+    pub fn retain_site_crl(&mut self, crl: &[u8]) -> Result<()> {
+        self.link.publish(topic::SITE_CRL, crl, true)
+    }
+
     /// Send `request` to `who`, wait `timeout` for answers, then `grace`
     /// more for late ones (a group's size is unknown: it waits the full
     /// timeout; a device list ends early when all have answered).

@@ -23,8 +23,9 @@ pub struct BrokerSpec<'a> {
 }
 
 /// The ACL: each board (user = its certificate's CN = its hostname) reads
-/// its own requests and its groups' requests and writes its own answers,
-/// events, certificate, presence and seal key; operators read and write everything under
+/// its own requests, its groups' requests and the site's revocation list,
+/// and writes its own answers, events, certificate, presence and seal key;
+/// operators read and write everything under
 /// `outpost/`. Nobody else gets anything.
 pub fn acl(operators: &[String]) -> String {
     let mut text = String::from(
@@ -35,7 +36,8 @@ pub fn acl(operators: &[String]) -> String {
          pattern write outpost/%u/cert\n\
          pattern write outpost/%u/presence\n\
          pattern write outpost/%u/seal\n\
-         pattern read outpost/group/+/req\n",
+         pattern read outpost/group/+/req\n\
+         pattern read outpost/_site/crl\n",
     );
     for op in operators {
         text.push_str(&format!("\nuser {op}\ntopic readwrite outpost/#\n"));
@@ -110,6 +112,7 @@ mod tests {
     fn acl_confines_boards_to_their_own_topics() {
         let text = acl(&["admin".into()]);
         assert!(text.contains("pattern read outpost/%u/req\n"));
+        assert!(text.contains("pattern read outpost/_site/crl\n"));
         assert!(!text.contains("pattern write outpost/%u/req"));
         assert!(text.contains("pattern write outpost/%u/seal\n"));
         assert!(text.contains("user admin\ntopic readwrite outpost/#\n"));

@@ -267,6 +267,10 @@ pub mod topic {
     pub fn group_req(group: &str) -> String {
         format!("{PREFIX}/group/{group}/req")
     }
+    /// Retained: the site's revocation list (DER CRL, signed by the site
+    /// CA, so it needs no other signature). `_` is in no hostname: no
+    /// board's own `outpost/<name>/…` topics can reach it.
+    pub const SITE_CRL: &str = "outpost/_site/crl";
 }
 
 /// `&[u8]` as a postcard byte string (varint length + bytes), borrowed.

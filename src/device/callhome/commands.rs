@@ -22,13 +22,33 @@ impl CallHome {
         p: &Publish<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), MqttError> {
-        if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out).await? {
+        if p.topic == topic::SITE_CRL {
+            self.take_site_crl(p.payload).await;
+        } else if let Some((to, reply, seq)) = self.command(p.topic, p.payload, out).await? {
             self.publish(out, &to, &reply, false, Some(seq))?;
         }
         if p.qos == QoS::AtLeastOnce {
             mqtt::encode(&Packet::Puback { pid: p.pid }, out)?;
         }
         Ok(())
+    }
+
+    /// The site's revocation list, retained on the broker (delivered at
+    /// every connect, and when an operator leaves a new one): the CA's
+    /// signature is its authority, so it is installed like
+    /// `InstallRevocations` — if newer than the list held.
+    async fn take_site_crl(&self, payload: &[u8]) {
+        let revocations = self.ctx.revocations.clone();
+        let before = revocations.generation();
+        let der = payload.to_vec();
+        match smol::unblock(move || revocations.install(&der)).await {
+            Ok(list) if list.generation != before => tracing::info!(
+                "callhome: took the site's revocation list of {} from the broker",
+                list.issued
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("callhome: the site's revocation list on the broker: {e}"),
+        }
     }
 
     /// Check a command and run it; the signed answer, where it goes, and

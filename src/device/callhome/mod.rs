@@ -360,7 +360,7 @@ impl CallHome {
     }
 
     fn subscribe(&mut self, out: &mut Vec<u8>) -> Result<(), MqttError> {
-        let mut topics = vec![topic::req(&self.device)];
+        let mut topics = vec![topic::req(&self.device), topic::SITE_CRL.to_owned()];
         topics.extend(self.cfg.groups.iter().map(|g| topic::group_req(g)));
         let filters: Vec<(&str, QoS)> = topics
             .iter()
