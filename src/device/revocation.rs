@@ -39,6 +39,8 @@ pub enum RevocationError {
 #[derive(Debug)]
 pub struct List {
     pub der: CertificateRevocationListDer<'static>,
+    /// Parsed once, when taken: every handshake and command checks it.
+    pub crl: webpki::CertRevocationList<'static>,
     /// Its `thisUpdate`, `YYYYMMDDHHMMSSZ`.
     pub issued: String,
     pub count: u32,
@@ -120,9 +122,7 @@ impl Revocations {
         let Ok(serial) = crate::wire::revocation::cert_serial(cert) else {
             return false;
         };
-        webpki::BorrowedCertRevocationList::from_der(list.der.as_ref())
-            .map(webpki::CertRevocationList::from)
-            .is_ok_and(|crl| matches!(crl.find_serial(serial), Ok(Some(_))))
+        matches!(list.crl.find_serial(serial), Ok(Some(_)))
     }
 
     /// Resolves once a newer list is in force (listen before checking the
@@ -184,7 +184,7 @@ impl Revocations {
         let parsed =
             webpki::BorrowedCertRevocationList::from_der(der).map_err(|e| malformed(&e))?;
         let count = u32::try_from((&parsed).into_iter().count()).unwrap_or(u32::MAX);
-        let crl = webpki::CertRevocationList::from(parsed);
+        let crl = webpki::CertRevocationList::from(parsed.to_owned().map_err(|e| malformed(&e))?);
         let roots =
             tls::certs(&self.identity.ca).map_err(|e| RevocationError::Io(e.to_string()))?;
         let own =
@@ -209,6 +209,7 @@ impl Revocations {
         }
         Ok(List {
             der: CertificateRevocationListDer::from(der.to_vec()),
+            crl,
             issued,
             count,
             generation,

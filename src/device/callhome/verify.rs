@@ -140,11 +140,7 @@ impl Authority {
         let der = CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).map_err(Refusal::Certificate)?;
         let list = self.revocations.as_ref().and_then(|r| r.current());
-        let crl = list
-            .as_ref()
-            .and_then(|l| webpki::BorrowedCertRevocationList::from_der(l.der.as_ref()).ok())
-            .map(webpki::CertRevocationList::from);
-        let crls: Vec<_> = crl.iter().collect();
+        let crls: Vec<_> = list.iter().map(|l| &l.crl).collect();
         envelope::verify_chain(
             &cert,
             &self.roots,
