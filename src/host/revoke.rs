@@ -176,5 +176,11 @@ mod tests {
         assert!(crl.find_serial(&serial(&alice)).unwrap().is_some());
         assert!(crl.find_serial(&serial(&admin)).unwrap().is_none());
         assert!(revoke(&site, b"not a certificate", "junk").is_err());
+        // A file that is no CRL (here: a certificate) is refused by name.
+        let err = read_crl(&site.ca_cert()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("is not a PEM revocation list"),
+            "{err:#}"
+        );
     }
 }
