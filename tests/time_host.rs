@@ -165,12 +165,24 @@ fn wait_time(
     }
 }
 
+/// The saved clock (unix seconds), once the file exists. The save after a
+/// first sync runs on a thread of its own, not awaited, so the file can
+/// lag the `time` answer that reports the sync by a moment.
 fn clock_file(dev: &Device) -> u64 {
-    std::fs::read_to_string(dev.path("data/state/clock"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    let file = dev.path("data/state/clock");
+    let start = Instant::now();
+    loop {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => return text.trim().parse().unwrap(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} was never written",
+                file.display()
+            ),
+            Err(e) => panic!("{}: {e}", file.display()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
