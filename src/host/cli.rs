@@ -672,17 +672,14 @@ fn gen(cmd: GenCommand, config_path: &std::path::Path) -> Result<()> {
         }
         GenCommand::Revoke { site, client, cert } => {
             let site = pki::Site::open(&site)?;
-            let (path, what) = match (client, cert) {
-                (Some(name), _) => (site.client_paths(&name).0, format!("client {name}")),
+            let done = match (client, cert) {
+                (Some(name), _) => super::revoke::revoke_client(&site, &name)?,
                 (None, Some(path)) => {
-                    let what = path.display().to_string();
-                    (path, what)
+                    let pem = super::debian::read_small(&path, 64 * 1024)?;
+                    super::revoke::revoke(&site, pem.as_bytes(), &path.display().to_string())?
                 }
                 (None, None) => anyhow::bail!("give --client NAME or --cert FILE"),
             };
-            let pem =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let done = super::revoke::revoke(&site, &pem, &what)?;
             println!(
                 "{} (serial {}) {} the revocation list: {} ({} certificate{}); \
                  give it to the boards with `outpost revocations --install {}`",

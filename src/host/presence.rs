@@ -153,10 +153,7 @@ mod tests {
 
     #[test]
     fn a_presence_without_a_certificate_does_not_verify() {
-        let none = super::super::trust::SiteTrust {
-            roots: vec![],
-            crl: None,
-        };
+        let none = super::super::trust::SiteTrust::without_list(vec![]);
         let e = verify("d", &[0], None, &none).unwrap_err();
         assert!(e.to_string().contains("no certificate"), "{e}");
     }

@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
@@ -15,6 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::pki::Site;
 use crate::bundle::hex;
+use crate::config::validate_hostname;
+use crate::wire::envelope::verify_chain;
 use crate::wire::revocation::{cert_serial, MAX_CRL_BYTES};
 
 /// SITE/revoked.toml.
@@ -42,6 +44,7 @@ pub struct Revoked {
 }
 
 /// What `revoke` did.
+#[derive(Debug)]
 pub struct Outcome {
     pub entry: Revoked,
     /// False when the certificate was already on the list.
@@ -65,10 +68,33 @@ pub fn crl_path_in(dir: &Path) -> PathBuf {
     dir.join("crl.pem")
 }
 
+/// Put the site's client `name` (SITE/clients/NAME.crt) on the list.
+pub fn revoke_client(site: &Site, name: &str) -> Result<Outcome> {
+    // The name becomes a path: no `/`, no `..`.
+    validate_hostname(name).map_err(|_| {
+        anyhow!("client name `{name}` may contain only letters, digits, '-' and '.'")
+    })?;
+    let crt = site.client_paths(name).0;
+    let pem = match fs::read(&crt) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "site `{}` has no client `{name}` ({} does not exist); \
+             `--cert FILE` revokes a certificate kept elsewhere",
+            site.name,
+            crt.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", crt.display())),
+    };
+    revoke(site, &pem, &format!("client {name}"))
+}
+
 /// Put the certificate `cert_pem` on the site's list and sign the list again.
+/// Only a certificate the site's CA issued can be: another site's serial
+/// on this list would revoke nothing, or by chance one of this site's.
 pub fn revoke(site: &Site, cert_pem: &[u8], what: &str) -> Result<Outcome> {
     let cert = CertificateDer::from_pem_slice(cert_pem)
-        .map_err(|e| anyhow::anyhow!("{what} is not a PEM certificate: {e:?}"))?;
+        .map_err(|e| anyhow!("{what} is not a PEM certificate: {e:?}"))?;
+    check_issued_by(site, &cert, what)?;
     let serial = hex(cert_serial(&cert).with_context(|| format!("reading {what}"))?);
     let path = list_path(site);
     let mut list: RevokedFile = match fs::read_to_string(&path) {
@@ -110,6 +136,44 @@ pub fn revoke(site: &Site, cert_pem: &[u8], what: &str) -> Result<Outcome> {
     })
 }
 
+/// `cert` chains to the site's CA, as a client's or as a board's (or
+/// broker's) certificate, and is valid now: an expired one is refused by
+/// every board already.
+fn check_issued_by(site: &Site, cert: &CertificateDer<'_>, what: &str) -> Result<()> {
+    let ca = site.ca_cert();
+    let root = fs::read(&ca)
+        .map_err(anyhow::Error::from)
+        .and_then(|pem| {
+            CertificateDer::from_pem_slice(&pem)
+                .map_err(|e| anyhow!("not a PEM certificate: {e:?}"))
+        })
+        .with_context(|| format!("reading the site CA {}", ca.display()))?;
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| anyhow!("{what}: the certificate does not parse: {e:?}"))?;
+    let now = rustls::pki_types::UnixTime::now();
+    let check = |usage| verify_chain(&ee, std::slice::from_ref(&root), now, usage, &[]);
+    let err = match check(webpki::KeyUsage::client_auth()) {
+        Ok(()) => return Ok(()),
+        Err(e) => match check(webpki::KeyUsage::server_auth()) {
+            Ok(()) => return Ok(()),
+            // Report what the client check found unless that was only the
+            // certificate's purpose (a board's certificate is no client's).
+            Err(server) if is_purpose(&e) => server,
+            Err(_) => e,
+        },
+    };
+    bail!(
+        "{what} is not a certificate of site `{}` that is valid now ({err:?}); \
+         a certificate of another site is that site's to revoke, an expired one \
+         is refused already",
+        site.name
+    )
+}
+
+fn is_purpose(e: &webpki::Error) -> bool {
+    matches!(e, webpki::Error::RequiredEkuNotFoundContext(_))
+}
+
 /// The CRL for `list`, signed by the site CA, as PEM.
 fn sign(site: &Site, list: &RevokedFile) -> Result<String> {
     let (ca, ca_key) = site.ca()?;
@@ -146,7 +210,7 @@ fn sign(site: &Site, list: &RevokedFile) -> Result<String> {
 pub fn read_crl(path: &Path) -> Result<Vec<u8>> {
     let text = super::debian::read_small(path, MAX_CRL_BYTES as u64 * 2)?;
     let der = CertificateRevocationListDer::from_pem_slice(text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{} is not a PEM revocation list: {e:?}", path.display()))?;
+        .map_err(|e| anyhow!("{} is not a PEM revocation list: {e:?}", path.display()))?;
     Ok(der.to_vec())
 }
 
@@ -182,5 +246,46 @@ mod tests {
             format!("{err:#}").contains("is not a PEM revocation list"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn only_this_sites_certificates_and_clients_are_taken() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = Site::create(&tmp.path().join("s"), "s").unwrap();
+        let other = Site::create(&tmp.path().join("o"), "o").unwrap();
+        // A board of this site is taken by its file.
+        let board = fs::read(
+            site.issue_device("edge-1", 50000)
+                .unwrap()
+                .join("device.crt"),
+        )
+        .unwrap();
+        assert!(revoke(&site, &board, "edge-1").unwrap().added);
+        // Another site's client and board are not, and the list is unchanged.
+        let theirs = fs::read(other.client_paths("admin").0).unwrap();
+        let err = format!("{:#}", revoke(&site, &theirs, "o-admin").unwrap_err());
+        assert!(
+            err.contains("not a certificate of site `s`") && err.contains("UnknownIssuer"),
+            "{err}"
+        );
+        let their_board = fs::read(
+            other
+                .issue_device("edge-9", 50000)
+                .unwrap()
+                .join("device.crt"),
+        )
+        .unwrap();
+        assert!(revoke(&site, &their_board, "o-edge-9").is_err());
+        let listed = fs::read_to_string(site.dir.join("revoked.toml")).unwrap();
+        assert_eq!(listed.matches("serial").count(), 1, "{listed}");
+        // Clients by name: a name that is no name, and one the site never issued.
+        let err = format!(
+            "{:#}",
+            revoke_client(&site, "../o/clients/admin").unwrap_err()
+        );
+        assert!(err.contains("may contain only"), "{err}");
+        let err = format!("{:#}", revoke_client(&site, "bob").unwrap_err());
+        assert!(err.contains("site `s` has no client `bob`"), "{err}");
+        assert_eq!(revoke_client(&site, "admin").unwrap().count, 2);
     }
 }

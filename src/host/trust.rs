@@ -14,7 +14,11 @@ use crate::wire::envelope;
 
 pub struct SiteTrust {
     pub roots: Vec<CertificateDer<'static>>,
+    /// The list as read (for rustls's verifier)...
     pub crl: Option<CertificateRevocationListDer<'static>>,
+    /// ...and parsed once, for every device certificate checked against it
+    /// (a fan-out to a thousand boards checks a thousand).
+    parsed: Option<webpki::CertRevocationList<'static>>,
 }
 
 /// The revocation list of the site whose CA is `ca`.
@@ -29,13 +33,26 @@ impl SiteTrust {
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("parsing {}", ca.display()))?;
         let crl_path = crl_beside(ca);
-        let crl = match crl_path.is_file() {
-            true => Some(CertificateRevocationListDer::from(super::revoke::read_crl(
-                &crl_path,
-            )?)),
-            false => None,
-        };
-        Ok(Self { roots, crl })
+        if !crl_path.is_file() {
+            return Ok(Self::without_list(roots));
+        }
+        let der = super::revoke::read_crl(&crl_path)?;
+        let parsed = webpki::OwnedCertRevocationList::from_der(&der)
+            .map_err(|e| anyhow!("{}: not a revocation list: {e:?}", crl_path.display()))?;
+        Ok(Self {
+            roots,
+            crl: Some(CertificateRevocationListDer::from(der)),
+            parsed: Some(webpki::CertRevocationList::from(parsed)),
+        })
+    }
+
+    /// Trust in `roots` alone: a site that has revoked nothing.
+    pub fn without_list(roots: Vec<CertificateDer<'static>>) -> Self {
+        Self {
+            roots,
+            crl: None,
+            parsed: None,
+        }
     }
 
     /// A device's certificate (from its retained `/cert` topic) must chain
@@ -44,14 +61,7 @@ impl SiteTrust {
         let der = CertificateDer::from(der);
         let cert = webpki::EndEntityCert::try_from(&der)
             .map_err(|e| anyhow!("{device}: certificate does not parse: {e:?}"))?;
-        let crl = match &self.crl {
-            Some(c) => Some(webpki::CertRevocationList::from(
-                webpki::BorrowedCertRevocationList::from_der(c.as_ref())
-                    .map_err(|e| anyhow!("the site's revocation list: {e:?}"))?,
-            )),
-            None => None,
-        };
-        let crls: Vec<_> = crl.iter().collect();
+        let crls: Vec<_> = self.parsed.iter().collect();
         let usage = webpki::KeyUsage::server_auth();
         envelope::verify_chain(&cert, &self.roots, UnixTime::now(), usage, &crls).map_err(|e| {
             match e {
@@ -93,5 +103,13 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:#}").contains("revocation list"), "{err:#}");
         after.check_device_cert(&der(&kept), "edge-2").unwrap();
+        // A damaged list is reported when it is read, by path.
+        std::fs::write(
+            crl_beside(&site.ca_cert()),
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        let err = SiteTrust::load(&site.ca_cert()).err().unwrap();
+        assert!(format!("{err:#}").contains("crl.pem"), "{err:#}");
     }
 }
