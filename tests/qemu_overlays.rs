@@ -17,7 +17,7 @@ fn pkg(rel: &str) -> Option<PathBuf> {
     let home = std::env::var_os("OUTPOST_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/outpost")))?;
-    let base = home.join("pkgs").join(rel);
+    let base = home.join("pkgs/bookworm").join(rel);
     base.exists().then_some(base)
 }
 

@@ -28,7 +28,7 @@ fn sha256(path: &Path) -> String {
 fn debian_packages_cached() -> bool {
     let board = outpost::host::board::Board::load(&repo().join("boards"), "qemu-virt").unwrap();
     let found = outpost::host::debian::cache_dir().and_then(|c| {
-        outpost::host::debian::Package::find(&c, &board.suite, &board.kernel.package)
+        outpost::host::debian::Package::find(&c, board.kernel_suite(), &board.kernel.package)
     });
     if let Err(e) = &found {
         eprintln!("SKIP: {e:#}");

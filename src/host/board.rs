@@ -91,9 +91,13 @@ impl DtbSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FirmwareSpec {
-    /// Debian package (`raspi-firmware`, non-free-firmware).
-    pub package: String,
+    /// Debian package (`raspi-firmware`, non-free-firmware). None on a board
+    /// whose firmware lives in its EEPROM (the Pi 5): BOOT then gets only
+    /// config.txt, U-Boot and the DTBs.
+    #[serde(default)]
+    pub package: Option<String>,
     /// Files relative to the package; each lands at BOOT's root by its name.
+    #[serde(default)]
     pub files: Vec<String>,
     /// Extra config.txt lines after the generated ones.
     #[serde(default)]
@@ -165,6 +169,10 @@ impl GpioLineSpec {
 pub struct KernelSpec {
     /// Debian package, usually the meta package (`linux-image-arm64`).
     pub package: String,
+    /// The suite it comes from when not the board's (`trixie-backports`:
+    /// the first Debian kernel that drives the Pi 5's SD card and RP1).
+    #[serde(default)]
+    pub suite: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +267,9 @@ impl Board {
         }
         if !is_name(&self.suite) {
             bail!("`suite`: `{}` is not a Debian suite name", self.suite);
+        }
+        if let Some(suite) = self.kernel.suite.as_deref().filter(|s| !is_name(s)) {
+            bail!("`kernel.suite`: `{suite}` is not a Debian suite name");
         }
         for (field, pkg) in [
             ("kernel.package", &self.kernel.package),
@@ -398,14 +409,17 @@ impl Board {
             }
         }
         if let Some(fw) = &self.firmware {
-            if !is_package(&fw.package) {
-                bail!(
-                    "`firmware.package`: `{}` is not a Debian package name",
-                    fw.package
-                );
-            }
-            if fw.files.is_empty() {
-                bail!("`firmware.files`: list the firmware files BOOT needs");
+            match &fw.package {
+                Some(pkg) if !is_package(pkg) => {
+                    bail!("`firmware.package`: `{pkg}` is not a Debian package name")
+                }
+                Some(_) if fw.files.is_empty() => {
+                    bail!("`firmware.files`: list the firmware files BOOT needs")
+                }
+                None if !fw.files.is_empty() => {
+                    bail!("`firmware.files`: name the `firmware.package` they come from")
+                }
+                _ => {}
             }
             let mut names = std::collections::HashSet::new();
             for f in &fw.files {
@@ -487,9 +501,18 @@ impl Board {
         Ok((devtype, devnum.parse().map_err(|_| bad())?))
     }
 
+    /// The suite the kernel comes from.
+    pub fn kernel_suite(&self) -> &str {
+        self.kernel.suite.as_deref().unwrap_or(&self.suite)
+    }
+
     /// The cached kernel package.
     pub fn kernel_package(&self) -> Result<Package> {
-        Package::find(&debian::cache_dir()?, &self.suite, &self.kernel.package)
+        Package::find(
+            &debian::cache_dir()?,
+            self.kernel_suite(),
+            &self.kernel.package,
+        )
     }
 
     /// The cached U-Boot package.
@@ -502,11 +525,12 @@ impl Board {
         self.uboot_package()?.file(&self.uboot.binary)
     }
 
-    /// The cached firmware package, if the board has firmware.
+    /// The cached firmware package, if the board takes firmware files from one.
     pub fn firmware_package(&self) -> Result<Option<Package>> {
         self.firmware
             .as_ref()
-            .map(|fw| Package::find(&debian::cache_dir()?, &self.suite, &fw.package))
+            .and_then(|fw| fw.package.as_deref())
+            .map(|pkg| Package::find(&debian::cache_dir()?, &self.suite, pkg))
             .transpose()
     }
 
@@ -643,6 +667,34 @@ mod tests {
         .unwrap_err();
         assert!(format!("{err:#}").contains("[led]"), "{err:#}");
         assert!(Board::load(&repo_boards(), "../boards/qemu-virt").is_err());
+        // The Pi 5's kernel suite and firmware without a package.
+        let rpi5 = std::fs::read_to_string(repo_boards().join("rpi5.toml")).unwrap();
+        let board = Board::from_toml(&rpi5).unwrap();
+        assert_eq!(
+            (board.suite.as_str(), board.kernel_suite()),
+            ("trixie", "trixie-backports")
+        );
+        for (from, to, needle) in [
+            (
+                "suite = \"trixie-backports\"",
+                "suite = \"../x\"",
+                "kernel.suite",
+            ),
+            (
+                "[firmware]\n",
+                "[firmware]\nfiles = [\"a/start.elf\"]\n",
+                "firmware.package",
+            ),
+            (
+                "[firmware]\n",
+                "[firmware]\npackage = \"raspi-firmware\"\n",
+                "firmware.files",
+            ),
+        ] {
+            assert!(rpi5.contains(from), "{from}");
+            let err = Board::from_toml(&rpi5.replacen(from, to, 1)).unwrap_err();
+            assert!(format!("{err:#}").contains(needle), "{needle}: {err:#}");
+        }
         let err = Board::load(&repo_boards(), "no-such-board").unwrap_err();
         assert!(format!("{err:#}").contains("qemu-virt"), "{err:#}");
     }

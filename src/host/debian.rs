@@ -1,6 +1,8 @@
 //! Debian packages unpacked by `scripts/fetch-debian-packages` into the cache:
-//! `pkgs/<requested-name>/` (the files) and `pkgs/<requested-name>.lock`
-//! (what was fetched: package, version, sha256, suite).
+//! `pkgs/<suite>/<requested-name>/` (the files) and
+//! `pkgs/<suite>/<requested-name>.lock` (what was fetched: package, version,
+//! sha256, suite). One tree per suite: boards may take the same package from
+//! different suites (rpi5's kernel comes from trixie-backports).
 
 use std::path::{Path, PathBuf};
 
@@ -51,10 +53,12 @@ impl Package {
                 fetch_command(suite, requested)
             )
         };
-        if requested.is_empty() || requested.contains(['/', '\0']) || requested.starts_with('.') {
-            bail!("`{requested}` is not a Debian package name");
+        for (what, name) in [("package", requested), ("suite", suite)] {
+            if name.is_empty() || name.contains(['/', '\0']) || name.starts_with('.') {
+                bail!("`{name}` is not a Debian {what} name");
+            }
         }
-        let pkgs = cache.join("pkgs");
+        let pkgs = cache.join("pkgs").join(suite);
         let lock_path = pkgs.join(format!("{requested}.lock"));
         let root = pkgs.join(requested);
         if !lock_path.is_file() || !root.is_dir() {
@@ -154,46 +158,68 @@ impl Lock {
 pub struct Kernel {
     /// `uname -r` (`6.1.0-50-arm64`).
     pub release: String,
-    /// `boot/vmlinuz-<release>`.
+    /// `boot/vmlinuz-<release>` (bookworm), or
+    /// `usr/lib/modules/<release>/vmlinuz` (the split kernels of trixie-backports).
     pub image: PathBuf,
-    /// `lib/modules/<release>`.
+    /// `lib/modules/<release>` or `usr/lib/modules/<release>`.
     pub modules_dir: PathBuf,
     /// `usr/lib/linux-image-<release>`: device trees by vendor (`broadcom/`).
     pub dtb_dir: PathBuf,
 }
 
+/// Where Debian's kernel packages put the module trees: `lib/modules`
+/// until bookworm, `usr/lib/modules` from trixie on (the /usr merge).
+const MODULE_ROOTS: [&str; 2] = ["lib/modules", "usr/lib/modules"];
+
 impl Kernel {
-    /// The one `boot/vmlinuz-*` of `pkg` and its module tree.
+    /// The one kernel of `pkg` and its module tree.
     pub fn find(pkg: &Package) -> Result<Kernel> {
+        // (release, image) for each kernel image the package holds.
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
         let boot = pkg.root.join("boot");
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(&boot)
-            .with_context(|| format!("package {}: no boot/ directory", pkg.label()))?
-        {
-            let name = entry?.file_name();
-            if let Some(release) = name.to_str().and_then(|n| n.strip_prefix("vmlinuz-")) {
-                found.push(release.to_owned());
+        for name in dir_names(&boot)? {
+            if let Some(release) = name.strip_prefix("vmlinuz-") {
+                found.push((release.to_owned(), boot.join(&name)));
             }
         }
-        let release = match found.as_slice() {
+        for root in MODULE_ROOTS {
+            let dir = pkg.root.join(root);
+            for release in dir_names(&dir)? {
+                let image = dir.join(&release).join("vmlinuz");
+                if image.is_file() {
+                    found.push((release, image));
+                }
+            }
+        }
+        let (release, image) = match found.as_slice() {
             [one] => one.clone(),
-            [] => bail!("package {} has no boot/vmlinuz-*", pkg.label()),
+            [] => bail!(
+                "package {} has no kernel (boot/vmlinuz-* or usr/lib/modules/*/vmlinuz)",
+                pkg.label()
+            ),
             many => bail!(
                 "package {} has several kernels ({}); expected one",
                 pkg.label(),
-                many.join(", ")
+                many.iter()
+                    .map(|(r, _)| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
-        let modules_dir = pkg.root.join("lib/modules").join(&release);
-        if !modules_dir.join("kernel").is_dir() {
-            bail!(
-                "package {}: {} has no kernel/ module tree",
-                pkg.label(),
-                modules_dir.display()
-            );
-        }
+        let modules_dir = MODULE_ROOTS
+            .iter()
+            .map(|root| pkg.root.join(root).join(&release))
+            .find(|dir| dir.join("kernel").is_dir())
+            .with_context(|| {
+                format!(
+                    "package {}: no kernel/ module tree under {} or {} for {release}",
+                    pkg.label(),
+                    MODULE_ROOTS[0],
+                    MODULE_ROOTS[1]
+                )
+            })?;
         Ok(Kernel {
-            image: boot.join(format!("vmlinuz-{release}")),
+            image,
             dtb_dir: pkg
                 .root
                 .join("usr/lib")
@@ -202,6 +228,24 @@ impl Kernel {
             modules_dir,
         })
     }
+}
+
+/// The names in `dir`; none when it does not exist.
+fn dir_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Read a file that must be small (lock files, configs).
@@ -222,9 +266,11 @@ mod tests {
 
     const SHA: &str = "914f75b57a8e165d85fb910c3e2dcc7000a05a9fea3f42f90b26e8dd590d5f06";
 
-    fn fake_cache(lock: &str) -> tempfile::TempDir {
+    /// A cache holding linux-image-arm64 of `suite` with `lock`, laid out
+    /// as bookworm's package (boot/vmlinuz-*, lib/modules).
+    fn fake_cache_in(suite: &str, lock: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let pkgs = dir.path().join("pkgs");
+        let pkgs = dir.path().join("pkgs").join(suite);
         std::fs::create_dir_all(pkgs.join("linux-image-arm64/boot")).unwrap();
         std::fs::create_dir_all(pkgs.join("linux-image-arm64/lib/modules/6.1.0-9-arm64/kernel"))
             .unwrap();
@@ -235,6 +281,10 @@ mod tests {
         .unwrap();
         std::fs::write(pkgs.join("linux-image-arm64.lock"), lock).unwrap();
         dir
+    }
+
+    fn fake_cache(lock: &str) -> tempfile::TempDir {
+        fake_cache_in("bookworm", lock)
     }
 
     #[test]
@@ -266,5 +316,38 @@ mod tests {
         let cache = fake_cache("package=p\nversion=1\nsuite=bookworm\n");
         let err = Package::find(cache.path(), "bookworm", "linux-image-arm64").unwrap_err();
         assert!(format!("{err:#}").contains("sha256"));
+        // Another suite's copy is not this suite's.
+        let err = Package::find(cache.path(), "trixie", "linux-image-arm64").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("fetch-debian-packages trixie"),
+            "{err:#}"
+        );
+        assert!(Package::find(cache.path(), "../x", "linux-image-arm64").is_err());
+    }
+
+    #[test]
+    fn a_split_kernel_under_usr_lib_modules_is_found() {
+        // trixie-backports: linux-binary-V puts the image beside the modules.
+        let lock = format!(
+            "package=linux-image-7.3.4+deb13-arm64\nversion=7.3.4-1~bpo13+1\nsha256={SHA}\n\
+             suite=trixie-backports\npart=linux-base-7.3.4+deb13-arm64 7.3.4-1~bpo13+1 {SHA}\n"
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let pkgs = cache.path().join("pkgs/trixie-backports");
+        let release = pkgs.join("linux-image-arm64/usr/lib/modules/7.3.4+deb13-arm64");
+        std::fs::create_dir_all(release.join("kernel")).unwrap();
+        std::fs::write(release.join("vmlinuz"), b"x").unwrap();
+        std::fs::write(pkgs.join("linux-image-arm64.lock"), lock).unwrap();
+        let pkg = Package::find(cache.path(), "trixie-backports", "linux-image-arm64").unwrap();
+        let k = Kernel::find(&pkg).unwrap();
+        assert_eq!(k.release, "7.3.4+deb13-arm64");
+        assert_eq!((k.image, k.modules_dir), (release.join("vmlinuz"), release));
+        // No module tree: named.
+        std::fs::remove_dir(
+            pkgs.join("linux-image-arm64/usr/lib/modules/7.3.4+deb13-arm64/kernel"),
+        )
+        .unwrap();
+        let err = format!("{:#}", Kernel::find(&pkg).unwrap_err());
+        assert!(err.contains("no kernel/ module tree"), "{err}");
     }
 }

@@ -221,7 +221,7 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
     board.check_supported()?;
     let build_time = inputs.build_time;
     let cache = debian::cache_dir()?;
-    let kpkg = Package::find(&cache, &board.suite, &board.kernel.package)?;
+    let kpkg = Package::find(&cache, board.kernel_suite(), &board.kernel.package)?;
     let kern = Kernel::find(&kpkg)?;
     let init = read_init(inputs.init_binary)?;
     let release_keys = read_optional(&inputs.site_dir.join("release.pub"), 16 << 10)?;

@@ -103,7 +103,7 @@ mod tests {
     /// Debian's Raspberry Pi 3 B DTB from the cached kernel package.
     fn rpi3_dtb() -> Option<PathBuf> {
         let cache = crate::host::debian::cache_dir().ok()?;
-        let base = cache.join("pkgs/linux-image-arm64/usr/lib");
+        let base = cache.join("pkgs/bookworm/linux-image-arm64/usr/lib");
         std::fs::read_dir(&base)
             .ok()?
             .filter_map(|e| e.ok())

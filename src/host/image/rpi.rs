@@ -55,12 +55,16 @@ pub(crate) fn slot_dtbs(board: &Board, kern: &Kernel) -> Result<Vec<(String, Vec
 /// config.txt, u-boot.bin and the DTBs (by their kernel names) for the
 /// firmware. None on other boards.
 pub(crate) fn boot_files(board: &Board, kern: &Kernel) -> Result<Vec<(String, Vec<u8>)>> {
-    let (Some(fw), Some(pkg)) = (&board.firmware, board.firmware_package()?) else {
+    let Some(fw) = &board.firmware else {
         return Ok(Vec::new());
     };
+    let pkg = board.firmware_package()?;
     let mut out = Vec::new();
     for rel in &fw.files {
-        let path = pkg.file(rel)?;
+        let path = pkg
+            .as_ref()
+            .context("firmware.files without a package")?
+            .file(rel)?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())

@@ -14,9 +14,13 @@ pub(crate) fn qemu_board() -> Board {
 
 /// The cached kernel package of qemu-virt, or None (after saying why).
 pub(crate) fn cached_kernel() -> Option<(Package, Kernel)> {
-    let board = qemu_board();
+    cached_kernel_of(&qemu_board())
+}
+
+/// The cached kernel package of `board`, or None (after saying why).
+pub(crate) fn cached_kernel_of(board: &Board) -> Option<(Package, Kernel)> {
     let found = debian::cache_dir()
-        .and_then(|c| Package::find(&c, &board.suite, &board.kernel.package))
+        .and_then(|c| Package::find(&c, board.kernel_suite(), &board.kernel.package))
         .and_then(|p| Kernel::find(&p).map(|k| (p, k)));
     match found {
         Ok(pk) => Some(pk),
@@ -449,16 +453,22 @@ fn every_board_image_layout() {
             assert!(boot.root_dir().open_file(rpi::CONFIG_TXT).is_err());
             continue;
         };
-        let pkg = board.firmware_package().unwrap().unwrap();
+        let pkg = board.firmware_package().unwrap();
+        assert_eq!(pkg.is_some(), !fw.files.is_empty(), "{}", board.name);
         for rel in &fw.files {
             let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
             assert_eq!(
                 read_fat(&boot, name),
-                std::fs::read(pkg.file(rel).unwrap()).unwrap(),
+                std::fs::read(pkg.as_ref().unwrap().file(rel).unwrap()).unwrap(),
                 "{}: BOOT/{name}",
                 board.name
             );
         }
+        // The Pi 5's firmware is in its EEPROM: no GPU firmware on BOOT.
+        let has_start_elf = ["start.elf", "start4.elf"]
+            .iter()
+            .any(|f| boot.root_dir().open_file(f).is_ok());
+        assert_eq!(has_start_elf, board.name != "rpi5", "{}", board.name);
         assert_eq!(
             read_fat(&boot, rpi::UBOOT_FILE),
             std::fs::read(board.uboot_binary().unwrap()).unwrap()
@@ -480,6 +490,33 @@ fn every_board_image_layout() {
             board.name
         );
     }
+}
+
+/// A board whose definition says what is missing is refused with that text,
+/// before anything is read or written.
+#[test]
+fn an_unsupported_board_is_refused_with_its_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let site = ext4::tests::fake_site("edge-1");
+    let mut board = Board::load(&repo().join("boards"), "rpi5").unwrap();
+    board.unsupported = Some("no kernel with the board's SD host\n".into());
+    let img = work.path().join("x.img");
+    let opts = BuildOptions {
+        board,
+        site_dir: site.path().to_owned(),
+        hostname: "edge-1".into(),
+        output: img.clone(),
+        init_binary: work.path().join("no-init"),
+        version: "0.1.0-test".into(),
+        uboot_script: repo().join("uboot/boot.cmd"),
+        extensions: Vec::new(),
+    };
+    let err = format!("{:#}", build(&opts).unwrap_err());
+    assert!(
+        err.contains("board `rpi5` cannot be built yet: no kernel with the board's SD host"),
+        "{err}"
+    );
+    assert!(!img.exists());
 }
 
 #[test]
