@@ -21,6 +21,12 @@ pub(crate) struct Tree {
     by_name: BTreeMap<String, String>,
     /// Compressed modules (`.ko.xz` …) by canonical name, to say why they fail.
     compressed: BTreeMap<String, String>,
+    /// Built into the kernel (`modules.builtin`): a board may name one that
+    /// another kernel has as a module (virtio_pci: 6.1 module, 7.x built in).
+    builtin: BTreeSet<String>,
+    /// Aliases the built-in modules provide (`modules.builtin.modinfo`),
+    /// read when a soft dependency names an alias.
+    builtin_aliases: Option<BTreeSet<String>>,
     aliases: Option<HashMap<String, BTreeSet<String>>>,
 }
 
@@ -66,8 +72,22 @@ impl Tree {
             dir: modules_dir.to_owned(),
             by_name: BTreeMap::new(),
             compressed: BTreeMap::new(),
+            builtin: BTreeSet::new(),
+            builtin_aliases: None,
             aliases: None,
         };
+        let builtin = modules_dir.join("modules.builtin");
+        match std::fs::read_to_string(&builtin) {
+            Ok(text) => {
+                tree.builtin = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| canonical(file_stem(l.trim())))
+                    .collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", builtin.display())),
+        }
         let mut stack = vec![PathBuf::from("kernel")];
         while let Some(rel) = stack.pop() {
             let abs = modules_dir.join(&rel);
@@ -128,6 +148,29 @@ impl Tree {
         Ok(parse_modinfo(&raw))
     }
 
+    /// A built-in module provides `alias` (`NAME.alias=ALIAS` entries of
+    /// `modules.builtin.modinfo`, NUL-separated; absent: none).
+    fn builtin_provides(&mut self, alias: &str) -> Result<bool> {
+        if self.builtin_aliases.is_none() {
+            let path = self.dir.join("modules.builtin.modinfo");
+            let raw = match std::fs::read(&path) {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let aliases = raw
+                .split(|&b| b == 0)
+                .filter_map(|entry| std::str::from_utf8(entry).ok())
+                .filter_map(|entry| entry.split_once(".alias=").map(|(_, a)| a.to_owned()))
+                .collect();
+            self.builtin_aliases = Some(aliases);
+        }
+        Ok(self
+            .builtin_aliases
+            .as_ref()
+            .is_some_and(|a| a.contains(alias)))
+    }
+
     /// Modules that provide `alias` (exact aliases only; device-match
     /// patterns like `pci:v*` never name a soft dependency).
     fn providers(&mut self, alias: &str) -> Result<BTreeSet<String>> {
@@ -160,6 +203,13 @@ impl Tree {
         let mut infos: BTreeMap<String, Modinfo> = BTreeMap::new();
         for want in wanted {
             let name = canonical(want);
+            if self.builtin.contains(&name) && !self.by_name.contains_key(&name) {
+                // Nothing to load; outpost-init finds it in modules.builtin.
+                if !sel.load.contains(&name) {
+                    sel.load.push(name);
+                }
+                continue;
+            }
             let mut before = Vec::new();
             let mut after = Vec::new();
             // The module's hard closure, then the soft dependencies of all of it.
@@ -197,6 +247,9 @@ impl Tree {
         let name = canonical(soft);
         if self.by_name.contains_key(&name) || self.compressed.contains_key(&name) {
             return Ok(vec![name]);
+        }
+        if self.builtin.contains(&name) || self.builtin_provides(soft)? {
+            return Ok(Vec::new());
         }
         let providers: Vec<String> = self.providers(soft)?.into_iter().collect();
         if providers.is_empty() {
@@ -489,6 +542,40 @@ pub(crate) mod tests {
         let p = dir.path().join("m.ko");
         std::fs::write(&p, ko).unwrap();
         read_modinfo(&p).unwrap()
+    }
+
+    #[test]
+    fn built_in_modules_are_named_but_not_packed() {
+        // A newer kernel: virtio_pci and the crc32c provider built in.
+        let dir = fake_tree();
+        std::fs::remove_file(dir.path().join("kernel/drivers/virtio/virtio_pci.ko")).unwrap();
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/virtio/virtio_pci.ko\nkernel/crypto/crc32c-generic.ko\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("modules.builtin.modinfo"),
+            b"virtio_pci.license=GPL\0crc32c_generic.alias=crypto-crc32c\0crc32c_generic.alias=crc32c\0",
+        )
+        .unwrap();
+        std::fs::remove_file(dir.path().join("kernel/crypto/crc32c_generic.ko")).unwrap();
+        let mut tree = Tree::open(dir.path()).unwrap();
+        let sel = tree
+            .select(&names(&["virtio_pci", "virtio_blk", "ext4", "virtio_pci"]))
+            .unwrap();
+        assert_eq!(sel.load, names(&["virtio_pci", "virtio_blk", "ext4"]));
+        assert!(!sel.modules.contains_key("virtio_pci"));
+        assert!(!sel.modules_dep().contains("virtio_pci.ko"));
+        // A soft dependency on a built-in alias provider: nothing to add.
+        assert!(
+            sel.warnings.iter().all(|w| !w.contains("crc32c")),
+            "{:?}",
+            sel.warnings
+        );
+        // Neither a file nor built in: still an error naming it.
+        let err = format!("{:#}", tree.select(&names(&["nope"])).unwrap_err());
+        assert!(err.contains("module nope"), "{err}");
     }
 
     #[test]

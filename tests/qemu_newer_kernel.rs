@@ -1,0 +1,90 @@
+//! The newer Debian kernel the Pi 5 needs (trixie-backports, 7.x), booted
+//! where it can run here: a qemu-virt image built with it instead of
+//! bookworm's. What this proves for the rpi5 board, which QEMU cannot
+//! emulate: the split kernel package (linux-base/-binary/-modules) unpacked
+//! into one tree, its modules fetched as .ko.xz and unpacked, the 49 MiB
+//! Image in U-Boot's areas, and outpost-init loading those modules
+//! (`finit_module` of the signed, decompressed files) up to the API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{skip_qemu, Cli, QemuGuard};
+
+/// The repository's boards, with qemu-virt's kernel taken from
+/// trixie-backports and U-Boot's areas widened for its larger Image.
+fn boards_with_the_newer_kernel(env: &Cli) {
+    let dir = env.path("boards");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(common::repo().join("boards"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let p = dir.join("qemu-virt.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    for (from, to) in [
+        (
+            "[kernel]\npackage = \"linux-image-arm64\"\n",
+            "[kernel]\npackage = \"linux-image-arm64\"\nsuite = \"trixie-backports\"\n",
+        ),
+        // Image.gz <= 32 MiB, the inflated Image <= 64 MiB (RAM is 0x40000000
+        // up; 256 MiB in `qemu up`).
+        (
+            "kernel_comp_addr_r = 0x41400000",
+            "kernel_comp_addr_r = 0x42400000",
+        ),
+        ("ramdisk_addr_r = 0x44000000", "ramdisk_addr_r = 0x46400000"),
+    ] {
+        assert!(
+            text.contains(from),
+            "qemu-virt.toml changed ({from:?}): update this test"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(p, text).unwrap();
+}
+
+#[test]
+fn the_trixie_backports_kernel_boots_to_the_api() {
+    if skip_qemu() {
+        return;
+    }
+    let env = Cli::new();
+    boards_with_the_newer_kernel(&env);
+    let img = env.qemu_image("newk", "edge-newk");
+    env.ok(&[
+        "qemu",
+        "up",
+        img.to_str().unwrap(),
+        "--name",
+        "newk",
+        "--timeout",
+        "240",
+    ]);
+    let _guard = QemuGuard::new(&env, "newk");
+
+    let status = env.json(&["status"])["Status"].clone();
+    assert_eq!(status["hostname"], "edge-newk", "{status}");
+    let dmesg = env.ok(&["dmesg"]);
+    let version = dmesg
+        .lines()
+        .find(|l| l.contains("Linux version"))
+        .unwrap_or_else(|| panic!("no `Linux version` in dmesg:\n{dmesg}"));
+    assert!(
+        version.contains("+deb13-arm64") && !version.contains("6.1.0-"),
+        "not the trixie-backports kernel: {version}"
+    );
+    // Every module of the board and its dependencies loaded: the init logs
+    // each, and names any that failed or was never tried.
+    let logs = env.ok(&["logs", "--lines", "1000"]);
+    assert!(logs.contains("API listening"), "{logs}");
+    for bad in ["module failed", "not tried", "not in modules.dep"] {
+        assert!(!logs.contains(bad), "`{bad}` in the log:\n{logs}");
+    }
+    let loaded = logs.matches("module loaded").count();
+    assert!(loaded >= 4, "{loaded} modules loaded:\n{logs}");
+    eprintln!("booted: {version}");
+}
