@@ -181,6 +181,37 @@ fn status_logs_reboot_through_the_broker_as_directly() {
         "{}",
         log(&dev)
     );
+    // A support bundle comes through the broker as directly (its requests
+    // pipelined in signed envelopes): the previous boot's log included.
+    let archive = cli.path("support.tar.gz");
+    let summary = cli.json(&[
+        "--broker",
+        &url,
+        "-n",
+        "edge-1",
+        "support",
+        archive.to_str().unwrap(),
+    ]);
+    let files = summary["files"].to_string();
+    for want in [
+        "status.json",
+        "config.toml",
+        "logs.txt",
+        "previous-boot/logs.txt",
+    ] {
+        assert!(files.contains(want), "{want}: {summary}");
+    }
+    let out = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&archive)
+        .arg("edge-1/previous-boot/logs.txt")
+        .output()
+        .unwrap();
+    let previous = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        previous.contains(&format!("boot id {before}")),
+        "{previous}"
+    );
 }
 
 #[test]

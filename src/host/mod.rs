@@ -28,5 +28,6 @@ pub mod rollout_cmd;
 pub mod rollout_device;
 pub mod rollout_state;
 pub mod serial;
+pub mod support;
 pub mod trust;
 pub mod upload;

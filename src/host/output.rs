@@ -5,6 +5,17 @@ use anyhow::Result;
 use super::cli::Format;
 use crate::wire::Response;
 
+/// One log line as `outpost logs` prints it: `[ secs.ms] LEVEL text`.
+pub fn log_line(l: &crate::wire::LogLine) -> String {
+    format!(
+        "[{:>5}.{:03}] {:<5} {}",
+        l.at_ms / 1000,
+        l.at_ms % 1000,
+        l.level,
+        l.text
+    )
+}
+
 pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(response)?);
@@ -58,13 +69,7 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
         Response::Logs(lines) => {
             for l in lines {
-                println!(
-                    "[{:>5}.{:03}] {:<5} {}",
-                    l.at_ms / 1000,
-                    l.at_ms % 1000,
-                    l.level,
-                    l.text
-                );
+                println!("{}", log_line(l));
             }
         }
         Response::Dmesg(text) | Response::BootLog(text) => print!("{text}"),

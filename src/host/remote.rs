@@ -114,6 +114,16 @@ pub enum DeviceCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// Everything needed to look into a problem, in one archive: status,
+    /// slots, config, services and their logs, network, clock, metrics, and
+    /// the system and kernel logs of this boot and the previous one. Only
+    /// reads; what the device cannot give is listed in errors.txt.
+    Support {
+        /// Where to write it (default: support-NODE.tar.gz here).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Upload a file (e.g. an OS bundle) to the device's staging area. A cut
     /// connection is resumed where it stopped; running it again after a
     /// failure continues too.
@@ -235,6 +245,7 @@ pub fn run(
     let mut client = connect()?;
     let client = &mut client;
     let pick = |f: &FormatArg| f.output.unwrap_or(top);
+
     let (response, format) = match cmd {
         DeviceCommand::Version(f) => (
             client.call(Request::Version {
@@ -243,6 +254,9 @@ pub fn run(
             pick(&f),
         ),
         DeviceCommand::Status(f) => return status(client, node, pick(&f)),
+        DeviceCommand::Support { file, format } => {
+            return super::support::run(client, node, file, pick(&format))
+        }
         DeviceCommand::Logs {
             service,
             lines,

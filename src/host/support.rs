@@ -1,0 +1,242 @@
+//! `outpost support`: everything an engineer asks for after a board
+//! misbehaved, in one archive — status, versions, slots, config, services
+//! and their logs, network, links, clock, metrics, the revocation list, the
+//! system and kernel logs of this boot and of the previous one (what a
+//! fallback left behind). Read-only requests, pipelined on one connection,
+//! so it works the same directly, over a serial line and through the
+//! broker. A request the device refuses (a `reader` may not read the
+//! config) or cannot answer (no earlier boot saved) costs only its file:
+//! it is listed in `errors.txt`, never the whole bundle.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use super::cli::Format;
+use super::client::Client;
+use crate::wire::{self, LogSource, Request, Response};
+
+/// The most services whose logs are fetched (the device's own limit on
+/// services is lower; this only bounds what a confused answer could cost).
+const MAX_SERVICE_LOGS: usize = 64;
+
+/// One file of the bundle.
+pub struct Entry {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// What was collected, and what could not be.
+#[derive(Default)]
+pub struct Bundle {
+    pub entries: Vec<Entry>,
+    /// `(file it would have been, why not)`.
+    pub errors: Vec<(String, String)>,
+}
+
+/// What `outpost support` reports.
+#[derive(Serialize)]
+pub struct Summary {
+    pub file: PathBuf,
+    pub files: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// The whole-device requests and the file each answer goes to.
+fn device_requests() -> Vec<(&'static str, Request<'static>)> {
+    vec![
+        (
+            "version.json",
+            Request::Version {
+                protocol: wire::PROTOCOL_VERSION,
+            },
+        ),
+        ("status.json", Request::Status),
+        ("slots.json", Request::Slots),
+        ("config.toml", Request::ConfigGet),
+        ("services.json", Request::Services),
+        ("network.json", Request::Network),
+        ("links.json", Request::Links),
+        ("time.json", Request::Time),
+        ("metrics.json", Request::Metrics),
+        ("revocations.json", Request::Revocations),
+        (
+            "logs.txt",
+            Request::Logs {
+                service: None,
+                lines: u16::MAX,
+                follow: false,
+            },
+        ),
+        (
+            "dmesg.txt",
+            Request::Dmesg {
+                max_bytes: u32::MAX,
+            },
+        ),
+        (
+            "previous-boot/logs.txt",
+            Request::BootLogs {
+                source: LogSource::System,
+                boot: 1,
+                max_bytes: u32::MAX,
+            },
+        ),
+        (
+            "previous-boot/dmesg.txt",
+            Request::BootLogs {
+                source: LogSource::Kernel,
+                boot: 1,
+                max_bytes: u32::MAX,
+            },
+        ),
+    ]
+}
+
+/// An answer as the file's bytes: logs and texts as text, the rest as JSON.
+fn render(response: &Response) -> Result<Vec<u8>> {
+    Ok(match response {
+        Response::Logs(lines) => lines
+            .iter()
+            .map(|l| super::output::log_line(l) + "\n")
+            .collect::<String>()
+            .into_bytes(),
+        Response::Dmesg(text) | Response::BootLog(text) | Response::Config(text) => {
+            text.clone().into_bytes()
+        }
+        other => {
+            let mut json = serde_json::to_vec_pretty(other)?;
+            json.push(b'\n');
+            json
+        }
+    })
+}
+
+impl Bundle {
+    fn take(&mut self, name: String, answer: Result<Response>) {
+        match answer.and_then(|r| render(&r).map(|data| (r, data))) {
+            Ok((_, data)) => self.entries.push(Entry { name, data }),
+            Err(e) => self.errors.push((name, format!("{e:#}"))),
+        }
+    }
+}
+
+/// Ask the device for everything, on one connection.
+pub fn collect(client: &mut Client) -> Result<Bundle> {
+    let (names, requests): (Vec<_>, Vec<_>) = device_requests().into_iter().unzip();
+    let answers = client.pipeline(requests)?;
+    let mut bundle = Bundle::default();
+    let mut services = Vec::new();
+    for (name, answer) in names.into_iter().zip(answers) {
+        if let Ok(Response::Services(list)) = &answer {
+            services = list.iter().map(|s| s.name.clone()).collect();
+        }
+        bundle.take(name.to_owned(), answer);
+    }
+    services.truncate(MAX_SERVICE_LOGS);
+    // Service names come from the device: only plain ones become file names.
+    services.retain(|s| {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && !s.starts_with('.');
+        if !ok {
+            bundle.errors.push((
+                format!("services/{s:?}.log"),
+                "not a plain service name".into(),
+            ));
+        }
+        ok
+    });
+    let requests = services
+        .iter()
+        .map(|s| Request::Logs {
+            service: Some(s),
+            lines: u16::MAX,
+            follow: false,
+        })
+        .collect();
+    let answers = client.pipeline(requests)?;
+    for (service, answer) in services.iter().zip(answers) {
+        bundle.take(format!("services/{service}.log"), answer);
+    }
+    Ok(bundle)
+}
+
+/// Write `bundle` as a gzipped tar of `node/…` files, plus `errors.txt` when
+/// something could not be collected. Written beside `path`, then renamed.
+pub fn write(bundle: &Bundle, node: &str, path: &Path) -> Result<()> {
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut errors = String::new();
+    for (name, why) in &bundle.errors {
+        errors.push_str(&format!("{name}: {why}\n"));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    let gz = flate2::write::GzEncoder::new(tmp, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let error_entry = (!errors.is_empty()).then_some(("errors.txt", errors.as_bytes()));
+    let files = bundle
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.data.as_slice()))
+        .chain(error_entry);
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, format!("{node}/{name}"), data)
+            .with_context(|| format!("adding {name}"))?;
+    }
+    let mut tmp = tar.into_inner()?.finish()?;
+    tmp.flush()?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `outpost support [FILE]`: collect, write, say what is in it.
+pub fn run(client: &mut Client, node: &str, out: Option<PathBuf>, format: Format) -> Result<()> {
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("support-{node}.tar.gz")));
+    let bundle = collect(client)?;
+    write(&bundle, node, &path)?;
+    let mut files: Vec<String> = bundle.entries.iter().map(|e| e.name.clone()).collect();
+    if !bundle.errors.is_empty() {
+        files.push("errors.txt".into());
+    }
+    let summary = Summary {
+        file: path,
+        files,
+        errors: bundle
+            .errors
+            .iter()
+            .map(|(name, why)| format!("{name}: {why}"))
+            .collect(),
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    println!(
+        "{node}: support bundle {} ({} files)",
+        summary.file.display(),
+        summary.files.len()
+    );
+    for e in &summary.errors {
+        println!("  not collected: {e}");
+    }
+    Ok(())
+}
