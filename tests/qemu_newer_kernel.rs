@@ -5,6 +5,11 @@
 //! into one tree, its modules fetched as .ko.xz and unpacked, the 49 MiB
 //! Image in U-Boot's areas, and outpost-init loading those modules
 //! (`finit_module` of the signed, decompressed files) up to the API.
+//!
+//! The same board also names a DATA device that does not exist (`vdb4`,
+//! as a Pi 4/5 whose Wi-Fi SDIO host took mmc0 would look for `mmcblk0p4`
+//! while its card is `mmcblk1p4`): outpost-init finds DATA by its label on
+//! the disk that is there.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +18,8 @@ mod common;
 use common::{skip_qemu, Cli, QemuGuard};
 
 /// The repository's boards, with qemu-virt's kernel taken from
-/// trixie-backports and U-Boot's areas widened for its larger Image.
+/// trixie-backports, U-Boot's areas widened for its larger Image, and DATA
+/// named on a disk that is not there.
 fn boards_with_the_newer_kernel(env: &Cli) {
     let dir = env.path("boards");
     std::fs::create_dir_all(&dir).unwrap();
@@ -37,6 +43,7 @@ fn boards_with_the_newer_kernel(env: &Cli) {
             "kernel_comp_addr_r = 0x42400000",
         ),
         ("ramdisk_addr_r = 0x44000000", "ramdisk_addr_r = 0x46400000"),
+        ("data_device = \"/dev/vda4\"", "data_device = \"/dev/vdb4\""),
     ] {
         assert!(
             text.contains(from),
@@ -48,7 +55,7 @@ fn boards_with_the_newer_kernel(env: &Cli) {
 }
 
 #[test]
-fn the_trixie_backports_kernel_boots_to_the_api() {
+fn the_trixie_backports_kernel_boots_and_data_is_found_by_its_label() {
     if skip_qemu() {
         return;
     }
@@ -86,5 +93,15 @@ fn the_trixie_backports_kernel_boots_to_the_api() {
     }
     let loaded = logs.matches("module loaded").count();
     assert!(loaded >= 4, "{loaded} modules loaded:\n{logs}");
+    assert!(
+        logs.contains("DATA device /dev/vdb4 is missing; DATA found by its label on /dev/vda4"),
+        "{logs}"
+    );
+    // The first-boot grow worked on the disk actually used (vda).
+    assert!(!logs.contains("DATA not grown"), "{logs}");
+    assert!(
+        logs.contains("DATA fills its disk") || logs.contains("DATA grown from"),
+        "{logs}"
+    );
     eprintln!("booted: {version}");
 }

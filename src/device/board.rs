@@ -177,7 +177,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         tracing::error!("no outpost.data= on the kernel command line; DATA not mounted");
     } else {
         match mounts::mount_data(&*sys, &data, DATA_MOUNT).await {
-            Ok(()) => grow::grow_and_report(&*sys, &data, DATA_MOUNT),
+            Ok(device) => grow::grow_and_report(&*sys, &device, DATA_MOUNT),
             Err(e) => tracing::error!("DATA: {e}"),
         }
     }

@@ -20,6 +20,13 @@ pub const DATA_OPTIONS: &str = "data=ordered,errors=remount-ro";
 pub const DATA_DEVICE_WAIT: Duration = Duration::from_secs(10);
 pub const DATA_DEVICE_POLL: Duration = Duration::from_millis(20);
 
+/// How long the board's DATA device may be missing before DATA is looked for
+/// on the other disks of its kind (see [`find_data`]).
+pub const DATA_SIBLING_GRACE: Duration = Duration::from_secs(2);
+
+/// DATA's ext4 label (`mke2fs -L DATA` at image build).
+pub const DATA_LABEL: &[u8] = b"DATA";
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MountError {
     #[error("mounting {fstype} on {target}: {source}")]
@@ -30,8 +37,10 @@ pub enum MountError {
     },
     #[error("creating mount point: {0}")]
     MountPoint(SysError),
-    #[error("DATA device {device} did not appear within {waited:?}")]
+    #[error("DATA device {device} did not appear within {waited:?}, nor DATA on another disk of its kind")]
     DeviceMissing { device: String, waited: Duration },
+    #[error("DATA device {device} is missing and the DATA label is on several disks ({found}): not guessing which is this board's")]
+    DataAmbiguous { device: String, found: String },
     #[error("mounting DATA device {device} (ext4) on {target}: {source}")]
     Data {
         device: String,
@@ -136,9 +145,10 @@ fn mount_one(sys: &dyn Sys, m: &PseudoMount) -> Result<(), MountError> {
     }
 }
 
-/// Wait for `device` to appear, then mount it (ext4, `noatime`, no suid/dev
-/// nodes) on `target`. Already mounted there: nothing to do.
-pub async fn mount_data(sys: &dyn Sys, device: &str, target: &str) -> Result<(), MountError> {
+/// Find DATA (see [`find_data`]), then mount it (ext4, `noatime`, no
+/// suid/dev nodes) on `target`: the device it mounted. Already mounted
+/// there: nothing to do.
+pub async fn mount_data(sys: &dyn Sys, device: &str, target: &str) -> Result<String, MountError> {
     mount_data_with(sys, device, target, DATA_DEVICE_WAIT, DATA_DEVICE_POLL).await
 }
 
@@ -149,28 +159,126 @@ pub async fn mount_data_with(
     target: &str,
     wait: Duration,
     poll: Duration,
-) -> Result<(), MountError> {
+) -> Result<String, MountError> {
     if sys.is_mountpoint(target) {
         tracing::info!(target, "DATA already mounted");
-        return Ok(());
+        return Ok(device.to_owned());
     }
-    wait_for_device(sys, device, wait, poll).await?;
+    let device = find_data(sys, device, wait, poll).await?;
     sys.mkdir_p(target, 0o755).map_err(MountError::MountPoint)?;
     let flags = MsFlags::MS_NOATIME | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     sys.mount(
-        Some(device),
+        Some(&device),
         target,
         Some("ext4"),
         flags,
         Some(DATA_OPTIONS),
     )
     .map_err(|source| MountError::Data {
-        device: device.to_owned(),
+        device: device.clone(),
         target: target.to_owned(),
         source,
     })?;
     tracing::info!(device, target, "DATA mounted");
-    Ok(())
+    Ok(device)
+}
+
+/// Where DATA is. The board's device (`outpost.data=`, from the board
+/// definition) as soon as it exists. If it stays missing for
+/// [`DATA_SIBLING_GRACE`], partition 4 of another disk of the same kind
+/// whose ext4 label is DATA: on a Raspberry Pi 4 or 5 the Wi-Fi's SDIO host
+/// may probe first and take mmc0, making the SD card mmcblk1 (the device
+/// trees have no mmc aliases). Two such disks (another Outpost card in a
+/// USB reader) are refused rather than guessed between: DATA is the
+/// board's identity.
+pub async fn find_data(
+    sys: &dyn Sys,
+    device: &str,
+    wait: Duration,
+    poll: Duration,
+) -> Result<String, MountError> {
+    let start = Instant::now();
+    loop {
+        if sys.exists(device) {
+            return Ok(device.to_owned());
+        }
+        if start.elapsed() >= DATA_SIBLING_GRACE.min(wait) {
+            let found: Vec<String> = sibling_partitions(device)
+                .into_iter()
+                .filter(|d| sys.exists(d) && has_data_label(sys, d))
+                .collect();
+            match found.as_slice() {
+                [] => {}
+                [one] => {
+                    tracing::warn!(
+                        "DATA device {device} is missing; DATA found by its label on {one}"
+                    );
+                    return Ok(one.clone());
+                }
+                many => {
+                    return Err(MountError::DataAmbiguous {
+                        device: device.to_owned(),
+                        found: many.join(", "),
+                    })
+                }
+            }
+        }
+        if start.elapsed() >= wait {
+            return Err(MountError::DeviceMissing {
+                device: device.to_owned(),
+                waited: wait,
+            });
+        }
+        smol::Timer::after(poll).await;
+    }
+}
+
+/// Partition 4 of the other disks of `device`'s kind, first few of each:
+/// `/dev/mmcblk0p4` → `/dev/mmcblk1p4` …; `/dev/sda4` → `/dev/sdb4` ….
+/// None for a name that is not partition 4 of a disk.
+pub fn sibling_partitions(device: &str) -> Vec<String> {
+    let Some((dir, name)) = device.rsplit_once('/') else {
+        return Vec::new();
+    };
+    let Some(disk) = name.strip_suffix('4') else {
+        return Vec::new();
+    };
+    // `mmcblk0p` / `nvme0n1p`: a disk named by a number, partitions after `p`.
+    if let Some(disk) = disk.strip_suffix('p') {
+        let digits = disk.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let (kind, number) = disk.split_at(disk.len() - digits);
+        if kind.is_empty() || number.is_empty() {
+            return Vec::new();
+        }
+        return (0..4)
+            .map(|i| format!("{dir}/{kind}{i}p4"))
+            .filter(|d| d != device)
+            .collect();
+    }
+    // `sda` / `vda`: a disk named by a letter.
+    match disk.split_at(disk.len().saturating_sub(1)) {
+        (kind, letter) if !kind.is_empty() && letter.bytes().all(|b| b.is_ascii_lowercase()) => {
+            (b'a'..=b'h')
+                .map(|c| format!("{dir}/{kind}{}4", char::from(c)))
+                .filter(|d| d != device)
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// An ext4 superblock (at 1 KiB) labelled DATA.
+fn has_data_label(sys: &dyn Sys, device: &str) -> bool {
+    const MAGIC: usize = 0x38;
+    const LABEL: usize = 0x78;
+    let Ok(sb) = sys.read_at(device, 1024, 256) else {
+        return false;
+    };
+    let (Some(magic), Some(label)) = (sb.get(MAGIC..MAGIC + 2), sb.get(LABEL..LABEL + 16)) else {
+        return false;
+    };
+    let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
+    magic == [0x53, 0xef] && label.get(..end) == Some(DATA_LABEL)
 }
 
 /// Remount the root filesystem (the initramfs) read-only, once every mount
@@ -181,29 +289,6 @@ pub fn root_read_only(sys: &dyn Sys) -> Result<(), MountError> {
         .map_err(MountError::RootReadOnly)?;
     tracing::info!("root filesystem is read-only");
     Ok(())
-}
-
-/// Poll for a device node: drivers probe asynchronously, so the node may show
-/// up a moment after the module loads.
-pub async fn wait_for_device(
-    sys: &dyn Sys,
-    device: &str,
-    wait: Duration,
-    poll: Duration,
-) -> Result<(), MountError> {
-    let start = Instant::now();
-    loop {
-        if sys.exists(device) {
-            return Ok(());
-        }
-        if start.elapsed() >= wait {
-            return Err(MountError::DeviceMissing {
-                device: device.to_owned(),
-                waited: wait,
-            });
-        }
-        smol::Timer::after(poll).await;
-    }
 }
 
 /// Shutdown: flush, then unmount DATA first (it is the only filesystem that
@@ -330,6 +415,60 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("/dev/vda4"), "{err}");
         assert!(mounted_targets(&sys).is_empty());
+    }
+
+    /// An ext4 superblock region (from 1 KiB) with `label`.
+    fn ext4_with_label(label: &[u8]) -> Vec<u8> {
+        let mut disk = vec![0u8; 4096];
+        disk[1024 + 0x38..1024 + 0x3a].copy_from_slice(&[0x53, 0xef]);
+        disk[1024 + 0x78..1024 + 0x78 + label.len()].copy_from_slice(label);
+        disk
+    }
+
+    #[test]
+    fn sibling_partitions_are_the_same_kind_of_disk() {
+        assert_eq!(
+            sibling_partitions("/dev/mmcblk0p4"),
+            ["/dev/mmcblk1p4", "/dev/mmcblk2p4", "/dev/mmcblk3p4"]
+        );
+        assert_eq!(sibling_partitions("/dev/mmcblk1p4")[0], "/dev/mmcblk0p4");
+        let sd = sibling_partitions("/dev/sda4");
+        assert_eq!((sd[0].as_str(), sd.len()), ("/dev/sdb4", 7));
+        assert_eq!(sibling_partitions("/dev/vdb4")[0], "/dev/vda4");
+        for not_data in ["/dev/mmcblk0p3", "/dev/sda", "vda4", "/dev/4", "/dev/p4"] {
+            assert!(sibling_partitions(not_data).is_empty(), "{not_data}");
+        }
+    }
+
+    #[test]
+    fn data_is_found_by_its_label_when_the_boards_device_is_missing() {
+        // The Pi's SDIO host took mmc0: the card is mmcblk1.
+        let sys = RecordingSys::new();
+        sys.set_exists("/dev/mmcblk1p4");
+        sys.set_blob("/dev/mmcblk1p4", ext4_with_label(b"DATA"));
+        // Another ext4 that is not DATA is passed over.
+        sys.set_exists("/dev/mmcblk2p4");
+        sys.set_blob("/dev/mmcblk2p4", ext4_with_label(b"DATAX"));
+        let find = || {
+            smol::block_on(find_data(
+                &sys,
+                "/dev/mmcblk0p4",
+                DATA_SIBLING_GRACE * 2,
+                Duration::from_millis(50),
+            ))
+        };
+        assert_eq!(find().unwrap(), "/dev/mmcblk1p4");
+        // A second card with DATA (another Outpost card in a reader): refused.
+        sys.set_blob("/dev/mmcblk2p4", ext4_with_label(b"DATA"));
+        let err = find().unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/mmcblk1p4, /dev/mmcblk2p4") && err.contains("/dev/mmcblk0p4"),
+            "{err}"
+        );
+        // The board's own device wins whenever it is there (at once).
+        sys.set_exists("/dev/mmcblk0p4");
+        let found = find().unwrap();
+        assert_eq!(found, "/dev/mmcblk0p4");
     }
 
     #[test]
