@@ -1,10 +1,12 @@
-//! The newer Debian kernel the Pi 5 needs (trixie-backports, 7.x), booted
-//! where it can run here: a qemu-virt image built with it instead of
-//! bookworm's. What this proves for the rpi5 board, which QEMU cannot
-//! emulate: the split kernel package (linux-base/-binary/-modules) unpacked
-//! into one tree, its modules fetched as .ko.xz and unpacked, the 49 MiB
-//! Image in U-Boot's areas, and outpost-init loading those modules
-//! (`finit_module` of the signed, decompressed files) up to the API.
+//! The newer Debian parts the Pi 5 needs — trixie's U-Boot (2025.01) and
+//! the trixie-backports kernel (7.x) — booted where they can run here: a
+//! qemu-virt image built with them instead of bookworm's. What this proves
+//! for the rpi5 board, which QEMU cannot emulate: boot.scr's A/B logic
+//! (state copies, slot choice, loads, booti) on U-Boot 2025.01, the split
+//! kernel package (linux-base/-binary/-modules) unpacked into one tree, its
+//! modules fetched as .ko.xz and unpacked, the 49 MiB Image in U-Boot's
+//! areas, and outpost-init loading those modules (`finit_module` of the
+//! signed, decompressed files) up to the API.
 //!
 //! The same board also names a DATA device that does not exist (`vdb4`,
 //! as a Pi 4/5 whose Wi-Fi SDIO host took mmc0 would look for `mmcblk0p4`
@@ -32,6 +34,7 @@ fn boards_with_the_newer_kernel(env: &Cli) {
     let p = dir.join("qemu-virt.toml");
     let mut text = std::fs::read_to_string(&p).unwrap();
     for (from, to) in [
+        ("suite = \"bookworm\"", "suite = \"trixie\""),
         (
             "[kernel]\npackage = \"linux-image-arm64\"\n",
             "[kernel]\npackage = \"linux-image-arm64\"\nsuite = \"trixie-backports\"\n",
@@ -55,7 +58,7 @@ fn boards_with_the_newer_kernel(env: &Cli) {
 }
 
 #[test]
-fn the_trixie_backports_kernel_boots_and_data_is_found_by_its_label() {
+fn trixie_u_boot_and_the_backports_kernel_boot_and_data_is_found_by_its_label() {
     if skip_qemu() {
         return;
     }
@@ -75,6 +78,12 @@ fn the_trixie_backports_kernel_boots_and_data_is_found_by_its_label() {
 
     let status = env.json(&["status"])["Status"].clone();
     assert_eq!(status["hostname"], "edge-newk", "{status}");
+    // U-Boot 2025.01 ran boot.scr: it chose slot A and said so on the console.
+    let console = env.console("newk");
+    assert!(console.contains("U-Boot 2025.01"), "{console}");
+    assert_eq!(status["slot"], "A", "{status}");
+    let slots = env.json(&["slots"]);
+    assert_eq!(slots["Slots"]["booted"], "A", "{slots}");
     let dmesg = env.ok(&["dmesg"]);
     let version = dmesg
         .lines()
@@ -97,7 +106,9 @@ fn the_trixie_backports_kernel_boots_and_data_is_found_by_its_label() {
         logs.contains("DATA device /dev/vdb4 is missing; DATA found by its label on /dev/vda4"),
         "{logs}"
     );
-    // The first-boot grow worked on the disk actually used (vda).
+    // The first-boot grow, BOOT's state copies and the slots followed DATA
+    // to the disk actually used (vda): slot A was marked good.
+    assert!(logs.contains("slot A marked good"), "{logs}");
     assert!(!logs.contains("DATA not grown"), "{logs}");
     assert!(
         logs.contains("DATA fills its disk") || logs.contains("DATA grown from"),

@@ -134,7 +134,7 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
     tracing::info!("boot id {boot_id}");
     let persist = PersistHandle::new();
 
-    let args = cmdline::read(&*sys).unwrap_or_else(|e| {
+    let mut args = cmdline::read(&*sys).unwrap_or_else(|e| {
         tracing::error!("kernel command line: {e}");
         cmdline::BootArgs::default()
     });
@@ -177,7 +177,12 @@ async fn boot(ex: Arc<Executor<'static>>, sys: Arc<dyn Sys>, ring: log::LogRing)
         tracing::error!("no outpost.data= on the kernel command line; DATA not mounted");
     } else {
         match mounts::mount_data(&*sys, &data, DATA_MOUNT).await {
-            Ok(device) => grow::grow_and_report(&*sys, &device, DATA_MOUNT),
+            Ok(device) => {
+                grow::grow_and_report(&*sys, &device, DATA_MOUNT);
+                // BOOT and the slots sit on DATA's disk: where DATA was
+                // found (by its label, on another disk) they are too.
+                args.data = Some(device);
+            }
             Err(e) => tracing::error!("DATA: {e}"),
         }
     }
