@@ -65,7 +65,7 @@ fn trixie_u_boot_and_the_backports_kernel_boot_and_data_is_found_by_its_label() 
     let env = Cli::new();
     boards_with_the_newer_kernel(&env);
     let img = env.qemu_image("newk", "edge-newk");
-    env.ok(&[
+    let up = env.json(&[
         "qemu",
         "up",
         img.to_str().unwrap(),
@@ -114,5 +114,8 @@ fn trixie_u_boot_and_the_backports_kernel_boot_and_data_is_found_by_its_label() 
         logs.contains("DATA fills its disk") || logs.contains("DATA grown from"),
         "{logs}"
     );
-    eprintln!("booted: {version}");
+    eprintln!(
+        "booted: {version}\nQEMU start to first API answer {} ms, guest uptime then {} ms",
+        up["boot_wall_ms"], up["status"]["uptime_ms"]
+    );
 }
