@@ -119,7 +119,7 @@ pub enum DeviceCommand {
     /// the system and kernel logs of this boot and the previous one. Only
     /// reads; what the device cannot give is listed in errors.txt.
     Support {
-        /// Where to write it (default: support-NODE.tar.gz here).
+        /// Where to write it (default: support-NODE-<UTC time>.tar.gz here).
         file: Option<PathBuf>,
         #[command(flatten)]
         format: FormatArg,

@@ -208,9 +208,22 @@ pub fn write(bundle: &Bundle, node: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `support-NODE-YYYYmmddTHHMMSSZ.tar.gz`: one per run, in time order.
+fn default_name(node: &str, now: time::OffsetDateTime) -> PathBuf {
+    PathBuf::from(format!(
+        "support-{node}-{}{:02}{:02}T{:02}{:02}{:02}Z.tar.gz",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    ))
+}
+
 /// `outpost support [FILE]`: collect, write, say what is in it.
 pub fn run(client: &mut Client, node: &str, out: Option<PathBuf>, format: Format) -> Result<()> {
-    let path = out.unwrap_or_else(|| PathBuf::from(format!("support-{node}.tar.gz")));
+    let path = out.unwrap_or_else(|| default_name(node, time::OffsetDateTime::now_utc()));
     let bundle = collect(client)?;
     write(&bundle, node, &path)?;
     let mut files: Vec<String> = bundle.entries.iter().map(|e| e.name.clone()).collect();
@@ -239,4 +252,18 @@ pub fn run(client: &mut Client, node: &str, out: Option<PathBuf>, format: Format
         println!("  not collected: {e}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_sort_by_time() {
+        let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let a = default_name("edge-1", at(1_796_659_800));
+        let b = default_name("edge-1", at(1_796_659_801));
+        assert_eq!(a, PathBuf::from("support-edge-1-20261207T161000Z.tar.gz"));
+        assert!(a < b);
+    }
 }
