@@ -73,6 +73,18 @@ fn a_support_bundle_holds_this_boot_the_previous_one_and_every_service() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The previous boot's log, larger than one frame: it is paged whole.
+    // (Its files no longer change; what is appended here stands for a long
+    // boot's worth of lines.)
+    let previous_log = dev.data.join("logs/boot-1/system.log");
+    let mut long_log = std::fs::read_to_string(&previous_log).unwrap();
+    for i in 0..2500 {
+        long_log.push_str(&format!("[ 9.{i:03}] INFO filler line {i:04}\n"));
+    }
+    long_log.push_str("[ 9.999] INFO the last line before the reboot\n");
+    std::fs::write(&previous_log, &long_log).unwrap();
+    assert!(long_log.len() > 3 * 16 * 1024, "{}", long_log.len());
+
     // As a reader: support needs nothing more.
     let archive = dev.cli.path("bundle.tar.gz");
     let cli_toml = dev.cli.path("cli.toml");
@@ -131,6 +143,12 @@ fn a_support_bundle_holds_this_boot_the_previous_one_and_every_service() {
     assert!(logs.contains(&format!("boot id {now}")), "{logs}");
     let previous = read(&dir, "previous-boot/logs.txt");
     assert!(previous.contains(&format!("boot id {first}")), "{previous}");
+    assert!(
+        previous == long_log,
+        "the whole previous-boot log, in order: {} bytes of {}",
+        previous.len(),
+        long_log.len()
+    );
     // Host mode keeps no kernel log of the previous boot (and, started
     // without slot images, has no slots): those files are missing, and
     // errors.txt says why, by name. Nothing else is missing.

@@ -187,6 +187,31 @@ fn boot_logs_bytes_are_pinned() {
     let bytes = [5, 0, 15, 3, b'a', b'b', b'\n'];
     assert_eq!(resp.encode(), bytes);
     assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
+
+    // Paging a whole earlier log (tag 29), raw bytes back (tag 19): the
+    // bytes as a plain length-prefixed run, one byte each.
+    let page = RequestFrame {
+        id: 6,
+        body: Request::BootLogBytes {
+            source: LogSource::System,
+            boot: 1,
+            offset: 15_360,
+        },
+    };
+    let bytes = [6, 29, 0, 1, 0x80, 0x78];
+    assert_eq!(page.encode(), bytes);
+    assert_eq!(RequestFrame::decode(&bytes).unwrap(), page);
+    let resp = ResponseFrame {
+        id: 6,
+        body: Ok(Response::LogBytes {
+            total: 300,
+            offset: 0,
+            bytes: b"ab\n".to_vec(),
+        }),
+    };
+    let bytes = [6, 0, 19, 0xac, 0x02, 0, 3, b'a', b'b', b'\n'];
+    assert_eq!(resp.encode(), bytes);
+    assert_eq!(ResponseFrame::decode(&bytes).unwrap(), resp);
 }
 
 /// Pinned bytes of `Identify` (request tag 23), answered `Accepted`.

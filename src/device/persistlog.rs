@@ -58,6 +58,8 @@ pub enum PersistError {
     OutOfRange { boot: u8 },
     #[error("no {what} log of boot -{boot} on DATA")]
     Missing { boot: u8, what: &'static str },
+    #[error("boot 0 is still being written: read it with BootLogs, or page an earlier boot")]
+    StillWritten,
     #[error("starting the log writer thread: {0}")]
     Thread(String),
 }
@@ -467,7 +469,59 @@ pub fn read_boot(
         partial = cut;
         tail.0 = before;
     }
-    Ok(clean(&tail.0, partial))
+    Ok(crate::wire::logtext::whole_lines(&tail.0, partial))
+}
+
+/// Raw bytes of an earlier boot's log (`.old` then current, as one stream)
+/// from `offset`, at most `max`, and the stream's total length. Boot 0 is
+/// refused: its files grow and rotate, so offsets would not hold.
+pub fn read_boot_bytes(
+    logs: &Path,
+    boot: u8,
+    source: LogSource,
+    offset: u64,
+    max: usize,
+) -> Result<(u64, Vec<u8>), PersistError> {
+    if boot == 0 {
+        return Err(PersistError::StillWritten);
+    }
+    if boot >= KEEP_BOOTS {
+        return Err(PersistError::OutOfRange { boot });
+    }
+    let what = match source {
+        LogSource::System => "system",
+        LogSource::Kernel => "kernel",
+    };
+    let cur = boot_dir(logs, boot).join(file_name(source));
+    let old = cur.with_extension("log.old");
+    let len = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("reading", p)(e)),
+    };
+    let (old_len, cur_len) = match (len(&old)?, len(&cur)?) {
+        (None, None) => return Err(PersistError::Missing { boot, what }),
+        (o, c) => (o.unwrap_or(0), c.unwrap_or(0)),
+    };
+    let total = old_len + cur_len;
+    let mut out = Vec::new();
+    let mut want = (max as u64).min(total.saturating_sub(offset));
+    for (path, start, len) in [(&old, 0, old_len), (&cur, old_len, cur_len)] {
+        let from = offset + out.len() as u64;
+        if want == 0 || from >= start + len || from < start {
+            continue;
+        }
+        let take = want.min(start + len - from);
+        let mut f = File::open(path).map_err(io("opening", path))?;
+        f.seek(SeekFrom::Start(from - start))
+            .map_err(io("reading", path))?;
+        let before = out.len();
+        f.take(take)
+            .read_to_end(&mut out)
+            .map_err(io("reading", path))?;
+        want -= (out.len() - before) as u64;
+    }
+    Ok((total, out))
 }
 
 /// The last `max` bytes of `path` and whether the file was longer.
@@ -493,28 +547,6 @@ fn read_tail(path: &Path, max: u64) -> Result<(Vec<u8>, bool), PersistError> {
 fn drop_torn_end(buf: &mut Vec<u8>) {
     let keep = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     buf.truncate(keep);
-}
-
-/// Whole, clean lines of `buf` (`partial`: the first line is cut).
-fn clean(buf: &[u8], partial: bool) -> String {
-    let mut out = String::with_capacity(buf.len());
-    let mut lines = buf.split(|&b| b == b'\n');
-    if partial {
-        lines.next();
-    }
-    // The piece after the last newline is a torn line (or empty).
-    let mut lines = lines.peekable();
-    while let Some(line) = lines.next() {
-        if lines.peek().is_none() {
-            break;
-        }
-        if line.contains(&0) {
-            continue;
-        }
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]
@@ -627,6 +659,48 @@ mod tests {
         assert!(matches!(
             read_boot(&logs, 1, LogSource::Kernel, 100),
             Err(PersistError::Missing { boot: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn an_earlier_boots_log_pages_as_one_stream_across_old_and_current() {
+        let tmp = tempfile::tempdir().unwrap();
+        let logs = tmp.path().join("logs");
+        let d = logs.join("boot-1");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("system.log.old"), b"one\ntwo\n").unwrap();
+        std::fs::write(d.join(SYSTEM_FILE), b"three\nfour\ntor").unwrap();
+        let page = |offset| read_boot_bytes(&logs, 1, LogSource::System, offset, 5).unwrap();
+        // 5-byte pages: across the two files, the last one short, then empty.
+        let mut all = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (total, bytes) = page(offset);
+            assert_eq!(total, 22);
+            if bytes.is_empty() {
+                break;
+            }
+            assert!(bytes.len() <= 5);
+            offset += bytes.len() as u64;
+            all.extend_from_slice(&bytes);
+        }
+        assert_eq!(all, b"one\ntwo\nthree\nfour\ntor");
+        assert_eq!(page(99).1, b"");
+        // Only the current file (no rotation that boot).
+        std::fs::remove_file(d.join("system.log.old")).unwrap();
+        assert_eq!(page(0), (14, b"three".to_vec()));
+        // Boot 0 still grows: refused; missing and unkept boots are named.
+        assert!(matches!(
+            read_boot_bytes(&logs, 0, LogSource::System, 0, 5),
+            Err(PersistError::StillWritten)
+        ));
+        assert!(matches!(
+            read_boot_bytes(&logs, 1, LogSource::Kernel, 0, 5),
+            Err(PersistError::Missing { boot: 1, .. })
+        ));
+        assert!(matches!(
+            read_boot_bytes(&logs, KEEP_BOOTS, LogSource::System, 0, 5),
+            Err(PersistError::OutOfRange { .. })
         ));
     }
 

@@ -74,6 +74,14 @@ pub fn print(node: &str, response: &Response, format: Format) -> Result<()> {
         }
         Response::Dmesg(text) | Response::BootLog(text) => print!("{text}"),
         Response::Accepted => println!("{node}: accepted"),
+        Response::LogBytes {
+            total,
+            offset,
+            bytes,
+        } => println!(
+            "{node}: {} bytes of the log from {offset} (of {total})",
+            bytes.len()
+        ),
         Response::Revocations(None) => println!("{node}: no revocation list"),
         Response::Revocations(Some(r)) => println!(
             "{node}: revocation list issued {} ({} certificate{} revoked)",

@@ -76,23 +76,58 @@ fn device_requests() -> Vec<(&'static str, Request<'static>)> {
                 max_bytes: u32::MAX,
             },
         ),
-        (
-            "previous-boot/logs.txt",
-            Request::BootLogs {
-                source: LogSource::System,
-                boot: 1,
-                max_bytes: u32::MAX,
-            },
-        ),
-        (
-            "previous-boot/dmesg.txt",
-            Request::BootLogs {
-                source: LogSource::Kernel,
-                boot: 1,
-                max_bytes: u32::MAX,
-            },
-        ),
     ]
+}
+
+/// The previous boot's logs, whole (paged), and the files they go to.
+const PREVIOUS_BOOT: [(&str, LogSource); 2] = [
+    ("previous-boot/logs.txt", LogSource::System),
+    ("previous-boot/dmesg.txt", LogSource::Kernel),
+];
+
+/// Most pages of one log fetched (a kept log is ≤ 512 KiB: ~35 pages).
+const MAX_LOG_PAGES: u64 = 64;
+
+/// A whole persisted log of an earlier boot: the first page gives its
+/// length, the rest are asked for at once (pipelined), then cut to whole
+/// lines. A device without `BootLogBytes` (older) answers with an error;
+/// then its newest lines (`BootLogs`, one frame) are taken instead.
+fn whole_boot_log(client: &mut Client, source: LogSource, boot: u8) -> Result<String> {
+    let page = |offset| Request::BootLogBytes {
+        source,
+        boot,
+        offset,
+    };
+    let first = match client.call(page(0)) {
+        Ok(Response::LogBytes { total, bytes, .. }) => (total, bytes),
+        Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+        Err(paged) => {
+            return match client.call(Request::BootLogs {
+                source,
+                boot,
+                max_bytes: u32::MAX,
+            }) {
+                Ok(Response::BootLog(text)) => Ok(text),
+                Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+                Err(e) => Err(e.context(format!("(and paging it: {paged:#})"))),
+            };
+        }
+    };
+    let (total, mut bytes) = first;
+    let step = bytes.len() as u64;
+    if step > 0 && total > step {
+        let pages = total.div_ceil(step).min(MAX_LOG_PAGES);
+        let requests = (1..pages).map(|i| page(i * step)).collect();
+        for answer in client.pipeline(requests)? {
+            match answer? {
+                Response::LogBytes {
+                    offset, bytes: b, ..
+                } if offset == bytes.len() as u64 => bytes.extend_from_slice(&b),
+                other => anyhow::bail!("a page out of order: {other:?}"),
+            }
+        }
+    }
+    Ok(crate::wire::logtext::whole_lines(&bytes, false))
 }
 
 /// An answer as the file's bytes: logs and texts as text, the rest as JSON.
@@ -134,6 +169,10 @@ pub fn collect(client: &mut Client) -> Result<Bundle> {
             services = list.iter().map(|s| s.name.clone()).collect();
         }
         bundle.take(name.to_owned(), answer);
+    }
+    for (name, source) in PREVIOUS_BOOT {
+        let log = whole_boot_log(client, source, 1).map(Response::BootLog);
+        bundle.take(name.to_owned(), log);
     }
     services.truncate(MAX_SERVICE_LOGS);
     // Service names come from the device: only plain ones become file names.

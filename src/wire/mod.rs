@@ -4,6 +4,7 @@
 pub mod envelope;
 mod error;
 mod frame;
+pub mod logtext;
 mod request;
 mod response;
 pub mod revocation;

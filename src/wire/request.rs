@@ -130,6 +130,16 @@ pub enum Request<'a> {
         #[serde(borrow, with = "serde_bytes_compat")]
         crl: &'a [u8],
     },
+    /// Tag 29: Raw bytes of the persisted system or kernel log of an earlier
+    /// boot (`boot` ≥ 1: its logs no longer change), from `offset` of the
+    /// log (`.old` then current file, as one stream), as many as fit a
+    /// frame; answered `LogBytes`. Whole logs page with it, pipelined (the
+    /// first answer gives the total); the client cuts lines.
+    BootLogBytes {
+        source: LogSource,
+        boot: u8,
+        offset: u64,
+    },
 }
 
 /// Which persisted log `BootLogs` reads.
@@ -224,7 +234,8 @@ impl Request<'_> {
             | Metrics
             | Network
             | Links
-            | Revocations => Role::Reader,
+            | Revocations
+            | BootLogBytes { .. } => Role::Reader,
             Reboot | Poweroff | Service { .. } | Identify { .. } => Role::Operator,
             ConfigApply { .. }
             | ConfigApplyOpts { .. }
@@ -272,6 +283,7 @@ impl Request<'_> {
             DeltaInstall { .. } => "delta install",
             Revocations => "revocations",
             InstallRevocations { .. } => "install revocations",
+            BootLogBytes { .. } => "boot log bytes",
         }
     }
 }
@@ -366,6 +378,14 @@ mod tests {
             (
                 Request::InstallRevocations { crl: &[0x30, 0] },
                 &[5, 28, 2, 0x30, 0],
+            ),
+            (
+                Request::BootLogBytes {
+                    source: LogSource::System,
+                    boot: 1,
+                    offset: 300,
+                },
+                &[5, 29, 0, 1, 0xac, 0x02],
             ),
         ];
         for (req, bytes) in cases {

@@ -55,6 +55,13 @@ pub enum Response {
     /// Tag 18: The site revocation list in force on the device, if any
     /// (answer to `Revocations` and `InstallRevocations`).
     Revocations(Option<RevocationInfo>),
+    /// Tag 19: Answer to `BootLogBytes`: `bytes` of the log from `offset`
+    /// (empty at or past its end), and the log's `total` length.
+    LogBytes {
+        total: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A site revocation list a device holds.

@@ -101,6 +101,7 @@ pub fn runs_blocking(request: &Request) -> bool {
             | Request::ConfigApply { .. }
             | Request::ConfigApplyOpts { .. }
             | Request::BootLogs { .. }
+            | Request::BootLogBytes { .. }
             | Request::InstallRevocations { .. }
     )
 }
@@ -232,6 +233,11 @@ pub fn handle(ctx: &ApiContext, role: Role, request: &Request) -> Result<Respons
             boot,
             max_bytes,
         } => boot_logs(ctx, *source, *boot, *max_bytes),
+        Request::BootLogBytes {
+            source,
+            boot,
+            offset,
+        } => boot_log_bytes(ctx, *source, *boot, *offset),
         Request::Identify { seconds } => identify(ctx, *seconds),
         Request::Links => Ok(Response::Links(ctx.platform.links())),
         Request::Revocations => Ok(Response::Revocations(
@@ -281,6 +287,29 @@ fn boot_logs(
         .map(Response::BootLog)
         .map_err(|e| match e {
             PersistError::OutOfRange { .. } => WireError::Invalid(e.to_string()),
+            _ => WireError::Device(e.to_string()),
+        })
+}
+
+/// One page of an earlier boot's persisted log, raw (the client cuts lines).
+fn boot_log_bytes(
+    ctx: &ApiContext,
+    source: wire::LogSource,
+    boot: u8,
+    offset: u64,
+) -> Result<Response, WireError> {
+    use crate::device::persistlog::{self, PersistError};
+    let logs = ctx.data_dir.join(persistlog::LOG_DIR);
+    persistlog::read_boot_bytes(&logs, boot, source, offset, MAX_DMESG_BYTES)
+        .map(|(total, bytes)| Response::LogBytes {
+            total,
+            offset,
+            bytes,
+        })
+        .map_err(|e| match e {
+            PersistError::OutOfRange { .. } | PersistError::StillWritten => {
+                WireError::Invalid(e.to_string())
+            }
             _ => WireError::Device(e.to_string()),
         })
 }
