@@ -426,13 +426,14 @@ fn rollback_by_button_held_at_boot() {
         "[button]\nchip = \"9030000.pl061\"\nline = 0\nactive_low = true\n",
     );
     let start = Instant::now();
-    let back = upgrade_until(&mut env, &bundle, Duration::from_secs(150), |_, s| {
-        // Primary A again: B was installed (primary B), booted, and the
-        // button made A primary. (Booted A with B installed alone is also
-        // the moment before the reboot into B.)
+    let back = upgrade_until(&mut env, &bundle, Duration::from_secs(150), |env, s| {
+        // Primary A again after B saw the button. Booted A, primary A and
+        // 0.2.0 in B also hold while B is being written (B bad until the
+        // switch), so the console must show the button's rollback too.
         let s = s?;
         let installed = s["slots"][1]["version"] == "0.2.0";
-        (s["booted"] == "A" && s["primary"] == "A" && installed).then(|| s.clone())
+        let rolled_back = env.console().contains("rollback button held at boot");
+        (s["booted"] == "A" && s["primary"] == "A" && installed && rolled_back).then(|| s.clone())
     });
     let took = start.elapsed();
     assert_eq!(back["slots"][1]["state"], "good", "{back}");

@@ -151,8 +151,8 @@ fn render(response: &Response) -> Result<Vec<u8>> {
 
 impl Bundle {
     fn take(&mut self, name: String, answer: Result<Response>) {
-        match answer.and_then(|r| render(&r).map(|data| (r, data))) {
-            Ok((_, data)) => self.entries.push(Entry { name, data }),
+        match answer.and_then(|r| render(&r)) {
+            Ok(data) => self.entries.push(Entry { name, data }),
             Err(e) => self.errors.push((name, format!("{e:#}"))),
         }
     }
