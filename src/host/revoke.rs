@@ -141,13 +141,8 @@ pub fn revoke(site: &Site, cert_pem: &[u8], what: &str) -> Result<Outcome> {
 /// every board already.
 fn check_issued_by(site: &Site, cert: &CertificateDer<'_>, what: &str) -> Result<()> {
     let ca = site.ca_cert();
-    let root = fs::read(&ca)
-        .map_err(anyhow::Error::from)
-        .and_then(|pem| {
-            CertificateDer::from_pem_slice(&pem)
-                .map_err(|e| anyhow!("not a PEM certificate: {e:?}"))
-        })
-        .with_context(|| format!("reading the site CA {}", ca.display()))?;
+    let root = CertificateDer::from_pem_file(&ca)
+        .map_err(|e| anyhow!("reading the site CA {}: {e:?}", ca.display()))?;
     let ee = webpki::EndEntityCert::try_from(cert)
         .map_err(|e| anyhow!("{what}: the certificate does not parse: {e:?}"))?;
     let now = rustls::pki_types::UnixTime::now();

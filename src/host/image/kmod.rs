@@ -13,6 +13,8 @@ use object::{Object as _, ObjectSection as _};
 
 /// Real `.modinfo` sections are a few KiB; bound what a broken file can claim.
 const MAX_MODINFO: u64 = 1 << 20;
+/// Debian's `modules.builtin` is ~15-30 KiB.
+const MAX_BUILTIN: u64 = 1 << 20;
 
 /// The module tree of one kernel: `lib/modules/<release>/kernel/**.ko`.
 pub(crate) struct Tree {
@@ -21,8 +23,10 @@ pub(crate) struct Tree {
     by_name: BTreeMap<String, String>,
     /// Compressed modules (`.ko.xz` …) by canonical name, to say why they fail.
     compressed: BTreeMap<String, String>,
-    /// Built into the kernel (`modules.builtin`): a board may name one that
+    /// `modules.builtin` as the package has it (the initramfs carries it for
+    /// outpost-init), and the names in it: a board may name a module that
     /// another kernel has as a module (virtio_pci: 6.1 module, 7.x built in).
+    builtin_file: Option<Vec<u8>>,
     builtin: BTreeSet<String>,
     /// Aliases the built-in modules provide (`modules.builtin.modinfo`),
     /// read when a soft dependency names an alias.
@@ -72,21 +76,17 @@ impl Tree {
             dir: modules_dir.to_owned(),
             by_name: BTreeMap::new(),
             compressed: BTreeMap::new(),
+            builtin_file: super::read_optional(&modules_dir.join("modules.builtin"), MAX_BUILTIN)?,
             builtin: BTreeSet::new(),
             builtin_aliases: None,
             aliases: None,
         };
-        let builtin = modules_dir.join("modules.builtin");
-        match std::fs::read_to_string(&builtin) {
-            Ok(text) => {
-                tree.builtin = text
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|l| canonical(file_stem(l.trim())))
-                    .collect();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", builtin.display())),
+        if let Some(file) = &tree.builtin_file {
+            tree.builtin = String::from_utf8_lossy(file)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| canonical(file_stem(l.trim())))
+                .collect();
         }
         let mut stack = vec![PathBuf::from("kernel")];
         while let Some(rel) = stack.pop() {
@@ -123,6 +123,11 @@ impl Tree {
             bail!("no kernel modules under {}/kernel", modules_dir.display());
         }
         Ok(tree)
+    }
+
+    /// The package's `modules.builtin`, if it has one.
+    pub(crate) fn modules_builtin(&self) -> Option<&[u8]> {
+        self.builtin_file.as_deref()
     }
 
     /// The path of module `name`, or an error saying why it cannot be used.

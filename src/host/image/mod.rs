@@ -238,13 +238,12 @@ pub fn build_slot(inputs: &SlotInputs<'_>) -> Result<SlotImage> {
         version: inputs.version.to_owned(),
         build_time,
     };
-    let builtin = read_optional(&kern.modules_dir.join("modules.builtin"), 1 << 20)?;
     let initrd = initramfs::build(&initramfs::Inputs {
         init: &init,
         release: &release,
         kernel_release: &kern.release,
         modules: &modules,
-        modules_builtin: builtin.as_deref(),
+        modules_builtin: tree.modules_builtin(),
         release_keys: release_keys.as_deref(),
         extensions: &extensions,
     })?;
