@@ -23,38 +23,24 @@ use common::{skip_qemu, Cli, QemuGuard};
 /// trixie-backports, U-Boot's areas widened for its larger Image, and DATA
 /// named on a disk that is not there.
 fn boards_with_the_newer_kernel(env: &Cli) {
-    let dir = env.path("boards");
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(common::repo().join("boards"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
-    let p = dir.join("qemu-virt.toml");
-    let mut text = std::fs::read_to_string(&p).unwrap();
-    for (from, to) in [
-        ("suite = \"bookworm\"", "suite = \"trixie\""),
-        (
-            "[kernel]\npackage = \"linux-image-arm64\"\n",
-            "[kernel]\npackage = \"linux-image-arm64\"\nsuite = \"trixie-backports\"\n",
-        ),
-        // Image.gz <= 32 MiB, the inflated Image <= 64 MiB (RAM is 0x40000000
-        // up; 256 MiB in `qemu up`).
-        (
-            "kernel_comp_addr_r = 0x41400000",
-            "kernel_comp_addr_r = 0x42400000",
-        ),
-        ("ramdisk_addr_r = 0x44000000", "ramdisk_addr_r = 0x46400000"),
-        ("data_device = \"/dev/vda4\"", "data_device = \"/dev/vdb4\""),
-    ] {
-        assert!(
-            text.contains(from),
-            "qemu-virt.toml changed ({from:?}): update this test"
-        );
-        text = text.replacen(from, to, 1);
-    }
-    std::fs::write(p, text).unwrap();
+    common::boards_with_qemu_virt_edits(
+        env,
+        &[
+            ("suite = \"bookworm\"", "suite = \"trixie\""),
+            (
+                "[kernel]\npackage = \"linux-image-arm64\"\n",
+                "[kernel]\npackage = \"linux-image-arm64\"\nsuite = \"trixie-backports\"\n",
+            ),
+            // Image.gz <= 32 MiB, the inflated Image <= 64 MiB (RAM is
+            // 0x40000000 up; 256 MiB in `qemu up`).
+            (
+                "kernel_comp_addr_r = 0x41400000",
+                "kernel_comp_addr_r = 0x42400000",
+            ),
+            ("ramdisk_addr_r = 0x44000000", "ramdisk_addr_r = 0x46400000"),
+            ("data_device = \"/dev/vda4\"", "data_device = \"/dev/vdb4\""),
+        ],
+    );
 }
 
 #[test]

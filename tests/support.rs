@@ -53,25 +53,21 @@ fn a_support_bundle_holds_this_boot_the_previous_one_and_every_service() {
         .unwrap()
         .to_owned();
 
+    let web_has_logged = || {
+        let start = Instant::now();
+        while !dev.cli.ok(&["logs", "web"]).contains("hello-from-web") {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "web never logged"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     // A reboot: the first boot's log becomes "previous-boot".
-    let start = Instant::now();
-    while !dev.cli.ok(&["logs", "web"]).contains("hello-from-web") {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "web never logged"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    web_has_logged();
     dev.cli.ok(&["reboot"]);
     dev.cli.status_after_reboot(&first, Duration::from_secs(30));
-    let start = Instant::now();
-    while !dev.cli.ok(&["logs", "web"]).contains("hello-from-web") {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "web never logged"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    web_has_logged();
 
     // The previous boot's log, larger than one frame: it is paged whole.
     // (Its files no longer change; what is appended here stands for a long

@@ -37,6 +37,27 @@ pub(crate) fn skip_qemu() -> bool {
     false
 }
 
+/// The repository's boards in `env`'s own boards dir (its CLI reads them
+/// there), with each `(from, to)` of `edits` made once in qemu-virt.toml;
+/// a `from` the file no longer has fails the test, naming it.
+pub(crate) fn boards_with_qemu_virt_edits(env: &Cli, edits: &[(&str, &str)]) {
+    let dir = env.path("boards");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(repo().join("boards")).unwrap().flatten() {
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let p = dir.join("qemu-virt.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    for (from, to) in edits {
+        assert!(
+            text.contains(from),
+            "qemu-virt.toml changed ({from:?}): update this test"
+        );
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(p, text).unwrap();
+}
+
 /// outpost-init for the device, as `scripts/build-init` leaves it.
 pub(crate) fn init_binary() -> PathBuf {
     let p = repo().join("target/aarch64-unknown-linux-musl/release/outpost-init");
